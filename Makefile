@@ -1,0 +1,27 @@
+# Two entry points for a fresh Linux machine (Python 3.11+):
+#   make demo   - create/reuse .venv, install, run the main job (results in out/)
+#   make test   - create/reuse .venv, install, run the test suite
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test setup clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m ipykernel install --user --name python3 --display-name "Python 3 (facelib)" >/dev/null
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m facelib demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,6 @@
+"""``python -m facelib ...``: see :mod:`facelib.cli`."""
+import sys
+
+from .cli import main
+
+sys.exit(main())

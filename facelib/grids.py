@@ -1,0 +1,114 @@
+"""Tensor <-> image conversion and comparison grids.
+
+uint8 HWC images exist only here and in file I/O; everything else in facelib works on
+float tensors (N, 3, H, W) in [-1, 1].
+"""
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from ._io import atomic_path
+from .errors import InputError
+
+__all__ = ["to_pil", "to_tensor", "make_grid", "save_image", "stamp"]
+
+
+def to_pil(images: torch.Tensor) -> "Image.Image | list[Image.Image]":
+    """(3, H, W) or (N, 3, H, W) float in [-1, 1] -> PIL RGB image (or a list for N)."""
+    if images.ndim == 3:
+        return to_pil(images[None])[0]
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise InputError(f"to_pil: expected (N, 3, H, W) or (3, H, W), got {tuple(images.shape)}")
+    arr = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return [Image.fromarray(a.permute(1, 2, 0).numpy()) for a in arr]
+
+
+def to_tensor(images: "Image.Image | Sequence[Image.Image]", size: int | None = None) -> torch.Tensor:
+    """PIL image(s) -> (N, 3, size, size) float32 in [-1, 1] (LANCZOS resize when ``size`` is given)."""
+    if isinstance(images, Image.Image):
+        images = [images]
+    out = []
+    for im in images:
+        im = im.convert("RGB")
+        if size is not None and im.size != (size, size):
+            im = im.resize((size, size), Image.Resampling.LANCZOS)
+        out.append(torch.from_numpy(np.asarray(im, dtype=np.float32).copy()).permute(2, 0, 1) / 127.5 - 1)
+    return torch.stack(out)
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1 has no sized default font
+        return ImageFont.load_default()
+
+
+def make_grid(rows: Sequence[Sequence["Image.Image | torch.Tensor | None"]], *, cell: int = 256,
+              row_labels: Sequence[str] | None = None, col_labels: Sequence[str] | None = None,
+              captions: Sequence[Sequence[str]] | None = None, title: str | None = None,
+              pad: int = 4) -> Image.Image:
+    """Lay images out as a labelled table.
+
+    Args:
+        rows: rows of cells; a cell is a PIL image, a (3, H, W) tensor in [-1, 1], or None (empty).
+        cell: side of each (square) cell in pixels.
+        row_labels / col_labels: text left of each row / above each column.
+        captions: per-cell text drawn under the image (e.g. PSNR).
+        title: a line above the table (used for stamps such as "smoke run").
+    Returns:
+        An RGB PIL image.
+    """
+    n_cols = max((len(r) for r in rows), default=0)
+    font = _font(max(10, cell // 16))
+    line = max(12, cell // 14)
+    left = (max((len(s) for s in row_labels), default=0) * line * 6 // 10 + 2 * pad) if row_labels else 0
+    top = (line + 2 * pad) if col_labels else 0
+    head = (line + 2 * pad) * (len(title.splitlines()) if title else 0)
+    cap = (line + pad) if captions else 0
+    width = left + n_cols * (cell + pad) + pad
+    height = head + top + len(rows) * (cell + cap + pad) + pad
+    canvas = Image.new("RGB", (max(width, 1), max(height, 1)), "white")
+    draw = ImageDraw.Draw(canvas)
+    if title:
+        for k, text in enumerate(title.splitlines()):
+            draw.text((pad, pad + k * (line + 2 * pad)), text, fill=(200, 0, 0), font=font)
+    if col_labels:
+        for j, text in enumerate(col_labels):
+            draw.text((left + pad + j * (cell + pad), head + pad), str(text), fill="black", font=font)
+    for i, row in enumerate(rows):
+        y = head + top + pad + i * (cell + cap + pad)
+        if row_labels:
+            draw.text((pad, y + cell // 2), str(row_labels[i]), fill="black", font=font)
+        for j, item in enumerate(row):
+            x = left + pad + j * (cell + pad)
+            if item is None:
+                continue
+            im = to_pil(item) if isinstance(item, torch.Tensor) else item.convert("RGB")
+            canvas.paste(im.resize((cell, cell), Image.Resampling.LANCZOS), (x, y))
+            if captions and i < len(captions) and j < len(captions[i]) and captions[i][j]:
+                draw.text((x, y + cell + 1), str(captions[i][j]), fill="black", font=font)
+    return canvas
+
+
+def stamp(image: Image.Image, text: str) -> Image.Image:
+    """Return a copy of ``image`` with a red banner holding ``text`` across its top."""
+    out = image.convert("RGB").copy()
+    draw = ImageDraw.Draw(out)
+    font = _font(max(12, out.width // 40))
+    h = max(16, out.width // 30)
+    draw.rectangle([0, 0, out.width, h + 4], fill=(200, 0, 0))
+    draw.text((4, 2), text, fill="white", font=font)
+    return out
+
+
+def save_image(image: "Image.Image | torch.Tensor", path: "str | os.PathLike[str]", **save_kwargs) -> None:
+    """Save a PIL image or a (3, H, W) tensor in [-1, 1] atomically (temp file + rename)."""
+    if isinstance(image, torch.Tensor):
+        image = to_pil(image)
+    with atomic_path(path) as tmp:
+        image.save(tmp, **save_kwargs)
