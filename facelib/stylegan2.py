@@ -81,10 +81,10 @@ def _upfirdn2d_ref(x: torch.Tensor, kernel: torch.Tensor, up: int, down: int,
 
 
 def _fir1d(x: torch.Tensor, taps: torch.Tensor, dim: int, up: int, down: int, pad: tuple[int, int]) -> torch.Tensor:
-    """Separable pass along ``dim`` (-1 or -2) as a sum of shifted slices.
+    """Separable FIR pass along ``dim`` (-1 or -2): zero insertion, pad/crop, depthwise 1-D conv, decimation.
 
-    Written by hand because PyTorch's depthwise convolutions are slow on CPU; a handful of
-    multiply-adds over slices is memory-bound and several times faster for 4-tap kernels.
+    Two 1-D depthwise convolutions cost 2K instead of K^2 multiply-adds per pixel; on CPU
+    they are also faster than shifted-slice sums, whose backward fills and copies whole maps.
     """
     if up > 1:  # zero insertion: (..., L, W) -> (..., L, up, W) -> (..., L*up, W)
         shape = list(x.shape)
@@ -94,23 +94,13 @@ def _fir1d(x: torch.Tensor, taps: torch.Tensor, dim: int, up: int, down: int, pa
         else:
             x = F.pad(x.unsqueeze(-2), [0, 0, 0, up - 1])
         x = x.reshape(shape)
-    p0, p1 = pad
-    pads = [0, 0, 0, 0]
-    idx = 0 if dim == -1 else 2
-    pads[idx], pads[idx + 1] = max(p0, 0), max(p1, 0)
-    x = F.pad(x, pads)
-    c0, c1 = max(-p0, 0), max(-p1, 0)
-    length = x.shape[dim] - c0 - c1
-    k = taps.numel()
-    out_len = length - k + 1
-    flipped = taps.flip(0).tolist()
-    out = None
-    for t, coeff in enumerate(flipped):
-        piece = x.narrow(dim, c0 + t, out_len)
-        out = piece * coeff if out is None else out + piece * coeff
-    if down > 1:
-        out = out[..., ::down] if dim == -1 else out[..., ::down, :]
-    return out
+    pad4 = (pad[0], pad[1], 0, 0) if dim == -1 else (0, 0, pad[0], pad[1])
+    x = _pad_or_crop(x, pad4)
+    c = x.shape[1]
+    k = taps.flip(0).to(x.dtype)
+    k = k.view(1, 1, 1, -1) if dim == -1 else k.view(1, 1, -1, 1)
+    stride = (1, down) if dim == -1 else (down, 1)
+    return F.conv2d(x, k.repeat(c, 1, 1, 1), stride=stride, groups=c)
 
 
 def _separable_taps(kernel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -448,6 +438,8 @@ class StyleGAN2Generator(nn.Module):
                 torch.random.set_rng_state(rng_state)
         self.set_conv_clamp(conv_clamp)
         self.set_fused_modconv(False)
+        # NHWC activations let oneDNN (CPU) and cuDNN pick faster convolution kernels
+        self.channels_last = True
 
     # -- configuration ------------------------------------------------------------------
     def set_conv_clamp(self, value: float | None) -> None:
@@ -542,6 +534,8 @@ class StyleGAN2Generator(nn.Module):
                 actual_shape=wplus.shape, expected_shape=(None, self.n_latent, self.style_dim))
         noises = self._resolve_noise(noise, wplus.shape[0])
         x = self.input(wplus.shape[0])
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         x = self.conv1(x, wplus[:, 0], noises[0])
         skip = self.to_rgb1(x, wplus[:, 1])
         i = 1

@@ -185,3 +185,15 @@ def test_conv_clamp_limits_activations(small_generator):
     assert not torch.allclose(free, clamped)
     # every ToRGB output is within +-0.05, so the image is bounded by their (upsampled) sum
     assert clamped.abs().max() <= 0.05 * len(G.to_rgbs) + 0.05 + 1e-5
+
+
+def test_memory_format_does_not_change_the_result(small_generator):
+    G = small_generator
+    w = torch.randn(2, G.n_latent, G.style_dim)
+    with torch.no_grad():
+        G.channels_last = True
+        a = G.synthesis(w)
+        G.channels_last = False
+        b = G.synthesis(w)
+    G.channels_last = True
+    assert torch.allclose(a, b, atol=1e-5)

@@ -1,0 +1,170 @@
+"""Generator speed and memory: synthesis forward, and forward + backward w.r.t. W+.
+
+    python benchmarks/generator.py                       # 256 px, batch 1 and 4, CPU (+ CUDA if present)
+    python benchmarks/generator.py --sizes 256 1024 --threads 2 --reference ~/src/stylegan2-pytorch
+    python benchmarks/generator.py --json out/bench_generator.json
+
+Weights are synthetic (config-f architecture, channel_multiplier 2; the values do not change
+the cost). Each figure is the median of ``--repeats`` runs after one warm-up. "fwd+bwd" is
+``img.square().mean().backward()`` with the generator's parameters frozen, which is what
+projection and face swap do (only W+ gets a gradient). Peak memory is measured per case in a
+fresh subprocess (peak RSS growth on CPU, ``max_memory_allocated`` on CUDA).
+
+``--reference PATH`` also times rosinality/stylegan2-pytorch's own CPU path, imported from a
+local checkout at PATH (nothing is copied into this repository). Its ops try to compile a CUDA
+extension at import; the benchmark stubs the compile step out because the CPU path never uses it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _build(impl: str, size: int, reference: str | None, device: str):
+    import torch
+
+    from facelib.stylegan2 import StyleGAN2Generator
+
+    G = StyleGAN2Generator(size, seed=0)  # config-f widths, random (synthetic) weights
+    if impl.startswith("reference"):
+        import torch.utils.cpp_extension as ext
+
+        ext.load = lambda *a, **k: None  # the CPU path never calls the compiled module
+        sys.path.insert(0, reference)
+        import model as ref_model  # noqa: the reference checkout's model.py
+
+        R = ref_model.Generator(size, 512, 8, channel_multiplier=2)
+        R.load_state_dict(G.state_dict(), strict=True)
+        R.eval().requires_grad_(impl != "reference")  # "reference" = as shipped: parameters require grad
+
+        def run(w):
+            return R([w], input_is_latent=True, randomize_noise=False)[0]
+
+        return R.to(device), run
+    G.set_fused_modconv(impl == "facelib-fused")
+    G.channels_last = impl != "facelib-nchw"
+    G.eval().requires_grad_(False)
+    return G.to(device), (lambda w: G.synthesis(w))
+
+
+def _case(args: dict, queue) -> None:
+    import torch
+
+    torch.set_num_threads(args["threads"])
+    device = args["device"]
+    base_rss = _rss_mb()
+    _, run = _build(args["impl"], args["size"], args.get("reference"), device)
+    n_latent = 2 * int(round(__import__("math").log2(args["size"]))) - 2
+    g = torch.Generator().manual_seed(0)
+    w0 = torch.randn(args["batch"], n_latent, 512, generator=g).to(device)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+    def fwd():
+        with torch.no_grad():
+            run(w0)
+
+    def fwd_bwd():
+        w = w0.clone().requires_grad_(True)
+        run(w).square().mean().backward()
+
+    out = {}
+    for name, fn in (("fwd", fwd), ("fwd+bwd", fwd_bwd)):
+        if device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+        fn()
+        sync()
+        times = []
+        for _ in range(args["repeats"]):
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            times.append(time.perf_counter() - t0)
+        out[name + "_ms"] = 1000 * statistics.median(times)
+        if device.startswith("cuda"):
+            out[name + "_peak_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
+    if not device.startswith("cuda"):
+        out["peak_rss_mb"] = _rss_mb() - base_rss
+    queue.put(out)
+
+
+def run_case(**kw) -> dict:
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_case, args=(kw, q))
+    p.start()
+    p.join()
+    if p.exitcode != 0:
+        return {"error": f"exit code {p.exitcode}"}
+    return q.get()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[256])
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 4])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--devices", nargs="+", default=None, help="default: cpu, plus cuda when available")
+    ap.add_argument("--impls", nargs="+", default=["facelib", "facelib-nchw", "facelib-fused"],
+                    help="facelib (split modconv, channels-last: the default), facelib-nchw (split, NCHW), "
+                         "facelib-fused (grouped conv, channels-last)")
+    ap.add_argument("--reference", help="path to a local rosinality/stylegan2-pytorch checkout (CPU only)")
+    ap.add_argument("--json", help="also write the figures to this JSON file")
+    args = ap.parse_args()
+
+    import torch
+
+    devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+    impls = list(args.impls)
+    if args.reference:
+        impls += ["reference", "reference-frozen"]
+    rows = []
+    print(f"# torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+          f"{args.threads} CPU threads" + (f", {torch.cuda.get_device_name()}" if "cuda" in devices else ""))
+    print(f"{'device':6} {'size':>5} {'batch':>5} {'impl':17} {'fwd ms':>9} {'fwd+bwd ms':>11} {'peak MiB':>9}")
+    for device in devices:
+        for size in args.sizes:
+            for batch in args.batches:
+                for impl in impls:
+                    if impl.startswith("reference") and device != "cpu":
+                        continue
+                    r = run_case(impl=impl, size=size, batch=batch, threads=args.threads, repeats=args.repeats,
+                                 device=device, reference=args.reference)
+                    r.update(device=device, size=size, batch=batch, impl=impl)
+                    rows.append(r)
+                    if "error" in r:
+                        print(f"{device:6} {size:>5} {batch:>5} {impl:17} {r['error']}")
+                        continue
+                    peak = r.get("peak_rss_mb", r.get("fwd+bwd_peak_mb", float("nan")))
+                    print(f"{device:6} {size:>5} {batch:>5} {impl:17} {r['fwd_ms']:>9.1f} {r['fwd+bwd_ms']:>11.1f} "
+                          f"{peak:>9.0f}", flush=True)
+    ref = {(r["device"], r["size"], r["batch"]): r for r in rows if r["impl"] == "reference" and "error" not in r}
+    for r in rows:
+        key = (r["device"], r["size"], r["batch"])
+        if r["impl"] == "facelib" and key in ref and "error" not in r:
+            print(f"speed-up vs reference ({key[0]}, {key[1]} px, batch {key[2]}): "
+                  f"fwd {ref[key]['fwd_ms'] / r['fwd_ms']:.2f}x, fwd+bwd {ref[key]['fwd+bwd_ms'] / r['fwd+bwd_ms']:.2f}x")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"threads": args.threads, "torch": torch.__version__, "rows": rows},
+                                              indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
