@@ -57,7 +57,7 @@ def _build(impl: str, size: int, reference: str | None, device: str):
 
         return R.to(device), run
     G.set_fused_modconv(impl == "facelib-fused")
-    G.channels_last = impl != "facelib-nchw"
+    G.channels_last = False if impl == "facelib-nchw" else None  # None: NHWC on CPU, NCHW on CUDA
     G.eval().requires_grad_(False)
     return G.to(device), (lambda w: G.synthesis(w))
 
@@ -121,8 +121,8 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--devices", nargs="+", default=None, help="default: cpu, plus cuda when available")
     ap.add_argument("--impls", nargs="+", default=["facelib", "facelib-nchw", "facelib-fused"],
-                    help="facelib (split modconv, channels-last: the default), facelib-nchw (split, NCHW), "
-                         "facelib-fused (grouped conv, channels-last)")
+                    help="facelib (split modconv, NHWC on CPU / NCHW on CUDA: the default), facelib-nchw "
+                         "(split, NCHW everywhere), facelib-fused (grouped conv)")
     ap.add_argument("--reference", help="path to a local rosinality/stylegan2-pytorch checkout (CPU only)")
     ap.add_argument("--json", help="also write the figures to this JSON file")
     args = ap.parse_args()
@@ -132,7 +132,7 @@ def main() -> int:
     devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     impls = list(args.impls)
     if args.reference:
-        impls += ["reference", "reference-frozen"]
+        impls += ["reference"]  # add "reference-frozen" to --impls to time it with frozen parameters too
     rows = []
     print(f"# torch {torch.__version__}, {platform.processor() or platform.machine()}, "
           f"{args.threads} CPU threads" + (f", {torch.cuda.get_device_name()}" if "cuda" in devices else ""))

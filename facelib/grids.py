@@ -96,13 +96,13 @@ def make_grid(rows: Sequence[Sequence["Image.Image | torch.Tensor | None"]], *, 
 
 
 def stamp(image: Image.Image, text: str) -> Image.Image:
-    """Return a copy of ``image`` with a red banner holding ``text`` across its top."""
-    out = image.convert("RGB").copy()
-    draw = ImageDraw.Draw(out)
-    font = _font(max(12, out.width // 40))
-    h = max(16, out.width // 30)
-    draw.rectangle([0, 0, out.width, h + 4], fill=(200, 0, 0))
-    draw.text((4, 2), text, fill="white", font=font)
+    """Return ``image`` with a red banner holding ``text`` added above it (nothing is covered)."""
+    image = image.convert("RGB")
+    font = _font(max(12, image.width // 40))
+    h = max(18, image.width // 30) + 6
+    out = Image.new("RGB", (image.width, image.height + h), (200, 0, 0))
+    out.paste(image, (0, h))
+    ImageDraw.Draw(out).text((4, 3), text, fill="white", font=font)
     return out
 
 
