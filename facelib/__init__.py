@@ -38,6 +38,8 @@ _LAZY = {
     "Projection": "project",
     "ProjectConfig": "project",
     "load_projection": "project",
+    "project_folder": "project",
+    "LPIPSLoss": "losses",
     # edits
     "mix_styles": "edits",
     "LayerMask": "edits",

@@ -1,0 +1,326 @@
+"""ipywidgets factories for the notebooks (the only module that imports ipywidgets).
+
+Each factory returns ``(widget, getter)``: display the widget, call the getter to read the
+current value in the form the facelib function wants (a config dataclass, a W+ row mask, a
+``range`` of rows, ...). ipywidgets is imported inside the functions, so ``import facelib``
+never needs it; widgets can be built and read without a running kernel (that is how they
+are tested).
+
+Example (in a notebook cell)::
+
+    box, get_config = facelib.widgets.config_widgets(ProjectConfig(steps=STEPS), exclude=["seed"])
+    display(box)
+    ...
+    result = facelib.project(G, targets, config=get_config())
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from typing import Any, Callable, Mapping, Sequence
+
+from .errors import DependencyError, InputError
+
+__all__ = [
+    "config_widgets",
+    "row_checkboxes",
+    "row_range_slider",
+    "strength_slider",
+    "image_grid_output",
+    "progress_callback",
+    "choice_dropdown",
+    "live_session",
+]
+
+
+def _ipywidgets():
+    try:
+        import ipywidgets
+    except ImportError as e:
+        raise DependencyError("the interactive controls need ipywidgets: pip install ipywidgets") from e
+    return ipywidgets
+
+
+def live_session() -> bool:
+    """True inside a Jupyter session a person is using (not a papermill / nbclient run).
+
+    Jupyter Server sets ``JPY_SESSION_NAME`` for the kernels it starts; Kaggle and Colab
+    set ``KAGGLE_KERNEL_RUN_TYPE=Interactive`` / ``COLAB_RELEASE_TAG``. Headless runs set none
+    of these (``KAGGLE_KERNEL_RUN_TYPE`` is "Batch" for a committed Kaggle run).
+    """
+    if os.environ.get("PAPERMILL_EXECUTION") or os.environ.get("FACELIB_HEADLESS"):
+        return False
+    return bool(os.environ.get("JPY_SESSION_NAME")
+                or os.environ.get("KAGGLE_KERNEL_RUN_TYPE") == "Interactive"
+                or os.environ.get("COLAB_RELEASE_TAG"))
+
+
+def _style() -> dict[str, str]:
+    return {"description_width": "initial"}
+
+
+def _field_type(tp: Any) -> tuple[Any, bool]:
+    """(base type, optional) of a dataclass field annotation (strings resolved loosely)."""
+    if isinstance(tp, str):
+        text = tp.replace(" ", "")
+        optional = "None" in text.split("|") or text.startswith("Optional[")
+        for name, t in (("bool", bool), ("int", int), ("float", float), ("str", str)):
+            parts = [p for p in text.replace("Optional[", "").rstrip("]").split("|") if p != "None"]
+            if parts == [name]:
+                return t, optional
+        return None, optional
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        optional = len(args) < len(typing.get_args(tp))
+        return (args[0] if len(args) == 1 else None), optional
+    return tp, False
+
+
+def config_widgets(config: Any, *, exclude: Sequence[str] = (), choices: Mapping[str, Sequence[Any]] | None = None,
+                   ranges: Mapping[str, tuple[float, float]] | None = None,
+                   descriptions: Mapping[str, str] | None = None) -> tuple[Any, Callable[[], Any]]:
+    """Controls for every field of a config, and a getter that rebuilds the config.
+
+    Args:
+        config: a dataclass instance (e.g. ``ProjectConfig(steps=300)``), a dataclass type
+            (its defaults are used), or a plain dict of literals.
+        exclude: field names to leave out (they keep their value).
+        choices: field -> allowed values; shown as a dropdown.
+        ranges: numeric field -> (min, max); shown as a slider instead of a text box.
+        descriptions: field -> label (default: the field name).
+    Returns:
+        ``(widget, getter)``: a VBox of controls; ``getter()`` returns a new config of the same
+        type (a dataclass is rebuilt with ``dataclasses.replace``, so its own validation runs
+        and a bad value raises its error) or a new dict.
+        Field types: bool -> Checkbox, int -> IntText / IntSlider, float -> FloatText /
+        FloatSlider, str -> Text / Dropdown; ``X | None`` fields show an empty text box for
+        None. Fields of other types are left out and keep their value.
+    Raises:
+        InputError: ``config`` is neither a dataclass nor a dict.
+    """
+    W = _ipywidgets()
+    choices = dict(choices or {})
+    ranges = dict(ranges or {})
+    descriptions = dict(descriptions or {})
+    if isinstance(config, type) and dataclasses.is_dataclass(config):
+        config = config()
+    if dataclasses.is_dataclass(config):
+        hints: dict[str, Any] = {}
+        try:
+            hints = typing.get_type_hints(type(config))
+        except Exception:  # unresolvable annotations: fall back to the raw strings / values
+            hints = {}
+        fields = [(f.name, hints.get(f.name, f.type), getattr(config, f.name)) for f in dataclasses.fields(config)]
+    elif isinstance(config, Mapping):
+        fields = [(k, type(v) if v is not None else None, v) for k, v in config.items()]
+    else:
+        raise InputError(f"config: expected a dataclass or a dict, got {type(config).__name__}")
+
+    controls: dict[str, tuple[Any, Callable[[Any], Any]]] = {}
+    for name, tp, value in fields:
+        if name in exclude:
+            continue
+        label = descriptions.get(name, name)
+        base, optional = _field_type(tp)
+        if base is None and value is not None:
+            base = type(value)
+        if name in choices:
+            opts = list(choices[name])
+            w = W.Dropdown(options=[(str(o), o) for o in opts], value=value if value in opts else opts[0],
+                           description=label, style=_style())
+            controls[name] = (w, lambda v: v)
+        elif base is bool and isinstance(value, bool):
+            controls[name] = (W.Checkbox(value=value, description=label, indent=False), bool)
+        elif base is int and isinstance(value, int) and not isinstance(value, bool):
+            if name in ranges:
+                lo, hi = (int(x) for x in ranges[name])
+                w = W.IntSlider(value=value, min=lo, max=hi, description=label, continuous_update=False,
+                                style=_style())
+            else:
+                w = W.IntText(value=value, description=label, style=_style())
+            controls[name] = (w, int)
+        elif base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            if name in ranges:
+                lo, hi = (float(x) for x in ranges[name])
+                w = W.FloatSlider(value=float(value), min=lo, max=hi, step=(hi - lo) / 100, description=label,
+                                  continuous_update=False, readout_format=".3g", style=_style())
+            else:
+                w = W.FloatText(value=float(value), description=label, style=_style())
+            controls[name] = (w, float)
+        elif base in (int, float, str) and optional and value is None:
+            w = W.Text(value="", placeholder="None", description=label, style=_style())
+            controls[name] = (w, lambda v, b=base: None if str(v).strip() in ("", "None") else b(v))
+        elif base is str and isinstance(value, str):
+            conv = (lambda v: None if str(v).strip() in ("", "None") else str(v)) if optional else str
+            w = W.Text(value=value, placeholder="None" if optional else "", description=label, style=_style())
+            controls[name] = (w, conv)
+        # other types (tuples, tensors, modules) are not editable here and keep their value
+    box = W.VBox([w for w, _ in controls.values()])
+    original = config
+
+    def getter() -> Any:
+        values = {}
+        for name, (w, conv) in controls.items():
+            try:
+                values[name] = conv(w.value)
+            except (TypeError, ValueError) as e:
+                raise InputError(f"{name}: cannot use {w.value!r} ({e})") from None
+        if dataclasses.is_dataclass(original):
+            return dataclasses.replace(original, **values)
+        return {**dict(original), **values}
+
+    return box, getter
+
+
+def _check_rows(n_latent: int) -> int:
+    if isinstance(n_latent, bool) or not isinstance(n_latent, int) or n_latent < 1:
+        raise InputError(f"n_latent: expected a positive int (W+ rows, e.g. 18 at 1024 px), got {n_latent!r}")
+    return n_latent
+
+
+def row_checkboxes(n_latent: int, mask: "Sequence[float] | Sequence[bool] | None" = None, *,
+                   description: str = "W+ rows") -> tuple[Any, Callable[[], list[float]]]:
+    """One checkbox per W+ row (row 0 = coarsest layer), e.g. to switch rows of a delta on or off.
+
+    Args:
+        n_latent: number of W+ rows (``G.n_latent``; 18 at 1024 px).
+        mask: (n_latent,) initial values in [0, 1] (row on where > 0.5); default all on.
+        description: label above the boxes.
+    Returns:
+        ``(widget, getter)``; ``getter()`` gives the mask as a list of n_latent floats (0.0 / 1.0),
+        ready for ``torch.tensor(getter())``.
+    Raises:
+        InputError: bad ``n_latent`` or a mask of the wrong length.
+    """
+    W = _ipywidgets()
+    n = _check_rows(n_latent)
+    values = [1.0] * n if mask is None else [float(v) for v in mask]
+    if len(values) != n:
+        raise InputError(f"mask: expected {n} values (one per W+ row), got {len(values)}")
+    boxes = [W.Checkbox(value=v > 0.5, description=str(i), indent=False,
+                        layout=W.Layout(width="auto")) for i, v in enumerate(values)]
+    widget = W.VBox([W.Label(description), W.HBox(boxes, layout=W.Layout(flex_flow="row wrap"))])
+
+    def getter() -> list[float]:
+        return [1.0 if b.value else 0.0 for b in boxes]
+
+    return widget, getter
+
+
+def row_range_slider(n_latent: int, value: "range | tuple[int, int] | None" = None, *,
+                     description: str = "W+ rows") -> tuple[Any, Callable[[], range]]:
+    """A two-handle slider selecting a contiguous block of W+ rows (e.g. ``range(9, 18)`` for colour/style).
+
+    Args:
+        n_latent: number of W+ rows.
+        value: initial rows as a ``range`` or a half-open ``(start, stop)`` pair; default all rows.
+        description: label.
+    Returns:
+        ``(widget, getter)``; ``getter()`` gives a ``range(start, stop)`` (stop exclusive). The
+        slider itself shows the inclusive first and last row.
+    Raises:
+        InputError: bad ``n_latent`` or rows outside ``[0, n_latent)`` / an empty range.
+    """
+    W = _ipywidgets()
+    n = _check_rows(n_latent)
+    if value is None:
+        start, stop = 0, n
+    elif isinstance(value, range):
+        start, stop = value.start, value.stop
+    else:
+        start, stop = (int(v) for v in value)
+    if not (0 <= start < stop <= n):
+        raise InputError(f"value: expected rows with 0 <= start < stop <= {n}, got ({start}, {stop})")
+    slider = W.IntRangeSlider(value=(start, stop - 1), min=0, max=n - 1, step=1, description=description,
+                              continuous_update=False, style=_style())
+
+    def getter() -> range:
+        lo, hi = slider.value
+        return range(int(lo), int(hi) + 1)
+
+    return slider, getter
+
+
+def strength_slider(value: float = 1.0, *, min: float = 0.0, max: float = 2.0, step: float = 0.05,
+                    description: str = "strength") -> tuple[Any, Callable[[], float]]:
+    """A slider for an edit strength (the factor a W+ delta is multiplied by).
+
+    Returns:
+        ``(widget, getter)``; ``getter()`` gives the float value.
+    Raises:
+        InputError: ``value`` outside ``[min, max]`` or ``min >= max``.
+    """
+    W = _ipywidgets()
+    if not (min < max) or not (min <= value <= max):
+        raise InputError(f"strength_slider: expected min < max and min <= value <= max, got {min}, {value}, {max}")
+    slider = W.FloatSlider(value=float(value), min=float(min), max=float(max), step=float(step),
+                           description=description, continuous_update=False, readout_format=".2f",
+                           style=_style())
+    return slider, lambda: float(slider.value)
+
+
+def choice_dropdown(options: Sequence[Any] | Mapping[str, Any], value: Any = None, *,
+                    description: str = "") -> tuple[Any, Callable[[], Any]]:
+    """A dropdown over ``options`` (a list, or a mapping label -> value); the getter gives the value.
+
+    Raises:
+        InputError: no options, or ``value`` is not one of them.
+    """
+    W = _ipywidgets()
+    pairs = list(options.items()) if isinstance(options, Mapping) else [(str(o), o) for o in options]
+    if not pairs:
+        raise InputError(f"{description or 'choice_dropdown'}: no options to choose from")
+    values = [v for _, v in pairs]
+    if value is not None and value not in values:
+        raise InputError(f"{description or 'value'}: {value!r} is not one of the options")
+    dd = W.Dropdown(options=pairs, value=values[0] if value is None else value, description=description,
+                    style=_style())
+    return dd, lambda: dd.value
+
+
+def image_grid_output(*, width: int | None = None) -> tuple[Any, Callable[[Any], None]]:
+    """An output area that shows one image (a grid) at a time, replacing the previous one.
+
+    Args:
+        width: display width in pixels (default: the image's own).
+    Returns:
+        ``(widget, show)``; ``show(image)`` displays a PIL image (or anything IPython can
+        display) in the area, clearing what was there.
+    """
+    W = _ipywidgets()
+    out = W.Output()
+
+    def show(image: Any) -> None:
+        out.clear_output(wait=True)
+        with out:
+            try:
+                from IPython.display import display
+            except ImportError:  # pragma: no cover - ipywidgets depends on IPython
+                return
+            if width is not None and hasattr(image, "resize") and hasattr(image, "size") and image.size[0] > width:
+                w, h = image.size
+                image = image.resize((width, max(1, round(h * width / w))))
+            display(image)
+
+    return out, show
+
+
+def progress_callback(total: int, *, description: str = "") -> tuple[Any, Callable[[int, int, Any], None]]:
+    """A progress bar and an ``on_step(step, total, state)`` callback that advances it.
+
+    Pass the callback as ``on_step=`` to :func:`facelib.project` (or any facelib optimisation).
+
+    Returns:
+        ``(widget, on_step)``.
+    """
+    W = _ipywidgets()
+    bar = W.IntProgress(value=0, min=0, max=max(1, int(total)), description=description, style=_style())
+
+    def on_step(step: int, total_steps: int, state: Any = None) -> None:
+        bar.max = max(1, int(total_steps))
+        bar.value = min(int(step), bar.max)
+
+    return bar, on_step
