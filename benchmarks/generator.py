@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import os
 import platform
 import resource
 import statistics
@@ -36,8 +35,6 @@ def _rss_mb() -> float:
 
 
 def _build(impl: str, size: int, reference: str | None, device: str):
-    import torch
-
     from facelib.stylegan2 import StyleGAN2Generator
 
     G = StyleGAN2Generator(size, seed=0)  # config-f widths, random (synthetic) weights

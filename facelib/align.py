@@ -33,8 +33,6 @@ Example (needs dlib and the 68-point predictor):
 from __future__ import annotations
 
 import functools
-import glob
-import importlib.util
 import logging
 import math
 import os
@@ -98,35 +96,10 @@ _MOUTH_L, _MOUTH_R = 48, 54
 # dlib models
 # ----------------------------------------------------------------------------------------
 
-def _package_models_dir() -> Path | None:
-    """``face_recognition_models/models`` located without importing the package."""
-    try:
-        spec = importlib.util.find_spec("face_recognition_models")
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for root in spec.submodule_search_locations:
-        models = Path(root) / "models"
-        if models.is_dir():
-            return models
-    return None
-
-
 def _search_dirs() -> list[Path]:
-    dirs: list[Path] = []
-    for entry in os.environ.get("FACELIB_DATA", "").split(os.pathsep):
-        if entry:
-            dirs.append(Path(entry).expanduser())
-    # Kaggle datasets are mounted read-only under /kaggle/input/<dataset>/ (sometimes nested).
-    for pattern in ("/kaggle/input/*", "/kaggle/input/*/*", "/kaggle/input/*/*/*"):
-        dirs.extend(Path(p) for p in sorted(glob.glob(pattern)) if os.path.isdir(p))
-    dirs.append(Path.cwd() / "data")
-    dirs.append(Path(__file__).resolve().parents[1] / "data")
-    models = _package_models_dir()
-    if models is not None:
-        dirs.append(models)
-    return dirs
+    from .data import search_dirs
+
+    return search_dirs()
 
 
 def dlib_model_path(name: str, user_path: "str | os.PathLike[str] | None" = None) -> Path:

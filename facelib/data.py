@@ -687,6 +687,43 @@ def classify_file(path: "str | os.PathLike[str]") -> FoundFile | Problem | None:
 # Searching
 # ========================================================================================
 
+def package_models_dir() -> Path | None:
+    """``face_recognition_models/models`` (dlib models), located without importing the package.
+
+    Its ``__init__`` imports ``pkg_resources``, which recent setuptools no longer ship.
+    """
+    try:
+        spec = importlib.util.find_spec("face_recognition_models")
+    except (ImportError, ValueError):
+        return None
+    for loc in (spec.submodule_search_locations or []) if spec is not None else []:
+        models = Path(loc) / "models"
+        if models.is_dir():
+            return models
+    return None
+
+
+def search_dirs(*, extra: Sequence["str | os.PathLike[str]"] = (), package_models: bool = True) -> list[Path]:
+    """Folders searched for a weight file by name, in order, without duplicates.
+
+    ``$FACELIB_DATA`` (``os.pathsep``-separated), Kaggle datasets (``/kaggle/input/<dataset>/``
+    and up to two levels below, where datasets often nest their files), ``./data``, the
+    repository's ``data/``, then ``extra``, then the ``face_recognition_models`` models folder.
+    """
+    dirs: list[Path] = [Path(e).expanduser() for e in os.environ.get("FACELIB_DATA", "").split(os.pathsep) if e]
+    for pattern in ("/kaggle/input/*", "/kaggle/input/*/*", "/kaggle/input/*/*/*"):
+        dirs.extend(Path(p) for p in sorted(glob.glob(pattern)) if os.path.isdir(p))
+    dirs += [Path.cwd() / "data", repo_root() / "data", *(Path(e).expanduser() for e in extra)]
+    models = package_models_dir() if package_models else None
+    if models is not None:
+        dirs.append(models)
+    unique: list[Path] = []
+    for d in dirs:
+        if d not in unique:
+            unique.append(d)
+    return unique
+
+
 def default_roots(*, data_dir: "str | os.PathLike[str] | None" = None, kaggle: bool = True,
                   package_models: bool = True) -> list[SearchRoot]:
     """The folders :func:`locate` searches, in order.
@@ -705,13 +742,9 @@ def default_roots(*, data_dir: "str | os.PathLike[str] | None" = None, kaggle: b
                 roots.append(SearchRoot(Path(p), "kaggle", False))
     roots.append(SearchRoot(Path(data_dir) if data_dir is not None else Path.cwd() / "data", "data", False))
     roots.append(SearchRoot(repo_root() / "data", "data", False))
-    if package_models:
-        try:
-            spec = importlib.util.find_spec("face_recognition_models")
-        except (ImportError, ValueError):
-            spec = None
-        for loc in (spec.submodule_search_locations or []) if spec is not None else []:
-            roots.append(SearchRoot(Path(loc) / "models", "package", False))
+    models = package_models_dir() if package_models else None
+    if models is not None:
+        roots.append(SearchRoot(models, "package", False))
     out: list[SearchRoot] = []
     seen: set[str] = set()
     for r in roots:

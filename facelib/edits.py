@@ -1155,7 +1155,7 @@ def style_table(G: torch.nn.Module, contents: Any, styles: Any, *, rows: MaskSpe
     _check_fits(G, s, "styles")
     mask = LayerMask.coerce(rows, G.n_latent, name="rows")
     k = _strength(strength)
-    n_c, n_s = c.wplus.shape[0], s.wplus.shape[0]
+    n_c = c.wplus.shape[0]
     mixed = torch.stack([mix_styles(c.wplus[i], s.wplus, rows=mask, strength=k) for i in range(n_c)])  # [C, S, L, D]
     content_images = render(G, c.wplus, noise=c.noises, batch_size=batch_size)
     style_images = render(G, s.wplus, noise=s.noises, batch_size=batch_size)

@@ -15,7 +15,6 @@ still give each image a gradient that does not depend on the other images of the
 """
 from __future__ import annotations
 
-import glob
 import logging
 import os
 import warnings
@@ -195,24 +194,13 @@ def identity_loss(id_net: nn.Module, images: torch.Tensor, target_emb: torch.Ten
 # ----------------------------------------------------------------------------------------
 
 def _search_dirs() -> list[Path]:
-    dirs: list[Path] = []
-    for entry in os.environ.get("FACELIB_DATA", "").split(os.pathsep):
-        if entry:
-            dirs.append(Path(entry).expanduser())
-    for pattern in ("/kaggle/input/*", "/kaggle/input/*/*", "/kaggle/input/*/*/*"):
-        dirs.extend(Path(p) for p in sorted(glob.glob(pattern)) if os.path.isdir(p))
-    dirs.append(Path.cwd() / "data")
-    dirs.append(Path(__file__).resolve().parents[1] / "data")
+    from .data import search_dirs
+
     try:
         hub = Path(torch.hub.get_dir()) / "checkpoints"
     except Exception:  # a broken TORCH_HOME should not break the search
         hub = Path("~/.cache/torch/hub/checkpoints").expanduser()
-    dirs.append(hub)
-    unique: list[Path] = []
-    for d in dirs:
-        if d not in unique:
-            unique.append(d)
-    return unique
+    return search_dirs(extra=[hub], package_models=False)
 
 
 def find_vgg16_weights(vgg_path: "str | os.PathLike[str] | None" = None) -> Path | None:
