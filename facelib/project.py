@@ -60,6 +60,7 @@ import torch
 from torch import nn
 
 from ._io import atomic_path
+from ._optim import BestSteps, Frozen
 from .errors import CheckpointError, InputError, OptimisationError, RangeError, ShapeError
 from .losses import (LPIPSLoss, identity_similarity, mse_per_image, noise_regularize,
                      normalize_noises_, psnr, resolve_lpips)
@@ -628,28 +629,6 @@ class ProjectionCache:
 # Optimisation
 # ----------------------------------------------------------------------------------------
 
-class _Frozen:
-    """Context: put modules in eval mode with frozen parameters; restore both afterwards."""
-
-    def __init__(self, *modules: nn.Module | None) -> None:
-        self.modules = [m for m in modules if m is not None]
-
-    def __enter__(self) -> None:
-        # every submodule's own mode is saved: train(flag) on the root would overwrite children
-        # that were deliberately in eval mode (e.g. BatchNorm in an identity network)
-        self.saved = [([(sub, sub.training) for sub in m.modules()], [p.requires_grad for p in m.parameters()])
-                      for m in self.modules]
-        for m in self.modules:
-            m.eval().requires_grad_(False)
-
-    def __exit__(self, *exc: Any) -> None:
-        for m, (modes, flags) in zip(self.modules, self.saved):
-            for sub, training in modes:
-                sub.training = training
-            for p, f in zip(m.parameters(), flags):
-                p.requires_grad_(f)
-
-
 @torch.no_grad()
 def _latent_stats(G: nn.Module, n: int, need_std: bool) -> tuple[torch.Tensor, float]:
     """(mean w (D,), sqrt(E ||w - mean||^2)) from ``n`` mapped samples (seed 0), or G.latent_avg."""
@@ -723,11 +702,7 @@ def _project_batch(G: nn.Module, targets: torch.Tensor, seeds: Sequence[int], cf
             loss = loss + cfg.noise_reg_weight * terms["noise"]
         return img, loss, terms
 
-    history: list[dict[str, list[float]]] = [{"lr": [], "loss": []} for _ in range(n)]
-    best_loss = torch.full((n,), float("inf"), device=device)
-    best_step = [-1] * n
-    best_w = w0.detach().clone()
-    best_noise = [nz.detach().clone() for nz in noises]
+    best = BestSteps([w0, *noises])
     steps_done = 0
     interrupted = False
     failure: str | None = None
@@ -747,32 +722,13 @@ def _project_batch(G: nn.Module, targets: torch.Tensor, seeds: Sequence[int], cf
                 w_eval = w
             img, loss, terms = evaluate(w_eval)
             per_image = loss.detach()
-            finite = torch.isfinite(per_image)
-            if not bool(finite.all()):
-                bad = [i for i in range(n) if not bool(finite[i])]
-                failure = (f"loss became {float(per_image[bad[0]])} at step {step} for image(s) {bad} "
-                           f"(lr={lr:.3g}); lower lr or check the generator/targets")
+            failure = best.nonfinite(per_image, step, lr, "image(s)", "lower lr or check the generator/targets")
+            if failure is not None:
                 break
             # 4. keep the best evaluated step per image, judged by the image terms: the noise
             # regulariser (weight 1e5) constrains the noise maps and would otherwise decide it
-            image_loss = terms["image_loss"].detach()
-            improved = image_loss < best_loss
-            if bool(improved.any()):
-                m3 = improved.view(-1, 1, 1)
-                best_w = torch.where(m3, w_eval.detach(), best_w)
-                m4 = improved.view(-1, 1, 1, 1)
-                best_noise = [torch.where(m4, nz.detach(), b) for nz, b in zip(noises, best_noise)]
-                best_loss = torch.where(improved, image_loss, best_loss)
-                for i in torch.nonzero(improved).flatten().tolist():
-                    best_step[i] = step
-            values = {k: v.detach().cpu().tolist() for k, v in terms.items()}
-            losses = per_image.cpu().tolist()
-            for i in range(n):
-                h = history[i]
-                h["lr"].append(lr)
-                h["loss"].append(losses[i])
-                for k, v in values.items():
-                    h.setdefault(k, []).append(v[i])
+            best.update(step, terms["image_loss"], [w_eval, *noises])
+            losses = best.record(lr, per_image, terms)
             # 3. Adam step on the summed loss, then renormalise the noise maps
             opt.zero_grad(set_to_none=True)
             loss.sum().backward()
@@ -786,7 +742,7 @@ def _project_batch(G: nn.Module, targets: torch.Tensor, seeds: Sequence[int], cf
             if on_step is not None:
                 on_step(steps_done, cfg.steps, StepState(
                     step=steps_done, total=cfg.steps, lr=lr, losses=losses,
-                    best_losses=best_loss.cpu().tolist(), wplus=w_eval.detach(), images=img.detach()))
+                    best_losses=best.loss.cpu().tolist(), wplus=w_eval.detach(), images=img.detach()))
     except KeyboardInterrupt:
         interrupted = True
         log.warning("projection interrupted after %d of %d steps; returning the best steps so far",
@@ -794,9 +750,9 @@ def _project_batch(G: nn.Module, targets: torch.Tensor, seeds: Sequence[int], cf
     finally:
         bar.close()
     # 0 steps (or no finite step) keeps the start point
-    return {"wplus": best_w, "noises": best_noise, "history": history, "best_step": best_step,
-            "best_loss": best_loss.cpu().tolist(), "steps_done": steps_done, "interrupted": interrupted,
-            "failure": failure, "any_step": any(s >= 0 for s in best_step)}
+    return {"wplus": best.values[0], "noises": best.values[1:], "history": best.history, "best_step": best.step,
+            "best_loss": best.loss.cpu().tolist(), "steps_done": steps_done, "interrupted": interrupted,
+            "failure": failure, "any_step": best.any_step}
 
 
 @torch.no_grad()
@@ -941,7 +897,7 @@ def project(G: nn.Module, targets: Any, *, config: ProjectConfig | None = None,
     shas = [_sha256_tensor(x[i]) for i in range(n)]
     device = G.device
 
-    with _Frozen(G, id_net, lpips_module):
+    with Frozen(G, id_net, lpips_module):
         # 2. Losses
         lpips_loss = resolve_lpips(lpips_module if lpips_module is not None else cfg.lpips, vgg_path=vgg_path,
                                    device=device, size=cfg.lpips_size)

@@ -69,6 +69,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._io import atomic_path
+from ._optim import BestSteps, Frozen
 from .edits import _Preview
 from .errors import CheckpointError, DependencyError, InputError, OptimisationError, RangeError, ShapeError
 
@@ -228,27 +229,6 @@ def _weighted_lpips(lpips_loss: Any, images: torch.Tensor, target_feats: Sequenc
     return total
 
 
-class _Frozen:
-    """Context: put modules in eval mode with frozen parameters; restore both afterwards."""
-
-    def __init__(self, *modules: nn.Module | None) -> None:
-        self.modules = [m for m in modules if m is not None]
-
-    def __enter__(self) -> None:
-        # every submodule's own flag: restoring a parent with .train(flag) would overwrite its children's
-        self.saved = [([(s, s.training) for s in m.modules()], [(p, p.requires_grad) for p in m.parameters()])
-                      for m in self.modules]
-        for m in self.modules:
-            m.eval().requires_grad_(False)
-
-    def __exit__(self, *exc: Any) -> None:
-        for modes, flags in self.saved:
-            for s, training in modes:
-                s.training = training
-            for p, f in flags:
-                p.requires_grad_(f)
-
-
 # ----------------------------------------------------------------------------------------
 # Judge
 # ----------------------------------------------------------------------------------------
@@ -365,7 +345,7 @@ def _embed(id_net: nn.Module, images: torch.Tensor) -> torch.Tensor:
     from .identity import identity_crop
 
     dev = next(id_net.parameters()).device
-    with _Frozen(id_net):
+    with Frozen(id_net):
         return F.normalize(id_net(identity_crop(images.to(dev).float())).float(), dim=1).cpu()
 
 
@@ -945,7 +925,7 @@ def face_swap(G: nn.Module, id_net: nn.Module, source: Any, target: Any, *, conf
     source_names = source_names * n if len(source_names) == 1 else source_names
     device = G.device
 
-    with _Frozen(G, id_net, lpips_module):
+    with Frozen(G, id_net, lpips_module):
         # 2. Fixed parts: noise maps, target images, face region, source embeddings, losses
         if cfg.noise == "random":
             gens = [torch.Generator().manual_seed(cfg.seed + i) for i in range(n)]
@@ -1001,10 +981,7 @@ def face_swap(G: nn.Module, id_net: nn.Module, source: Any, target: Any, *, conf
                 loss = loss + cfg.lpips_weight * terms["lpips"]
             return img, loss, terms
 
-        history: list[dict[str, list[float]]] = [{"lr": [], "loss": []} for _ in range(n)]
-        best_loss = torch.full((n,), float("inf"), device=device)
-        best_step = [-1] * n
-        best_rows = w_rows0.clone()
+        best = BestSteps([w_rows0])
         steps_done = 0
         interrupted = False
         failure: str | None = None
@@ -1016,37 +993,24 @@ def face_swap(G: nn.Module, id_net: nn.Module, source: Any, target: Any, *, conf
                     group["lr"] = lr
                 img, loss, terms = evaluate(assemble(w_rows), w_rows)
                 per_image = loss.detach()
-                finite = torch.isfinite(per_image)
-                if not bool(finite.all()):
-                    bad = [i for i in range(n) if not bool(finite[i])]
-                    failure = (f"loss became {float(per_image[bad[0]])} at step {step} for pair(s) {bad} "
-                               f"(lr={lr:.3g}); lower lr or check the generator / identity network")
+                failure = best.nonfinite(per_image, step, lr, "pair(s)",
+                                         "lower lr or check the generator / identity network")
+                if failure is not None:
                     break
-                improved = per_image < best_loss
-                if bool(improved.any()):
-                    best_rows = torch.where(improved.view(-1, 1, 1), w_rows.detach(), best_rows)
-                    best_loss = torch.where(improved, per_image, best_loss)
-                    for i in torch.nonzero(improved).flatten().tolist():
-                        best_step[i] = step
-                values = {k: v.detach().cpu().tolist() for k, v in terms.items()}
-                losses = per_image.cpu().tolist()
-                for i in range(n):
-                    h = history[i]
-                    h["lr"].append(lr)
-                    h["loss"].append(losses[i])
-                    for k, v in values.items():
-                        h.setdefault(k, []).append(v[i])
+                best.update(step, per_image, [w_rows])
+                losses = best.record(lr, per_image, terms)
+                id_sim = [1.0 - v for v in terms["id"].detach().cpu().tolist()]
                 opt.zero_grad(set_to_none=True)
                 loss.sum().backward()
                 opt.step()
                 steps_done = step + 1
                 bar.update(1)
                 if progress and (step % 10 == 0 or step == cfg.steps - 1):
-                    bar.set_postfix(loss=f"{sum(losses) / n:.4g}", id=f"{1 - sum(values['id']) / n:.3f}")
+                    bar.set_postfix(loss=f"{sum(losses) / n:.4g}", id=f"{sum(id_sim) / n:.3f}")
                 if on_step is not None:
                     on_step(steps_done, cfg.steps, StepState(
-                        step=steps_done, total=cfg.steps, lr=lr, losses=losses, best_losses=best_loss.cpu().tolist(),
-                        id_similarity=[1.0 - v for v in values["id"]], wplus=assemble(w_rows).detach(),
+                        step=steps_done, total=cfg.steps, lr=lr, losses=losses, best_losses=best.loss.cpu().tolist(),
+                        id_similarity=id_sim, wplus=assemble(w_rows).detach(),
                         images=img.detach()))
         except KeyboardInterrupt:
             interrupted = True
@@ -1055,13 +1019,12 @@ def face_swap(G: nn.Module, id_net: nn.Module, source: Any, target: Any, *, conf
         finally:
             bar.close()
 
-        any_step = any(s >= 0 for s in best_step)
-        if failure is not None and not any_step:
+        if failure is not None and not best.any_step:
             raise OptimisationError(f"face swap failed: {failure}", best=None)
 
         # 4. Finish: render the kept steps, judge them
         with torch.no_grad():
-            w_best = assemble(best_rows).detach()
+            w_best = assemble(best.values[0]).detach()
             images = G.synthesis(w_best, noise=noises).float().clamp(-1, 1)
             mse_full = (images - target_images).square().flatten(1).mean(1).cpu().tolist()
             outside = face_weight_map(face_masks, 0.0)
@@ -1082,14 +1045,14 @@ def face_swap(G: nn.Module, id_net: nn.Module, source: Any, target: Any, *, conf
                 m["lpips_to_target"] = lp[i]
             if dlib_verdict is not None:
                 m.update(dlib_verdict.metrics(i))
-            m.update(best_step=best_step[i], best_loss=float(best_loss[i]), interrupted=interrupted,
+            m.update(best_step=best.step[i], best_loss=float(best.loss[i]), interrupted=interrupted,
                      mask=mask_kinds[i])
             metrics.append(m)
         result = SwapResult(
             wplus=w_best.cpu().float(), target_wplus=w_target.cpu().float().clone(),
             noises=[nz.detach().cpu().float() for nz in noises], images=images.cpu(),
             target_images=target_images.cpu(), face_masks=face_masks.detach().cpu().float(),
-            mask_kinds=mask_kinds, metrics=metrics, history=history, config=cfg,
+            mask_kinds=mask_kinds, metrics=metrics, history=best.history, config=cfg,
             source_names=list(source_names), target_names=list(target_names), weights_sha256=_weights_id(G),
             lpips=lpips_label, device=str(device), facelib_version=__version__, interrupted=interrupted,
             steps_done=steps_done)

@@ -378,7 +378,7 @@ def test_cli_project_folder(small_generator, tmp_path, capsys):
 def test_frozen_context_restores_each_submodule_mode():
     from torch import nn
 
-    from facelib.project import _Frozen
+    from facelib._optim import Frozen as _Frozen
 
     net = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
     net[1].eval()  # the root trains, the BatchNorm was deliberately put in eval mode
