@@ -5,12 +5,40 @@ its history recorded, and its best step (by a per-image criterion) kept.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 
-__all__ = ["Frozen", "BestSteps"]
+__all__ = ["Frozen", "BestSteps", "StepState", "StepCallback"]
+
+
+@dataclass(frozen=True)
+class StepState:
+    """What ``on_step(step, total, state)`` receives after each optimiser step.
+
+    Attributes:
+        step: steps done so far (1 .. total); total: planned steps.
+        lr: learning rate used for this step.
+        losses: per-image total objective of the rendering evaluated in this step.
+        best_losses: per-image lowest value so far of the criterion that chooses the kept step.
+        wplus: (N, n_latent, D) the evaluated latents, detached.
+        images: (N, 3, H, W) their renderings, detached, unclamped.
+        id_similarity: per-image cosine to the identity target (face swap), else None.
+    """
+
+    step: int
+    total: int
+    lr: float
+    losses: list[float]
+    best_losses: list[float]
+    wplus: torch.Tensor
+    images: torch.Tensor
+    id_similarity: list[float] | None = None
+
+
+StepCallback = Callable[[int, int, StepState], Any]
 
 
 class Frozen:

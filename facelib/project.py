@@ -60,7 +60,7 @@ import torch
 from torch import nn
 
 from ._io import atomic_path
-from ._optim import BestSteps, Frozen
+from ._optim import BestSteps, Frozen, StepCallback, StepState
 from .errors import CheckpointError, InputError, OptimisationError, RangeError, ShapeError
 from .losses import (LPIPSLoss, identity_similarity, mse_per_image, noise_regularize,
                      normalize_noises_, psnr, resolve_lpips)
@@ -249,31 +249,6 @@ class ProjectConfig:
         """Learning rate of ``step`` under this config's schedule."""
         return lr_schedule(self.scheduler, step, self.steps, self.lr, self.gamma,
                            rampup=self.lr_rampup, rampdown=self.lr_rampdown)
-
-
-@dataclass(frozen=True)
-class StepState:
-    """What ``on_step(step, total, state)`` receives after each optimiser step.
-
-    Attributes:
-        step: steps done so far (1 .. total); total: planned steps.
-        lr: learning rate used for this step.
-        losses: per-image total objective of the rendering evaluated in this step.
-        best_losses: per-image lowest image loss so far (the criterion for the kept step).
-        wplus: (N, n_latent, D) the evaluated (noise-perturbed) latents, detached.
-        images: (N, 3, H, W) their renderings, detached, unclamped.
-    """
-
-    step: int
-    total: int
-    lr: float
-    losses: list[float]
-    best_losses: list[float]
-    wplus: torch.Tensor
-    images: torch.Tensor
-
-
-StepCallback = Callable[[int, int, StepState], Any]
 
 
 @dataclass(frozen=True, repr=False)

@@ -69,7 +69,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._io import atomic_path
-from ._optim import BestSteps, Frozen
+from ._optim import BestSteps, Frozen, StepCallback, StepState
 from .edits import _Preview
 from .errors import CheckpointError, DependencyError, InputError, OptimisationError, RangeError, ShapeError
 
@@ -501,30 +501,6 @@ class SwapConfig:
         from .project import lr_schedule
 
         return lr_schedule(self.scheduler, step, self.steps, self.lr)
-
-
-@dataclass(frozen=True)
-class StepState:
-    """What ``on_step(step, total, state)`` receives after each optimiser step.
-
-    Attributes:
-        step: steps done (1 .. total); total: planned steps; lr: learning rate of this step.
-        losses / best_losses: per-image loss of this step / lowest so far.
-        id_similarity: per-image cosine to the source of this step's rendering.
-        wplus: (N, n_latent, D) this step's latents, detached; images: (N, 3, H, W) their renderings.
-    """
-
-    step: int
-    total: int
-    lr: float
-    losses: list[float]
-    best_losses: list[float]
-    id_similarity: list[float]
-    wplus: torch.Tensor
-    images: torch.Tensor
-
-
-StepCallback = Callable[[int, int, StepState], Any]
 
 
 @dataclass(frozen=True, repr=False)
