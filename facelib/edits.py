@@ -1088,12 +1088,8 @@ class StyleTable:
         """Write ``<style>.jpg`` (photo, when given), ``<style>_style.jpg`` (projection),
         ``transferred_<style>.jpg`` (onto the first content) and ``transferred_<style>_<content>.jpg``
         (other contents) into ``folder``. ``label``: a stamp for every image (smoke runs)."""
-        from .grids import save_image, stamp, to_pil
-
         def put(img: Any, path: Path) -> None:
-            im = to_pil(img) if torch.is_tensor(img) else _open(img)
-            save_image(stamp(im, label) if label else im, path, quality=quality)
-            written.append(path)
+            written.append(_save_labelled(img, path, label, quality))
 
         folder = Path(folder)
         written: list[Path] = []
@@ -1121,6 +1117,15 @@ def _open(img: Any, *, square: bool = False):
         side = min(im.size)
         im = ImageOps.fit(im, (side, side), Image.Resampling.LANCZOS)
     return im
+
+
+def _save_labelled(img: Any, path: Path, label: str | None, quality: int) -> Path:
+    """Save a tensor (3, H, W) in [-1, 1] or an image/path as JPEG, stamped with ``label`` when given."""
+    from .grids import save_image, stamp, to_pil
+
+    im = to_pil(img) if torch.is_tensor(img) else _open(img)
+    save_image(stamp(im, label) if label else im, path, quality=quality)
+    return path
 
 
 def _photos(photos: Any, names: Sequence[str], *, open_: bool = True) -> list[Any]:
@@ -1249,12 +1254,8 @@ class ExpressionTable:
         """Write ``<emotion>_photo.jpg`` (when given), ``<emotion>.jpg`` (projections, neutral included),
         ``target.jpg``, ``transferred_<emotion>.jpg`` and ``transferred_<emotion>_unmasked.jpg``
         (later targets get a ``_<target>`` suffix) into ``folder``."""
-        from .grids import save_image, stamp, to_pil
-
         def put(img: Any, path: Path) -> None:
-            im = to_pil(img) if torch.is_tensor(img) else _open(img)
-            save_image(stamp(im, label) if label else im, path, quality=quality)
-            written.append(path)
+            written.append(_save_labelled(img, path, label, quality))
 
         folder = Path(folder)
         written: list[Path] = []
