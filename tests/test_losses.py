@@ -18,14 +18,7 @@ from facelib.losses import (LPIPSLoss, downsample_to, find_vgg16_weights, identi
 lpips = pytest.importorskip("lpips")
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """These tensors are tiny: one intra-op thread is fastest, and two threads thrash (10x+
-    slower) whenever anything else shares the CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture

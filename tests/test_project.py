@@ -34,14 +34,7 @@ def _known_targets(G, n=2, seed=1):
 FAST = dict(lpips=None, mse_weight=1.0, progress=False)
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """These tensors are tiny: one intra-op thread is fastest, and two threads thrash (10x+
-    slower) whenever anything else shares the CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 # ----------------------------------------------------------------------------------------

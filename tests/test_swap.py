@@ -13,26 +13,17 @@ from facelib.errors import InputError, NoFaceError, OptimisationError, RangeErro
 from facelib.swap import (SwapConfig, SwapResult, face_swap, face_weight_map, judge_swap, load_swap,
                           resolve_rows)
 
-from .conftest import shared_path
+from .conftest import make_small_generator, shared_path
 
 STEPS = 40
 FAST = dict(lpips=None, judge=False, progress=False)
 
 
-def _small_generator():
-    from facelib.stylegan2 import StyleGAN2Generator
-
-    G = StyleGAN2Generator(resolution=32, style_dim=64, n_mlp=2, channel_max=32, seed=0)
-    with torch.no_grad():  # non-zero noise strengths so the noise maps matter
-        for m in G.modules():
-            if m.__class__.__name__ == "NoiseInjection":
-                m.weight.fill_(0.1)
-    return G.eval()
 
 
 @pytest.fixture(scope="module")
 def G():
-    return _small_generator()
+    return make_small_generator()
 
 
 @pytest.fixture(scope="module")
