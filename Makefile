@@ -14,7 +14,7 @@ $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
-	$(PY) -m ipykernel install --user --name python3 --display-name "Python 3 (facelib)" >/dev/null
+	$(PY) -m ipykernel install --sys-prefix --name facelib --display-name "Python 3 (facelib)" >/dev/null
 	touch $(STAMP)
 
 demo: $(STAMP)
