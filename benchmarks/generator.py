@@ -35,6 +35,7 @@ def _rss_mb() -> float:
 
 
 def _build(impl: str, size: int, reference: str | None, device: str):
+    """(n_latent, run) where run(wplus) -> images for the implementation ``impl`` on ``device``."""
     from facelib.stylegan2 import StyleGAN2Generator
 
     G = StyleGAN2Generator(size, seed=0)  # config-f widths, random (synthetic) weights
@@ -47,16 +48,12 @@ def _build(impl: str, size: int, reference: str | None, device: str):
 
         R = ref_model.Generator(size, 512, 8, channel_multiplier=2)
         R.load_state_dict(G.state_dict(), strict=True)
-        R.eval().requires_grad_(impl != "reference")  # "reference" = as shipped: parameters require grad
-
-        def run(w):
-            return R([w], input_is_latent=True, randomize_noise=False)[0]
-
-        return R.to(device), run
+        R.eval().requires_grad_(impl != "reference").to(device)  # "reference" = as shipped: parameters require grad
+        return G.n_latent, lambda w: R([w], input_is_latent=True, randomize_noise=False)[0]
     G.set_fused_modconv(impl == "facelib-fused")
     G.channels_last = False if impl == "facelib-nchw" else None  # None: NHWC on CPU, NCHW on CUDA
-    G.eval().requires_grad_(False)
-    return G.to(device), (lambda w: G.synthesis(w))
+    G.eval().requires_grad_(False).to(device)
+    return G.n_latent, G.synthesis
 
 
 def _case(args: dict, queue) -> None:
@@ -65,8 +62,7 @@ def _case(args: dict, queue) -> None:
     torch.set_num_threads(args["threads"])
     device = args["device"]
     base_rss = _rss_mb()
-    _, run = _build(args["impl"], args["size"], args.get("reference"), device)
-    n_latent = 2 * int(round(__import__("math").log2(args["size"]))) - 2
+    n_latent, run = _build(args["impl"], args["size"], args.get("reference"), device)
     g = torch.Generator().manual_seed(0)
     w0 = torch.randn(args["batch"], n_latent, 512, generator=g).to(device)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
@@ -157,9 +153,11 @@ def main() -> int:
             print(f"speed-up vs reference ({key[0]}, {key[1]} px, batch {key[2]}): "
                   f"fwd {ref[key]['fwd_ms'] / r['fwd_ms']:.2f}x, fwd+bwd {ref[key]['fwd+bwd_ms'] / r['fwd+bwd_ms']:.2f}x")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"threads": args.threads, "torch": torch.__version__, "rows": rows},
-                                              indent=1))
+        from facelib._io import atomic_path
+
+        with atomic_path(args.json) as tmp:
+            tmp.write_text(json.dumps({"threads": args.threads, "torch": torch.__version__, "dtype": "float32",
+                                       "rows": rows}, indent=1))
     return 0
 
 

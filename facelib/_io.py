@@ -7,9 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["atomic_path", "PathLike"]
-
-PathLike = "str | os.PathLike[str]"
+__all__ = ["atomic_path"]
 
 
 def _umask() -> int:

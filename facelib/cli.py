@@ -15,6 +15,34 @@ from .errors import FacelibError, InputError
 
 __all__ = ["main"]
 
+log = logging.getLogger(__name__)
+
+_DEVICE_HELP = "auto, cpu, cuda, cuda:1, mps"
+
+
+def _given(args: argparse.Namespace, names: Sequence[str]) -> dict:
+    """The options among ``names`` that were given (None = not given: the config's default applies)."""
+    options = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+    if options.get("lpips") == "none":
+        options["lpips"] = None
+    return options
+
+
+def _generator(weights: str | None, device=None, *, seed: int = 0):
+    """The generator in ``weights``, or without one the small untrained generator of smoke runs."""
+    from .data import smoke_generator
+    from .weights import load_generator
+
+    if weights:
+        return load_generator(weights, device=device)
+    log.warning("no --weights: using the small untrained generator (a smoke run; results are not faces)")
+    return smoke_generator(seed, device)
+
+
+def _is_smoke(G) -> bool:
+    """True for the untrained smoke generator (its fingerprint is marked so), whose images must be stamped."""
+    return str(getattr(G, "weights_sha256", "")).startswith("smoke-")
+
 
 def _add_sample(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", help="render a grid of random samples from a generator")
@@ -27,32 +55,16 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_sample(args: argparse.Namespace) -> int:
-    import torch
-
+    from .data import SMOKE_STAMP
     from .grids import make_grid, save_image, stamp
-    from .stylegan2 import StyleGAN2Generator
-    from .weights import load_generator
 
-    torch.manual_seed(args.seed)
-    if args.weights:
-        G, label = load_generator(args.weights), None
-    else:
-        G = StyleGAN2Generator(resolution=64, style_dim=64, n_mlp=2, channel_max=64, seed=args.seed)
-        label = "untrained generator - smoke run (pass --weights to use a real checkpoint)"
-    g = torch.Generator().manual_seed(args.seed)
-    z = torch.randn(args.n, G.style_dim, generator=g)
-    with torch.no_grad():
-        w = G.mapping(z)
-        if args.truncation < 1:
-            avg = G.latent_avg if G.latent_avg is not None else G.mean_latent(4096)
-            w = avg + args.truncation * (w - avg)
-        images = G.synthesis(w[:, None].repeat(1, G.n_latent, 1))
+    if args.n < 1:
+        raise InputError(f"--n: expected at least 1 sample, got {args.n}")
+    G = _generator(args.weights, seed=args.seed)
+    images = G.sample(args.n, seed=args.seed, truncation=args.truncation)
     cols = min(args.n, 4)
-    rows = [list(images[i:i + cols]) for i in range(0, args.n, cols)]
-    grid = make_grid(rows, cell=min(256, G.resolution * 2))
-    if label:
-        grid = stamp(grid, label)
-    save_image(grid, args.out)
+    grid = make_grid([list(images[i:i + cols]) for i in range(0, args.n, cols)], cell=min(256, G.resolution * 2))
+    save_image(stamp(grid, SMOKE_STAMP) if _is_smoke(G) else grid, args.out)
     print(f"wrote {args.out} ({args.n} samples, {G.resolution} px)")
     return 0
 
@@ -231,7 +243,7 @@ def _add_project(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--noise-reg-weight", type=float)
     p.add_argument("--seed", type=int, help="image k of a batch uses seed + k (default 0)")
     p.add_argument("--batch-size", type=int, default=4, help="images optimised together")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    p.add_argument("--device", default="auto", help=_DEVICE_HELP)
     p.add_argument("--cache-dir", help="reuse finished projections of identical images and settings")
     p.add_argument("--overwrite", action="store_true", help="redo images whose outputs exist")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -239,22 +251,12 @@ def _add_project(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_project(args: argparse.Namespace) -> int:
-    from .data import smoke_generator
     from .project import project_folder
-    from .weights import load_generator, resolve_device
+    from .weights import resolve_device
 
-    device = resolve_device(args.device)
-    if args.weights:
-        G = load_generator(args.weights, device=device)
-    else:
-        logging.getLogger(__name__).warning("no --weights: projecting with the small untrained generator "
-                                             "(a smoke run; results are not faces)")
-        G = smoke_generator(0, device)
-    options = {k: getattr(args, k) for k in ("steps", "lr", "scheduler", "gamma", "lpips", "lpips_weight",
-                                             "mse_weight", "noise_reg_weight", "seed")
-               if getattr(args, k) is not None}
-    if options.get("lpips") == "none":
-        options["lpips"] = None
+    G = _generator(args.weights, resolve_device(args.device))
+    options = _given(args, ("steps", "lr", "scheduler", "gamma", "lpips", "lpips_weight", "mse_weight",
+                            "noise_reg_weight", "seed"))
     result = project_folder(args.aligned_dir, args.out_dir, G, batch_size=args.batch_size,
                             overwrite=args.overwrite, progress=not args.quiet, cache_dir=args.cache_dir,
                             vgg_path=args.vgg_path, **options)
@@ -295,23 +297,50 @@ def _add_mix(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rows", default="style",
                    help="rows taken from STYLE: '9-17', '0,2,4-6' or a preset (coarse, middle, fine, style); "
                         "default 'style' = 9-17 of an 18-row generator, scaled to others")
-    p.add_argument("--strength", type=float, default=1.0, help="1 replaces the rows, 0..1 interpolates")
-    p.add_argument("--weights", help="generator checkpoint; default: the one recorded with the latents")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    _add_latent_edit_options(p, strength_help="1 replaces the rows, 0..1 interpolates")
     p.set_defaults(func=_run_mix)
+
+
+def _add_latent_edit_options(p: argparse.ArgumentParser, *, strength_help: str) -> None:
+    """--strength, --weights and --device of the commands that edit saved latents."""
+    p.add_argument("--strength", type=float, default=1.0, help=strength_help)
+    p.add_argument("--weights", help="generator checkpoint; default: the one recorded with the latents")
+    p.add_argument("--device", default="auto", help=_DEVICE_HELP)
+
+
+def _latents_and_generator(paths: Sequence[str], weights: str | None, device: str):
+    """Read saved latents and the generator they belong to (:func:`facelib.edits.generator_for`).
+
+    Returns:
+        (list of SavedLatents, generator, where the generator came from).
+    Raises:
+        ShapeError: a file's W+ rows do not fit the generator (the message names the file).
+    """
+    from .edits import generator_for, load_latents
+    from .errors import ShapeError
+    from .weights import resolve_device
+
+    latents = [load_latents(p) for p in paths]
+    G, source = generator_for(latents, weights, device=resolve_device(device))
+    want = (G.n_latent, G.style_dim)
+    for lat in latents:
+        if tuple(lat.wplus.shape[1:]) != want:
+            raise ShapeError(f"{lat.path}: W+ {tuple(lat.wplus.shape[1:])} does not fit the generator {want}; "
+                             "pass the --weights it was projected with",
+                             actual_shape=lat.wplus.shape, expected_shape=(None, *want))
+    return latents, G, source
 
 
 def _write_edit(G, source: str, wplus, noises, out: str, **meta) -> None:
     from pathlib import Path
 
+    from .data import SMOKE_STAMP
     from .edits import render, save_latents
     from .grids import make_grid, save_image, stamp, to_pil
 
     images = render(G, wplus, noise=noises)
     image = to_pil(images[0]) if images.shape[0] == 1 else make_grid([list(images)], cell=G.resolution)
-    if source.startswith("untrained"):
-        from .data import SMOKE_STAMP
-
+    if _is_smoke(G):
         image = stamp(image, SMOKE_STAMP)
     save_image(image, out)
     pt = Path(out).with_suffix(".pt")
@@ -321,11 +350,9 @@ def _write_edit(G, source: str, wplus, noises, out: str, **meta) -> None:
 
 
 def _run_mix(args: argparse.Namespace) -> int:
-    from .edits import LayerMask, generator_for, load_latents, mix_styles
-    from .weights import resolve_device
+    from .edits import LayerMask, mix_styles
 
-    content, style = load_latents(args.content), load_latents(args.style)
-    G, source = generator_for([content, style], args.weights, device=resolve_device(args.device))
+    (content, style), G, source = _latents_and_generator([args.content, args.style], args.weights, args.device)
     mask = LayerMask.coerce(args.rows, G.n_latent, name="--rows")
     mixed = mix_styles(content.wplus, style.wplus, rows=mask, strength=args.strength)
     _write_edit(G, source, mixed, content.noises, args.out, edit="mix", content=str(args.content),
@@ -345,18 +372,15 @@ def _add_express(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mask", default="expression",
                    help="rows that get the delta: '1-17', '0,2,4-6', 'all' or a preset (expression, happy, sad, "
                         "fear, ...); default 'expression' = every row but 0 (lighting/glasses artefacts)")
-    p.add_argument("--strength", type=float, default=1.0, help="scale of the delta")
-    p.add_argument("--weights", help="generator checkpoint; default: the one recorded with the latents")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    _add_latent_edit_options(p, strength_help="scale of the delta")
     p.set_defaults(func=_run_express)
 
 
 def _run_express(args: argparse.Namespace) -> int:
-    from .edits import LayerMask, apply_delta, expression_delta, generator_for, load_latents
-    from .weights import resolve_device
+    from .edits import LayerMask, apply_delta, expression_delta
 
-    target, neutral, emotion = (load_latents(p) for p in (args.target, args.neutral, args.emotion))
-    G, source = generator_for([target, neutral, emotion], args.weights, device=resolve_device(args.device))
+    (target, neutral, emotion), G, source = _latents_and_generator([args.target, args.neutral, args.emotion],
+                                                                   args.weights, args.device)
     mask = LayerMask.coerce(args.mask, G.n_latent, name="--mask")
     delta = expression_delta(neutral.wplus, emotion.wplus)
     edited = apply_delta(target.wplus, delta, mask=mask, strength=args.strength)
@@ -391,7 +415,7 @@ def _add_swap(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--vgg-path", help="torchvision vgg16-397923af.pth (file or folder)")
     p.add_argument("--seed", type=int)
     p.add_argument("--no-judge", action="store_true", help="skip the dlib identity/pose judge")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    p.add_argument("--device", default="auto", help=_DEVICE_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_swap)
 
@@ -400,20 +424,12 @@ def _run_swap(args: argparse.Namespace) -> int:
     import dataclasses
     from pathlib import Path
 
-    from .edits import generator_for, load_latents
+    from .data import SMOKE_ARCFACE, SMOKE_STAMP, locate
     from .grids import save_image, stamp, to_pil
+    from .identity import build_arcface, load_arcface
     from .swap import face_swap
-    from .weights import resolve_device
 
-    log = logging.getLogger(__name__)
-    device = resolve_device(args.device)
-    target = load_latents(args.target)
-    G, g_source = generator_for([target], args.weights, device=device)
-    if tuple(target.wplus.shape[1:]) != (G.n_latent, G.style_dim):
-        from .errors import InputError
-
-        raise InputError(f"{args.target}: W+ {tuple(target.wplus.shape[1:])} does not fit the generator "
-                         f"({G.n_latent}, {G.style_dim}); pass the --weights it was projected with")
+    (target,), G, g_source = _latents_and_generator([args.target], args.weights, args.device)
     source_path = Path(args.source)
     if source_path.suffix.lower() == ".pt":
         from .project import load_projection
@@ -421,37 +437,22 @@ def _run_swap(args: argparse.Namespace) -> int:
         source = load_projection(source_path)
     else:
         source = source_path
-    if args.arcface:
-        from .identity import load_arcface
-
-        id_net, id_source = load_arcface(args.arcface, device=device), f"ArcFace {args.arcface}"
+    arcface = args.arcface or getattr(locate().first("arcface"), "path", None)
+    if arcface:
+        id_net, id_source = load_arcface(arcface, device=G.device), f"ArcFace {arcface}"
     else:
-        from .data import SMOKE_ARCFACE, locate
-
-        found = locate().first("arcface")
-        if found is not None:
-            from .identity import load_arcface
-
-            id_net, id_source = load_arcface(found.path, device=device), f"ArcFace {found.path}"
-        else:
-            from .identity import build_arcface
-
-            log.warning("no --arcface and none found under data/: using a small RANDOM identity network "
-                        "(a smoke run; the identity figures mean nothing)")
-            id_net, id_source = build_arcface(**SMOKE_ARCFACE, seed=0, device=device), "random identity network"
-    options = {k: getattr(args, k) for k in ("steps", "rows", "id_weight", "latent_weight", "lr", "mask", "lpips",
-                                             "seed") if getattr(args, k) is not None}
-    if options.get("lpips") == "none":
-        options["lpips"] = None
+        log.warning("no --arcface and none found under data/: using a small RANDOM identity network "
+                    "(a smoke run; the identity figures mean nothing)")
+        id_net, id_source = build_arcface(**SMOKE_ARCFACE, seed=0, device=G.device), "random identity network"
+    options = _given(args, ("steps", "rows", "id_weight", "latent_weight", "lr", "mask", "lpips", "seed"))
     result = face_swap(G, id_net, source, target, progress=not args.quiet, judge=not args.no_judge,
                        vgg_path=args.vgg_path, **options)  # the target's own noise maps are used
     out = Path(args.out)
     image = to_pil(result.images[0])
-    smoke = g_source.startswith("untrained") or id_source.startswith("random")
-    if smoke:
-        from .data import SMOKE_STAMP
-
-        image = stamp(image, SMOKE_STAMP if g_source.startswith("untrained") else "RANDOM IDENTITY NETWORK - SMOKE RUN")
+    if _is_smoke(G):
+        image = stamp(image, SMOKE_STAMP)
+    elif not arcface:
+        image = stamp(image, "RANDOM IDENTITY NETWORK - SMOKE RUN")
     result = dataclasses.replace(result, source_names=[str(args.source)] * len(result),
                                  target_names=[str(args.target)] * len(result))
     pt = out.with_suffix(".pt")

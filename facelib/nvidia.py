@@ -47,7 +47,10 @@ from typing import Any, Callable, Mapping
 import torch
 import torch.nn.functional as F
 
+from ._io import atomic_path
 from .errors import CheckpointError, InputError
+from .stylegan2 import _BLUR_TAPS, _SQRT2, _make_kernel
+from .weights import sniff_file
 
 __all__ = [
     "PersistentRecord",
@@ -63,13 +66,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_ZIP_MAGIC = b"PK\x03\x04"
-# pickle protocol-2 header + the magic number that legacy (non-zip) torch.save writes first
-_LEGACY_TORCH_MAGIC = bytes.fromhex("80028a0a6cfc9c46f9206aa85019")
 # rosinality's mapping layers use this learning-rate multiplier (every released model does)
 _ROSINALITY_LR_MLP = 0.01
-_SQRT2 = math.sqrt(2.0)
-_BLUR_TAPS = (1.0, 3.0, 3.0, 1.0)
 
 
 # ----------------------------------------------------------------------------------------
@@ -291,16 +289,13 @@ class _RecordUnpickler(pickle.Unpickler):
 def is_nvidia_pickle(path: "str | os.PathLike[str]") -> bool:
     """True when the file starts like a plain pickle (protocol 2-5) and not like a torch.save file.
 
-    Only the first bytes are read; a missing or unreadable file gives False.
+    Only the first bytes are read (:func:`facelib.weights.sniff_file`); a missing or unreadable
+    file gives False.
     """
     try:
-        with open(path, "rb") as f:
-            head = f.read(len(_LEGACY_TORCH_MAGIC))
+        return sniff_file(Path(path)) == "pickle"
     except OSError:
         return False
-    if head.startswith(_ZIP_MAGIC) or head.startswith(_LEGACY_TORCH_MAGIC):
-        return False
-    return len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5
 
 
 def read_nvidia_pickle(path: "str | os.PathLike[str]") -> Any:
@@ -352,13 +347,6 @@ def select_generator(obj: Any, *, source: "str | os.PathLike[str] | None" = None
 # ----------------------------------------------------------------------------------------
 # Conversion to the rosinality layout
 # ----------------------------------------------------------------------------------------
-
-def _fir_filter() -> torch.Tensor:
-    """NVIDIA's normalised [1,3,3,1] resample filter (4, 4), summing to 1."""
-    k = torch.tensor(_BLUR_TAPS, dtype=torch.float32)
-    k = torch.outer(k, k)
-    return k / k.sum()
-
 
 @dataclass(frozen=True)
 class _GeneratorSpec:
@@ -418,7 +406,7 @@ def _inspect(G: PersistentRecord, source: Any) -> _GeneratorSpec:
 
     syn_kwargs = G.init_kwargs.get("synthesis_kwargs") or {}
     arch = syn_kwargs.get("architecture", synthesis.init_kwargs.get("architecture", "skip"))
-    fir = _fir_filter()
+    fir = _make_kernel(1)  # NVIDIA's normalised resample filter, summing to 1
     channels: dict[int, int] = {}
     clamps: set = set()
     for k in range(2, log_res + 1):
@@ -480,12 +468,15 @@ def _name_table(spec: _GeneratorSpec) -> list[tuple[str | None, str, str]]:
         rows.append((f"mapping.fc{i}.bias", f"style.{i + 1}.bias", "mapping_bias"))
     rows.append(("synthesis.b4.const", "input.input", "const"))
 
+    def affine(nv: str, ro: str) -> None:
+        rows.append((f"{nv}.affine.weight", f"{ro}.conv.modulation.weight", "affine_weight"))
+        rows.append((f"{nv}.affine.bias", f"{ro}.conv.modulation.bias", "affine_bias"))
+
     def conv(nv: str, ro: str, noise_index: int, upsample: bool) -> None:
         rows.append((f"{nv}.weight", f"{ro}.conv.weight", "conv_weight"))
         if upsample:
             rows.append((None, f"{ro}.conv.blur.kernel", "fir_kernel"))
-        rows.append((f"{nv}.affine.weight", f"{ro}.conv.modulation.weight", "affine_weight"))
-        rows.append((f"{nv}.affine.bias", f"{ro}.conv.modulation.bias", "affine_bias"))
+        affine(nv, ro)
         rows.append((f"{nv}.noise_strength", f"{ro}.noise.weight", "noise_strength"))
         rows.append((f"{nv}.bias", f"{ro}.activate.bias", "plain"))
         rows.append((f"{nv}.noise_const", f"noises.noise_{noise_index}", "noise_const"))
@@ -495,8 +486,7 @@ def _name_table(spec: _GeneratorSpec) -> list[tuple[str | None, str, str]]:
         if upsample:
             rows.append((None, f"{ro}.upsample.kernel", "fir_kernel"))
         rows.append((f"{nv}.weight", f"{ro}.conv.weight", "rgb_weight"))
-        rows.append((f"{nv}.affine.weight", f"{ro}.conv.modulation.weight", "affine_weight"))
-        rows.append((f"{nv}.affine.bias", f"{ro}.conv.modulation.bias", "affine_bias"))
+        affine(nv, ro)
 
     conv("synthesis.b4.conv1", "conv1", 0, False)
     torgb("synthesis.b4.torgb", "to_rgb1", False)
@@ -539,7 +529,6 @@ def nvidia_to_rosinality(G: PersistentRecord, *, source: "str | os.PathLike[str]
     spec = _inspect(G, source)
     tensors = G.tensors()
     used: set[str] = set()
-    fir = _fir_filter()
     state: dict[str, torch.Tensor] = {}
 
     def take(name: str) -> torch.Tensor:
@@ -558,7 +547,7 @@ def nvidia_to_rosinality(G: PersistentRecord, *, source: "str | os.PathLike[str]
 
     for nv, ro, how in _name_table(spec):
         if how == "fir_kernel":
-            state[ro] = fir * 4.0  # the filter's gain for a 2x upsampling step is up**2
+            state[ro] = _make_kernel(2)  # the filter with the gain of a 2x upsampling step (up**2)
             continue
         t = take(nv)
         if how in ("mapping_weight", "affine_weight"):
@@ -817,8 +806,7 @@ def convert_checkpoint(src: "str | os.PathLike[str]", dst: "str | os.PathLike[st
         CheckpointError: unreadable source, or a converted file that does not reproduce it (nothing written).
         InputError: ``n_check < 1`` or a ``.pkl`` destination (only ``.pt`` files are written).
     """
-    from ._io import atomic_path
-    from .weights import load_generator
+    from .weights import generator_checkpoint, load_generator  # at call time, so a replaced loader is used
 
     src, dst = Path(src), Path(dst)
     if n_check < 1:
@@ -842,9 +830,7 @@ def convert_checkpoint(src: "str | os.PathLike[str]", dst: "str | os.PathLike[st
     else:
         source_format = "torch"
         G_src = load_generator(src)
-        ckpt = {"g_ema": {k: v.detach().cpu().clone() for k, v in G_src.state_dict().items()}}
-        if G_src.latent_avg is not None:
-            ckpt["latent_avg"] = G_src.latent_avg.detach().cpu().clone()
+        ckpt = generator_checkpoint(G_src)
         style_dim, n_latent, conv_clamp = G_src.style_dim, G_src.n_latent, G_src.conv_clamp
         src_mapping, src_synthesis = G_src.mapping, G_src.synthesis
     if conv_clamp is None:

@@ -22,7 +22,7 @@ face swap spend their time on.
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from typing import Mapping, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -39,7 +39,8 @@ __all__ = [
     "NoiseSpec",
 ]
 
-NoiseSpec = "None | str | Sequence[torch.Tensor | None]"
+#: ``noise`` of :meth:`StyleGAN2Generator.synthesis`: None, "random", "none" or per-layer maps.
+NoiseSpec = Union[None, str, Sequence[Optional[torch.Tensor]]]
 
 # The FIR taps of every StyleGAN2 generator resampling step (Karras et al. 2020).
 _BLUR_TAPS = (1.0, 3.0, 3.0, 1.0)
@@ -126,14 +127,16 @@ def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, *, up: int = 1, down: int =
             used separably along both axes.
         up, down: integer factors, the same along both axes.
         pad: (p0, p1) for both axes or (x0, x1, y0, y1); negative values crop.
-        impl: "ref" (depthwise conv2d, any kernel), "separable" (slices; rank-1 kernels) or
-            "auto" (separable when the kernel is rank 1).
+        impl: "ref" (one 2-D depthwise conv, any kernel), "separable" (two 1-D depthwise convs;
+            rank-1 kernels) or "auto" (separable when the kernel is rank 1; 1-D taps skip the test).
     Returns:
         (N, C, (H*up + y0 + y1 - kh) // down + 1, (W*up + x0 + x1 - kw) // down + 1).
     """
     if x.ndim != 4:
         raise ShapeError(f"upfirdn2d: expected (N, C, H, W), got {tuple(x.shape)}", actual_shape=x.shape,
                          expected_shape=(None, None, None, None))
+    if impl not in ("auto", "ref", "separable"):
+        raise InputError(f"upfirdn2d: impl must be 'auto', 'ref' or 'separable', got {impl!r}")
     pad4 = (pad[0], pad[1], pad[0], pad[1]) if len(pad) == 2 else tuple(pad)
     taps = _separable_taps(kernel) if impl in ("auto", "separable") else None
     if taps is None:
@@ -222,33 +225,62 @@ class EqualLinear(nn.Module):
         return f"{self.weight.shape[1]} -> {self.weight.shape[0]}, lr_mul={self.lr_mul}, act={self.activation}"
 
 
-class Blur(nn.Module):
-    """FIR blur (the kernel buffer is stored in checkpoints) with fixed padding."""
-
-    def __init__(self, pad: tuple[int, int], factor: int = 1) -> None:
-        super().__init__()
-        self.register_buffer("kernel", _make_kernel(factor))
-        self.pad = pad
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return upfirdn2d(x, self.kernel, pad=self.pad)
-
-
-class Upsample(nn.Module):
-    """2x FIR upsampling of the RGB skip path: upfirdn2d(up=2, pad=(2, 1))."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.register_buffer("kernel", _make_kernel(2))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return upfirdn2d(x, self.kernel, up=2, pad=(2, 1))
+def _make_taps(factor: int) -> torch.Tensor:
+    """The [1,3,3,1] taps normalised to sum ``factor``: (4,)."""
+    k = torch.tensor(_BLUR_TAPS)
+    return k / k.sum() * factor
 
 
 def _make_kernel(factor: int) -> torch.Tensor:
+    """The (4, 4) FIR kernel outer(taps, taps), summing to ``factor ** 2`` (rosinality's buffer)."""
     k = torch.tensor(_BLUR_TAPS)
     k = torch.outer(k, k)
     return k / k.sum() * factor ** 2
+
+
+class _FIR(nn.Module):
+    """Holds a FIR ``kernel`` buffer (stored in checkpoints) and its 1-D ``taps`` (derived, not stored).
+
+    Passing the taps lets :func:`upfirdn2d` skip its separability test, which on CUDA costs
+    host syncs on every call. Loading a kernel other than outer(taps, taps) drops the taps,
+    and the kernel is then used as loaded.
+    """
+
+    def __init__(self, factor: int) -> None:
+        super().__init__()
+        self.factor = factor
+        self.register_buffer("kernel", _make_kernel(factor))
+        self.register_buffer("taps", _make_taps(factor), persistent=False)
+        self.register_load_state_dict_post_hook(_FIR._match_taps)
+
+    @staticmethod
+    def _match_taps(module: "_FIR", incompatible_keys) -> None:
+        taps = _make_taps(module.factor).to(module.kernel)
+        module.taps = taps if torch.equal(torch.outer(taps, taps), module.kernel) else None
+
+    def fir(self) -> torch.Tensor:
+        return self.kernel if self.taps is None else self.taps
+
+
+class Blur(_FIR):
+    """FIR blur with fixed padding."""
+
+    def __init__(self, pad: tuple[int, int], factor: int = 1) -> None:
+        super().__init__(factor)
+        self.pad = pad
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return upfirdn2d(x, self.fir(), pad=self.pad)
+
+
+class Upsample(_FIR):
+    """2x FIR upsampling of the RGB skip path: upfirdn2d(up=2, pad=(2, 1))."""
+
+    def __init__(self) -> None:
+        super().__init__(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return upfirdn2d(x, self.fir(), up=2, pad=(2, 1))
 
 
 class ModulatedConv2d(nn.Module):
@@ -341,6 +373,8 @@ class ToRGB(nn.Module):
 
 
 class ConstantInput(nn.Module):
+    """The learned 4x4 start of synthesis, (1, C, 4, 4), expanded to the batch."""
+
     def __init__(self, channels: int, size: int = 4) -> None:
         super().__init__()
         self.input = nn.Parameter(torch.randn(1, channels, size, size))
@@ -500,7 +534,7 @@ class StyleGAN2Generator(nn.Module):
             out.append(torch.randn(batch, 1, r, r, generator=generator).to(self.device))
         return out
 
-    def _resolve_noise(self, noise, batch: int) -> list[torch.Tensor | None]:
+    def _resolve_noise(self, noise: NoiseSpec, batch: int) -> list[torch.Tensor | None]:
         if noise is None:
             return self.noise_buffers
         if isinstance(noise, str):
@@ -516,7 +550,7 @@ class StyleGAN2Generator(nn.Module):
         return [b if n is None else n for n, b in zip(noise, self.noise_buffers)]
 
     # -- synthesis ----------------------------------------------------------------------
-    def synthesis(self, wplus: torch.Tensor, noise=None) -> torch.Tensor:
+    def synthesis(self, wplus: torch.Tensor, noise: NoiseSpec = None) -> torch.Tensor:
         """W+ -> image.
 
         Args:
@@ -547,12 +581,12 @@ class StyleGAN2Generator(nn.Module):
             i += 2
         return skip
 
-    def forward(self, wplus: torch.Tensor, noise=None) -> torch.Tensor:
+    def forward(self, wplus: torch.Tensor, noise: NoiseSpec = None) -> torch.Tensor:
         """Same as :meth:`synthesis`."""
         return self.synthesis(wplus, noise)
 
     @torch.no_grad()
-    def sample(self, n: int, *, seed: int = 0, truncation: float = 1.0, noise=None) -> torch.Tensor:
+    def sample(self, n: int, *, seed: int = 0, truncation: float = 1.0, noise: NoiseSpec = None) -> torch.Tensor:
         """n random images (N, 3, H, W) from z ~ N(0, I) drawn with ``seed``, optionally truncated."""
         g = torch.Generator().manual_seed(seed)
         z = torch.randn(n, self.style_dim, generator=g).to(self.device)

@@ -24,8 +24,8 @@ from ._io import atomic_path
 from .errors import CheckpointError
 from .stylegan2 import StyleGAN2Generator
 
-__all__ = ["safe_torch_load", "load_generator", "save_generator", "file_sha256", "resolve_device",
-           "infer_generator_config", "state_fingerprint", "sniff_file"]
+__all__ = ["safe_torch_load", "load_generator", "save_generator", "generator_checkpoint", "file_sha256",
+           "resolve_device", "infer_generator_config", "state_fingerprint", "sniff_file"]
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def sniff_file(path: Path) -> str:
         return "zip"
     if head.startswith(_LEGACY_TORCH_MAGIC):
         return "torch-legacy"
-    if head[:1] == b"\x80" and 2 <= head[1] <= 5:
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
         return "pickle"
     stripped = head.lstrip().lower()
     if stripped.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head")):
@@ -211,7 +211,7 @@ def _select_generator_state(ckpt: Any, source: "Path | None") -> tuple[dict, Any
     """(g_ema state dict, latent_avg or None, extra facelib settings) from a loaded object."""
     if not isinstance(ckpt, Mapping):
         raise CheckpointError(source, f"expected a checkpoint dict, found {_describe(ckpt)}")
-    extra = dict(ckpt.get("facelib", {}) or {}) if isinstance(ckpt.get("facelib", {}), Mapping) else {}
+    extra = dict(ckpt["facelib"]) if isinstance(ckpt.get("facelib"), Mapping) else {}
     if "g_ema" in ckpt and isinstance(ckpt["g_ema"], Mapping):
         return _strip_prefix(ckpt["g_ema"]), ckpt.get("latent_avg"), extra
     if "g" in ckpt and isinstance(ckpt["g"], Mapping) and _looks_like_generator(_strip_prefix(ckpt["g"])):
@@ -291,12 +291,17 @@ def load_generator(path_or_state: "str | os.PathLike[str] | Mapping[str, Any]", 
     return G.to(resolve_device(device))
 
 
-def save_generator(G: StyleGAN2Generator, path: "str | os.PathLike[str]") -> None:
-    """Write ``{"g_ema": state_dict, "latent_avg": ...}`` (rosinality layout) atomically."""
+def generator_checkpoint(G: StyleGAN2Generator) -> dict[str, Any]:
+    """``{"g_ema": state_dict (CPU), "latent_avg": (style_dim,) if set, "facelib": {"conv_clamp"} if set}``."""
     ckpt: dict[str, Any] = {"g_ema": {k: v.detach().cpu() for k, v in G.state_dict().items()}}
     if G.latent_avg is not None:
         ckpt["latent_avg"] = G.latent_avg.detach().cpu()
     if G.conv_clamp is not None:
         ckpt["facelib"] = {"conv_clamp": float(G.conv_clamp)}
+    return ckpt
+
+
+def save_generator(G: StyleGAN2Generator, path: "str | os.PathLike[str]") -> None:
+    """Write :func:`generator_checkpoint` (rosinality layout, loadable by rosinality's code) atomically."""
     with atomic_path(path) as tmp:
-        torch.save(ckpt, tmp)
+        torch.save(generator_checkpoint(G), tmp)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import facelib
-from facelib.stylegan2 import StyleGAN2Generator, _make_kernel, default_channels, upfirdn2d
+from facelib.stylegan2 import _FIR, StyleGAN2Generator, _make_kernel, default_channels, upfirdn2d
 from facelib.weights import infer_generator_config
 
 from .conftest import import_from, shared_path
@@ -89,6 +89,8 @@ def test_upfirdn2d_separable_matches_reference_with_gradients():
     assert torch.allclose(upfirdn2d(x, k2, pad=(1, 0)), upfirdn2d(x, k2, pad=(1, 0), impl="ref"))
     with pytest.raises(facelib.InputError):
         upfirdn2d(x, k2, impl="separable")
+    with pytest.raises(facelib.InputError, match="impl"):
+        upfirdn2d(x, k2, impl="fast")
 
 
 def test_upfirdn2d_upsampling_preserves_a_constant():
@@ -197,3 +199,50 @@ def test_memory_format_does_not_change_the_result(small_generator):
         b = G.synthesis(w)
     G.channels_last = None
     assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_fir_layers_use_their_taps_and_honour_a_loaded_kernel(small_generator):
+    G = small_generator
+    w = torch.randn(2, G.n_latent, G.style_dim, generator=torch.Generator().manual_seed(0))
+    firs = [m for m in G.modules() if isinstance(m, _FIR)]
+    assert len(firs) == 2 * len(G.to_rgbs) and all(m.taps is not None for m in firs)
+    assert not any(k.endswith("taps") for k in G.state_dict())  # derived, never stored
+    with torch.no_grad():
+        fast = G.synthesis(w)
+        for m in firs:
+            m.taps = None  # the kernel buffer itself
+        assert torch.equal(G.synthesis(w), fast)
+        sd = G.state_dict()
+        box = torch.full((4, 4), 1 / 16)
+        sd["convs.0.conv.blur.kernel"] = box
+        G.load_state_dict(sd)
+        assert G.convs[0].conv.blur.taps is None and G.convs[2].conv.blur.taps is not None
+        assert not torch.allclose(G.synthesis(w), fast, atol=1e-4)
+        x = torch.randn(1, 3, 9, 9)
+        assert torch.equal(G.convs[0].conv.blur(x), upfirdn2d(x, box, pad=(1, 1)))
+
+
+def test_sample_command_renders_the_seeded_samples(small_generator, tmp_path, capsys):
+    from PIL import Image
+
+    from facelib.cli import main
+    from facelib.data import SMOKE_STAMP, smoke_generator
+    from facelib.grids import make_grid, stamp
+    from facelib.weights import save_generator
+
+    def pixels(im):
+        return np.asarray(im.convert("RGB"))
+
+    save_generator(small_generator, tmp_path / "G.pt")
+    out = tmp_path / "samples.png"
+    assert main(["sample", str(out), "--weights", str(tmp_path / "G.pt"), "--n", "5", "--seed", "3",
+                 "--truncation", "0.5"]) == 0
+    assert "5 samples, 32 px" in capsys.readouterr().out
+    imgs = small_generator.sample(5, seed=3, truncation=0.5)
+    assert np.array_equal(pixels(Image.open(out)), pixels(make_grid([list(imgs[:4]), list(imgs[4:])], cell=64)))
+    # without weights: the untrained smoke generator, stamped as such
+    assert main(["sample", str(tmp_path / "smoke.png"), "--n", "2", "--seed", "1"]) == 0
+    want = stamp(make_grid([list(smoke_generator(1).sample(2, seed=1))], cell=128), SMOKE_STAMP)
+    assert np.array_equal(pixels(Image.open(tmp_path / "smoke.png")), pixels(want))
+    assert main(["sample", str(tmp_path / "none.png"), "--n", "0"]) == 1
+    assert "--n" in capsys.readouterr().err and not (tmp_path / "none.png").exists()

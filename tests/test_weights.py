@@ -80,6 +80,8 @@ def test_bad_files_raise_checkpoint_errors_naming_the_file(tmp_path, gen):
     assert "HTML" in _err(tmp_path / "quota.pt")
     (tmp_path / "noise.pt").write_bytes(os.urandom(256) + b"\xff\xfe")
     _err(tmp_path / "noise.pt")
+    (tmp_path / "one_byte.pt").write_bytes(b"\x80")  # a pickle opcode with no protocol byte
+    assert "unrecognised file header" in _err(tmp_path / "one_byte.pt")
     good = tmp_path / "good.pt"
     torch.save({"g_ema": gen.state_dict()}, good)
     data = good.read_bytes()
@@ -131,3 +133,12 @@ def test_code_in_a_checkpoint_is_never_run(tmp_path, gen, monkeypatch):
 def test_errors_are_one_hierarchy():
     assert issubclass(facelib.CheckpointError, facelib.FacelibError)
     assert issubclass(facelib.ShapeError, ValueError) and issubclass(facelib.NoFaceError, facelib.FacelibError)
+
+
+def test_every_lazy_export_resolves():
+    import importlib
+
+    missing = [f"{module}.{name}" for name, module in facelib._LAZY.items()
+               if not hasattr(importlib.import_module(f"facelib.{module}"), name)]
+    assert missing == []
+    assert facelib.load_generator is load_generator and set(facelib._LAZY) <= set(dir(facelib))
