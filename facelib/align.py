@@ -96,12 +96,6 @@ _MOUTH_L, _MOUTH_R = 48, 54
 # dlib models
 # ----------------------------------------------------------------------------------------
 
-def _search_dirs() -> list[Path]:
-    from .data import search_dirs
-
-    return search_dirs()
-
-
 def dlib_model_path(name: str, user_path: "str | os.PathLike[str] | None" = None) -> Path:
     """Locate a dlib model file such as ``shape_predictor_68_face_landmarks.dat``.
 
@@ -126,7 +120,9 @@ def dlib_model_path(name: str, user_path: "str | os.PathLike[str] | None" = None
         if not p.is_file():
             raise DependencyError(f"{p}: dlib model file not found (expected {name})")
         return p
-    dirs = _search_dirs()
+    from .data import search_dirs
+
+    dirs = search_dirs()
     for d in dirs:
         p = d / name
         if p.is_file():
@@ -138,12 +134,12 @@ def dlib_model_path(name: str, user_path: "str | os.PathLike[str] | None" = None
         f"or a folder named by $FACELIB_DATA")
 
 
-def _import_dlib():
+def _import_dlib(purpose: str = "face alignment"):
     try:
         import dlib
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise DependencyError(
-            "face alignment needs dlib: pip install dlib-bin (prebuilt) or dlib") from e
+            f"{purpose} needs dlib: pip install dlib-bin (prebuilt) or dlib") from e
     return dlib
 
 
@@ -160,6 +156,16 @@ def _cnn_detector(path: str):
 @functools.lru_cache(maxsize=4)
 def _shape_predictor(path: str):
     return _import_dlib().shape_predictor(path)
+
+
+@functools.lru_cache(maxsize=2)
+def _face_recognizer(path: str):
+    return _import_dlib().face_recognition_model_v1(path)
+
+
+def _landmark_model(predictor_path: "str | os.PathLike[str] | None"):
+    """The (cached) 68-point shape predictor, located by :func:`dlib_model_path`."""
+    return _shape_predictor(str(dlib_model_path(PREDICTOR_68, predictor_path)))
 
 
 # ----------------------------------------------------------------------------------------
@@ -345,13 +351,12 @@ def predict_landmarks(image: ImageInput, box: Sequence[int], *,
         ``(68, 2)`` int64 array of (x, y) source pixel indices.
     """
     arr = np.ascontiguousarray(np.asarray(load_image(image), dtype=np.uint8))
-    return _landmarks(_import_dlib(), arr, box, predictor_path)
+    return _landmarks(_landmark_model(predictor_path), arr, box)
 
 
-def _landmarks(dlib, arr: np.ndarray, box: Sequence[int], predictor_path) -> np.ndarray:
-    predictor = _shape_predictor(str(dlib_model_path(PREDICTOR_68, predictor_path)))
+def _landmarks(predictor, arr: np.ndarray, box: Sequence[int]) -> np.ndarray:
     left, top, right, bottom = (int(v) for v in box)
-    shape = predictor(arr, dlib.rectangle(left, top, right, bottom))
+    shape = predictor(arr, _import_dlib().rectangle(left, top, right, bottom))
     return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.int64)
 
 
@@ -486,6 +491,7 @@ class AlignedFace:
         source_size: ``(width, height)`` of the upright photo.
         output_size: side of ``image``.
         source: file name of the photo, or None.
+        detector: the detector option that found the box (``"hog"``, ``"cnn"`` or ``"auto"``).
     """
 
     image: Image.Image
@@ -656,11 +662,11 @@ def align_faces(image: ImageInput, *, output_size: int = 1024, transform_size: i
         raise NoFaceError(f"{name or '<image>'}: no face found by the {detector} detector{hint}")
     if max_faces is not None:
         boxes = boxes[:max_faces]
-    dlib = _import_dlib()
+    predictor = _landmark_model(predictor_path)  # located once, not per face
     arr = np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8))
     faces = []
     for box in boxes:
-        lm = _landmarks(dlib, arr, box, predictor_path)
+        lm = _landmarks(predictor, arr, box)
         quad, qsize = ffhq_quad(lm)
         aligned = ffhq_warp(rgb, quad, qsize, output_size=output_size,
                             transform_size=transform_size, enable_padding=enable_padding)

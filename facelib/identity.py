@@ -28,8 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import (CheckpointError, DependencyError, InputError, NoFaceError, RangeError,
-                     ShapeError, check_shape)
+from .errors import CheckpointError, InputError, NoFaceError, RangeError, ShapeError, check_shape
 
 __all__ = [
     # identity networks
@@ -712,22 +711,17 @@ _DLIB_MODELS = {
 Box = tuple[int, int, int, int]  # (left, top, right, bottom), inclusive pixel corners, dlib convention
 
 
-def _import_dlib() -> Any:
-    try:
-        import dlib
-    except ImportError as e:
-        raise DependencyError("the identity judge needs dlib: pip install dlib-bin (prebuilt) or dlib") from e
-    return dlib
+def _judge_models() -> tuple[Any, Any]:
+    """dlib's 5-point predictor and face-recognition ResNet, through facelib.align's model cache."""
+    from .align import _face_recognizer, _shape_predictor, dlib_model_path
+
+    return (_shape_predictor(os.fspath(dlib_model_path(_DLIB_MODELS["landmarks5"]))),
+            _face_recognizer(os.fspath(dlib_model_path(_DLIB_MODELS["descriptor"]))))
 
 
-@functools.lru_cache(maxsize=None)
-def _dlib_object(kind: str) -> Any:
-    """dlib's 5-point predictor ("landmarks5") or face-recognition ResNet ("descriptor"), loaded once."""
-    from .align import dlib_model_path
-
-    dlib = _import_dlib()
-    path = os.fspath(dlib_model_path(_DLIB_MODELS[kind]))
-    return dlib.face_recognition_model_v1(path) if kind == "descriptor" else dlib.shape_predictor(path)
+def _check_fallback(fallback: str | None) -> None:
+    if fallback not in ("ffhq", None):
+        raise InputError(f"fallback: expected 'ffhq' or None, got {fallback!r}")
 
 
 def _as_uint8_images(images: Any, name: str = "images") -> list[np.ndarray]:
@@ -735,6 +729,7 @@ def _as_uint8_images(images: Any, name: str = "images") -> list[np.ndarray]:
     from PIL import Image
 
     from .align import load_image
+    from .grids import to_pil
 
     if isinstance(images, (str, os.PathLike, Image.Image)):
         return [np.ascontiguousarray(np.asarray(load_image(images), dtype=np.uint8))]
@@ -746,14 +741,12 @@ def _as_uint8_images(images: Any, name: str = "images") -> list[np.ndarray]:
             raise ShapeError(f"{name}: expected a (N, 3, H, W) or (3, H, W) tensor, got {tuple(images.shape)}",
                              actual_shape=images.shape, expected_shape=(None, 3, None, None))
         if x.dtype == torch.uint8:
-            arr = x
-        else:
-            x = x.float()
-            lo, hi = (float(x.min()), float(x.max())) if x.numel() else (0.0, 0.0)
-            if not (lo >= -1.5 and hi <= 1.5):
-                raise RangeError(f"{name}: float tensors must be in [-1, 1], got values in [{lo:.3g}, {hi:.3g}]")
-            arr = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        return [np.ascontiguousarray(a.permute(1, 2, 0).numpy()) for a in arr]
+            return [np.ascontiguousarray(a.permute(1, 2, 0).numpy()) for a in x]
+        x = x.float()
+        lo, hi = (float(x.min()), float(x.max())) if x.numel() else (0.0, 0.0)
+        if not (lo >= -1.5 and hi <= 1.5):
+            raise RangeError(f"{name}: float tensors must be in [-1, 1], got values in [{lo:.3g}, {hi:.3g}]")
+        return [np.array(im, dtype=np.uint8) for im in to_pil(x)]
     if isinstance(images, np.ndarray):
         if images.ndim == 4:
             return [np.ascontiguousarray(np.asarray(load_image(a), dtype=np.uint8)) for a in images]
@@ -771,8 +764,6 @@ def _find_face(img: np.ndarray, fallback: str | None, index: int) -> tuple[Box, 
     """Largest HOG detection (upsample 1, as in alignment) or the FFHQ box. Returns (box, detected)."""
     from .align import detect_faces
 
-    if fallback not in ("ffhq", None):
-        raise InputError(f"fallback: expected 'ffhq' or None, got {fallback!r}")
     boxes = detect_faces(img, detector="hog", upsample=1)  # largest first
     if boxes:
         return tuple(int(v) for v in boxes[0]), True
@@ -840,9 +831,12 @@ def dlib_descriptors(images: Any, *, fallback: str | None = "ffhq", num_jitters:
         NoFaceError: no face and ``fallback=None``.
         InputError: unsupported image type, shape or range.
     """
+    from .align import _import_dlib
+
+    _check_fallback(fallback)
     arrays = _as_uint8_images(images)
-    dlib = _import_dlib()
-    predictor, model = _dlib_object("landmarks5"), _dlib_object("descriptor")
+    dlib = _import_dlib("the identity judge")
+    predictor, model = _judge_models()
     desc, boxes, detected = [], [], []
     for i, img in enumerate(arrays):
         box, found = _find_face(img, fallback, i)
@@ -867,6 +861,7 @@ def dlib_landmarks(images: Any, *, fallback: str | None = "ffhq") -> DlibLandmar
     """
     from .align import predict_landmarks
 
+    _check_fallback(fallback)
     arrays = _as_uint8_images(images)
     pts, boxes, detected = [], [], []
     for i, img in enumerate(arrays):

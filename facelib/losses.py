@@ -404,9 +404,7 @@ def resolve_lpips(spec: "str | nn.Module | None", *, vgg_path: "str | os.PathLik
         return loss.to(device) if device is not None else loss
     if not isinstance(spec, str) or spec.lower() not in ("auto", "vgg"):
         raise InputError(f"lpips: expected 'auto', 'vgg', None or an lpips.LPIPS module, got {spec!r}")
-    if spec.lower() == "vgg":
-        return LPIPSLoss(load_lpips_vgg(vgg_path, device=device), size=size)
-    if vgg_path is not None:  # a file the user named must load
+    if spec.lower() == "vgg" or vgg_path is not None:  # with "auto" too, a file the user named must load
         return LPIPSLoss(load_lpips_vgg(vgg_path, device=device), size=size)
     try:
         return LPIPSLoss(load_lpips_vgg(None, device=device), size=size)

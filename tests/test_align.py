@@ -411,6 +411,61 @@ def test_align_folder_continues_past_bad_files(tmp_path):
 
 
 @needs_models
+def test_align_folder_ignores_its_output_inside_the_source(tmp_path):
+    src = tmp_path / "src"
+    (src / "alice").mkdir(parents=True)
+    (src / "alice" / "small.jpg").write_bytes(face_path("obama-240p.jpg").read_bytes())
+    dst = src / "aligned"
+    res = facelib.align_folder(src, dst, output_size=64, progress=False)
+    assert res.written == (dst / "alice" / "small.png",) and res.ok
+    again = facelib.align_folder(src, dst, output_size=64, progress=False)
+    # the aligned PNG under src/aligned is not picked up as a new input
+    assert again.written == () and again.failed == () and [p.name for p, _ in again.skipped] == ["small.jpg"]
+
+
+def test_list_images_and_person_name(tmp_path):
+    root = tmp_path / "photos"
+    for rel in ("b.JPG", "a.png", "bob/1.webp", "bob/deep/2.tif", ".hidden.png", ".cache/x.jpg",
+                "out/skip.png", "notes.txt"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"x")
+    rel = lambda paths: [p.relative_to(root).as_posix() for p in paths]  # noqa: E731
+    assert rel(A.list_images(root)) == ["a.png", "b.JPG", "bob/1.webp", "bob/deep/2.tif", "out/skip.png"]
+    assert rel(A.list_images(root, exclude=root / "out")) == ["a.png", "b.JPG", "bob/1.webp", "bob/deep/2.tif"]
+    assert rel(A.list_images(root, recursive=False)) == ["a.png", "b.JPG"]
+    assert A.person_name(root / "bob" / "deep" / "2.tif", root) == "bob"
+    assert A.person_name(root / "b.JPG", root) == "b"
+    with pytest.raises(InputError, match="not a folder"):
+        A.list_images(root / "a.png")
+
+
+def test_write_sample_photos_keeps_existing_files(tmp_path):
+    pytest.importorskip("skimage", reason="sample photos need scikit-image")
+    paths = A.write_sample_photos(tmp_path / "samples")
+    assert [p.name for p in paths] == ["astronaut.png", "astronaut_mirrored.png", "astronaut_rot20.png"]
+    first, mirrored = (np.asarray(Image.open(p)) for p in paths[:2])
+    assert first.shape == (512, 512, 3) and np.array_equal(mirrored, first[:, ::-1])
+    assert Image.open(paths[2]).size[0] > 512  # rotated with expand=True
+    Image.new("RGB", (8, 8)).save(paths[0])
+    assert A.write_sample_photos(tmp_path / "samples") == paths
+    assert Image.open(paths[0]).size == (8, 8)  # an existing file is left alone
+    assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == [p.name for p in paths]
+
+
+@needs_models
+def test_align_preview_and_to_dict():
+    path = face_path("obama-240p.jpg")
+    preview = A.align_preview(path, output_size=128)
+    assert preview.size == (256, 128)
+    face = facelib.align_faces(path, output_size=128)[0]
+    assert psnr(preview.crop((128, 0, 256, 128)), face.image) == 100.0  # right half: the aligned face
+    d = json.loads(json.dumps(face.to_dict()))
+    assert d["source"] == str(path) and d["output_size"] == 128 and d["detector"] == "hog"
+    np.testing.assert_array_equal(np.array(d["landmarks"]), face.landmarks)
+    np.testing.assert_allclose(np.array(d["quad"]), face.quad)
+
+
+@needs_models
 def test_align_folder_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
     src = _make_folder(tmp_path)
     dst = tmp_path / "dst"

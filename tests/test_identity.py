@@ -440,7 +440,9 @@ def test_dlib_input_types_agree(aligned):
     a = I.dlib_descriptors(img)
     b = I.dlib_descriptors(np.asarray(img))
     c = I.dlib_descriptors(to_tensor(img))
+    u8 = I.dlib_descriptors(torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1))
     assert I.dlib_distance(a, b)[0] < 1e-6 and I.dlib_distance(a, c)[0] < 1e-6
+    assert I.dlib_distance(a, u8)[0] < 1e-6
     with pytest.raises(RangeError):
         I.dlib_descriptors(to_tensor(img) * 127.5 + 127.5)
     with pytest.raises(InputError):
@@ -453,6 +455,29 @@ def test_dlib_flat_image_uses_fallback_or_raises():
     assert I.dlib_descriptors(gray).detected == (False,)
     with pytest.raises(NoFaceError):
         I.dlib_landmarks(gray, fallback=None)
+
+
+def test_dlib_judge_rejects_bad_fallback_before_loading_models(monkeypatch):
+    import facelib.align as A
+
+    def no_models(*a, **k):
+        raise AssertionError("models loaded before the arguments were checked")
+
+    monkeypatch.setattr(A, "dlib_model_path", no_models)
+    img = np.zeros((16, 16, 3), np.uint8)
+    for fn in (I.dlib_descriptors, I.dlib_landmarks):
+        with pytest.raises(InputError, match="fallback"):
+            fn(img, fallback="center")
+
+
+@needs_dlib
+def test_dlib_judge_shares_the_alignment_model_cache():
+    import facelib.align as A
+
+    predictor, model = I._judge_models()
+    assert predictor is A._shape_predictor(str(A.dlib_model_path(I._DLIB_MODELS["landmarks5"])))
+    assert model is A._face_recognizer(str(A.dlib_model_path(I._DLIB_MODELS["descriptor"])))
+    assert I._judge_models() == (predictor, model)  # loaded once
 
 
 def test_dlib_distance_shapes():

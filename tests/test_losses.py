@@ -87,6 +87,9 @@ def test_vgg_search_uses_facelib_data(fake_vgg, monkeypatch, tmp_path, no_networ
         loss = resolve_lpips("auto")
     assert isinstance(loss, LPIPSLoss) and loss.source.endswith("vgg16-397923af.pth")
     assert not [r for r in caplog.records if "LPIPS is off" in r.getMessage()]
+    monkeypatch.setenv("FACELIB_DATA", "")
+    named = resolve_lpips("auto", vgg_path=folder)  # a named folder is used with "auto" too
+    assert isinstance(named, LPIPSLoss) and named.net is loss.net
 
 
 def test_wrong_file_is_a_checkpoint_error(tmp_path):
