@@ -48,7 +48,6 @@ import hashlib
 import json
 import logging
 import math
-import operator
 import os
 import sys
 import types
@@ -59,11 +58,11 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
-from ._io import atomic_path
-from ._optim import BestSteps, Frozen, StepCallback, StepState
+from ._optim import (BestSteps, Evaluation, Frozen, StepCallback, StepState, batch_indices, check_settings,
+                     generator_id, image_batch, lpips_option, optimise, read_result, resolve_lpips_option,
+                     save_result)
 from .errors import CheckpointError, InputError, OptimisationError, RangeError, ShapeError
-from .losses import (LPIPSLoss, identity_similarity, mse_per_image, noise_regularize,
-                     normalize_noises_, psnr, resolve_lpips)
+from .losses import LPIPSLoss, identity_similarity, mse_per_image, noise_regularize, normalize_noises_, psnr
 
 __all__ = [
     "ProjectConfig",
@@ -208,29 +207,16 @@ class ProjectConfig:
     seed: int = 0                     # image i uses seed + i
 
     def __post_init__(self) -> None:
-        if not isinstance(self.steps, int) or self.steps < 0:
-            raise InputError(f"steps: expected an integer >= 0, got {self.steps!r}")
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
-            raise InputError(f"lr: expected a positive finite number, got {self.lr!r}")
-        if self.scheduler not in SCHEDULERS:
-            raise InputError(f"scheduler: expected one of {sorted(SCHEDULERS)}, got {self.scheduler!r}")
+        check_settings(self, ("lpips_weight", "mse_weight", "noise_reg_weight", "initial_noise_factor", "id_weight",
+                              "lr_rampup", "lr_rampdown"))
         if self.gamma is not None and not (0 < self.gamma <= 1):
             raise InputError(f"gamma: expected a value in (0, 1] or None, got {self.gamma!r}")
-        if self.lpips not in ("auto", "vgg", None, "module"):
-            raise InputError(f"lpips: expected 'auto', 'vgg', None or an lpips.LPIPS module, got {self.lpips!r}")
-        for name in ("lpips_weight", "mse_weight", "noise_reg_weight", "initial_noise_factor", "id_weight",
-                     "lr_rampup", "lr_rampdown"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and v >= 0 and math.isfinite(v)):
-                raise InputError(f"{name}: expected a finite number >= 0, got {v!r}")
         if not (0 < self.noise_ramp <= 1):
             raise InputError(f"noise_ramp: expected a fraction in (0, 1], got {self.noise_ramp!r}")
         if self.init not in ("mean", "given"):
             raise InputError(f"init: expected 'mean' or a start latent tensor, got {self.init!r}")
-        if self.n_mean_latent < 1 or self.lpips_size < 16:
-            raise InputError("n_mean_latent must be >= 1 and lpips_size >= 16")
-        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
-            raise InputError(f"beta1/beta2: expected values in [0, 1), got {self.beta1}, {self.beta2}")
+        if self.n_mean_latent < 1:
+            raise InputError(f"n_mean_latent: expected >= 1, got {self.n_mean_latent}")
         if self.lpips_weight + self.mse_weight + self.id_weight <= 0:
             raise InputError("lpips_weight, mse_weight and id_weight are all 0: nothing to optimise")
 
@@ -309,25 +295,10 @@ class Projection:
         A single selected image gets ``config.seed`` set to its own seed, so
         ``project(G, target, config=p.select(i).config)`` reproduces it.
         """
-        n = len(self)
-        if isinstance(index, slice):
-            idx = list(range(n))[index]
-        else:
-            try:
-                single: int | None = operator.index(index)  # int, numpy integer, 0-d tensor
-            except TypeError:
-                single = None
-            if single is not None:
-                idx = [single]
-            else:
-                idx = [operator.index(i) for i in index]
-            bad = [i for i in idx if not -n <= i < n]
-            if bad:
-                raise IndexError(f"projection index {bad[0]} out of range for {n} images")
-            idx = [i % n for i in idx]
+        idx = batch_indices(index, len(self), "projection")
         t = torch.tensor(idx, dtype=torch.long)
         config = self.config
-        if len(idx) >= 1:
+        if idx:
             config = dataclasses.replace(config, seed=self.seeds[idx[0]])
         return dataclasses.replace(
             self, wplus=self.wplus[t], noises=[nz[t] for nz in self.noises], images=self.images[t],
@@ -396,38 +367,16 @@ class Projection:
         Both are written atomically, the JSON last, so a JSON file beside a .pt marks a
         complete result. Returns the JSON path.
         """
-        path = Path(path)
-        if path.suffix == ".json":
-            raise InputError(f"{path}: give the tensor file's path (e.g. .pt); the .json is written beside it")
-        tensors: dict[str, torch.Tensor] = {"wplus": self.wplus.detach().cpu().float().contiguous(),
-                                            "images": self.images.detach().cpu().half().contiguous()}
-        for k, nz in enumerate(self.noises):
-            tensors[f"noise_{k}"] = nz.detach().cpu().float().contiguous()
+        tensors = {"wplus": self.wplus.float(), "images": self.images.half()}
         if self.init_wplus is not None:
-            tensors["init_wplus"] = self.init_wplus.detach().cpu().float().contiguous()
-        with atomic_path(path) as tmp:
-            torch.save(tensors, tmp)
-        meta = path.with_suffix(".json")
-        with atomic_path(meta) as tmp:
-            tmp.write_text(json.dumps(_jsonable(self.to_json()), indent=1))
-        return meta
+            tensors["init_wplus"] = self.init_wplus.float()
+        return save_result(path, tensors, self.noises, self.to_json())
 
     def to_pil(self) -> list:
         """The renderings as PIL images."""
         from .grids import to_pil
 
         return to_pil(self.images)
-
-
-def _jsonable(x: Any) -> Any:
-    """Replace non-finite floats by None (JSON has no inf/nan) recursively."""
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    return x
 
 
 def load_projection(path: "str | os.PathLike[str]") -> Projection:
@@ -440,47 +389,18 @@ def load_projection(path: "str | os.PathLike[str]") -> Projection:
         CheckpointError: missing, unreadable or not a projection file.
     """
     from . import __version__
-    from .weights import safe_torch_load
 
-    path = Path(path)
-    if path.suffix == ".json":
-        path = path.with_suffix(".pt")
-    data = safe_torch_load(path)
-    if not isinstance(data, dict) or not torch.is_tensor(data.get("wplus")):
-        raise CheckpointError(path, "not a facelib projection (no 'wplus' tensor)")
-    wplus = data["wplus"].float()
-    if wplus.ndim != 3:
-        raise CheckpointError(path, f"'wplus' has shape {tuple(wplus.shape)}, expected (N, n_latent, style_dim)")
-    n = wplus.shape[0]
-    noises = []
-    while f"noise_{len(noises)}" in data:
-        noises.append(data[f"noise_{len(noises)}"].float())
+    r = read_result(path, fmt=_FORMAT, what="projection", latents=("wplus",), sidecar_required=False)
+    data, meta = r.tensors, r.meta
     images = data.get("images")
-    images = images.float() if torch.is_tensor(images) else torch.zeros(n, 3, 1, 1)
-    meta_path = path.with_suffix(".json")
-    meta: dict[str, Any] = {}
-    if meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (OSError, ValueError) as e:
-            raise CheckpointError(meta_path, f"unreadable projection metadata ({e})") from None
-        if meta.get("format") != _FORMAT:
-            raise CheckpointError(meta_path, f"not a facelib projection sidecar (format={meta.get('format')!r})")
-        if meta.get("n", n) != n:
-            raise CheckpointError(meta_path, f"describes {meta.get('n')} images but {path.name} holds {n}")
-    else:
-        log.warning("%s: no %s beside it; loading tensors without settings or metrics", path, meta_path.name)
-
-    def per_image(key: str, default: Any) -> list:
-        v = meta.get(key)
-        return list(v) if isinstance(v, list) and len(v) == n else [default] * n
-
     metrics = [{k: (float("nan") if v is None and k in ("mse", "psnr", "lpips", "best_loss") else v)
-                for k, v in m.items()} for m in per_image("metrics", {})]
+                for k, v in m.items()} for m in r.per_image("metrics", {})]
     return Projection(
-        wplus=wplus, noises=noises, images=images, history=per_image("history", {}), metrics=metrics,
-        config=ProjectConfig.from_dict(meta.get("config", {})), seeds=per_image("seeds", 0),
-        names=per_image("names", None), target_sha256=per_image("target_sha256", ""),
+        wplus=data["wplus"].float(), noises=r.noises(),
+        images=images.float() if torch.is_tensor(images) else torch.zeros(r.n, 3, 1, 1),
+        history=r.per_image("history", {}), metrics=metrics,
+        config=ProjectConfig.from_dict(meta.get("config", {})), seeds=r.per_image("seeds", 0),
+        names=r.per_image("names", None), target_sha256=r.per_image("target_sha256", ""),
         weights_sha256=meta.get("weights_sha256"), lpips=meta.get("lpips"), device=meta.get("device", "cpu"),
         facelib_version=meta.get("facelib_version", __version__), interrupted=bool(meta.get("interrupted", False)),
         steps_done=int(meta.get("steps_done", 0)),
@@ -502,8 +422,8 @@ def load_targets(targets: Any, resolution: int) -> tuple[torch.Tensor, list[str 
 
     Args:
         targets: a tensor (N, 3, H, W) or (3, H, W) float in [-1, 1] (resized with antialiased
-            bilinear when H, W differ from ``resolution``), or a PIL image / path, or a list of
-            those (LANCZOS resize; EXIF orientation applied).
+            bilinear when H, W differ from ``resolution``), or a PIL image / path (LANCZOS resize;
+            EXIF orientation applied), or a list of any of these.
         resolution: output side.
     Returns:
         ((N, 3, resolution, resolution) float32 in [-1, 1], names: file stems or None).
@@ -514,44 +434,27 @@ def load_targets(targets: Any, resolution: int) -> tuple[torch.Tensor, list[str 
     from .grids import to_tensor
 
     if torch.is_tensor(targets):
-        x = targets.detach()
-        if x.ndim == 3:
-            x = x[None]
-        if x.ndim != 4 or x.shape[1] != 3 or x.shape[0] < 1:
-            raise ShapeError(f"targets: expected (N, 3, H, W) images, got {tuple(targets.shape)}",
-                             actual_shape=targets.shape, expected_shape=(None, 3, None, None))
-        if not x.is_floating_point():
-            raise InputError(f"targets: expected a float tensor in [-1, 1], got {x.dtype} "
-                             "(convert uint8 images with x / 127.5 - 1)")
-        x = x.float().cpu()
-        if not torch.isfinite(x).all():
-            raise RangeError("targets: contains NaN or inf values")
-        lo, hi = float(x.min()), float(x.max())
-        if lo < -1.001 or hi > 1.001:
-            raise RangeError(f"targets: values must lie in [-1, 1], found [{lo:.3g}, {hi:.3g}] "
-                             "(images in [0, 1]: pass x * 2 - 1)")
+        x = image_batch(targets, "targets")
         if x.shape[-2:] != (resolution, resolution):
             x = torch.nn.functional.interpolate(x, size=(resolution, resolution), mode="bilinear",
-                                                align_corners=False, antialias=True)
-        return x.clamp(-1, 1).contiguous(), [None] * x.shape[0]
+                                                align_corners=False, antialias=True).clamp(-1, 1)
+        return x.contiguous(), [None] * x.shape[0]
     items = [targets] if _is_image_like(targets) else list(targets)
     if not items:
         raise InputError("targets: empty list")
-    if all(torch.is_tensor(t) for t in items):
-        return load_targets(torch.stack([t if t.ndim == 3 else t[0] for t in items]), resolution)
     from .align import load_image
 
     tensors, names = [], []
     for item in items:
         if torch.is_tensor(item):
-            t, _ = load_targets(item, resolution)
-            tensors.append(t)
-            names.append(None)
-            continue
-        if not _is_image_like(item):
+            t, item_names = load_targets(item, resolution)  # (3, H, W) or (n, 3, H, W): n images
+        elif _is_image_like(item):
+            t = to_tensor(load_image(item), resolution)
+            item_names = [Path(item).stem if isinstance(item, (str, os.PathLike)) else None]
+        else:
             raise InputError(f"targets: expected tensors, PIL images or paths, got {type(item).__name__}")
-        tensors.append(to_tensor(load_image(item), resolution))
-        names.append(Path(item).stem if isinstance(item, (str, os.PathLike)) else None)
+        tensors.append(t)
+        names += item_names
     return torch.cat(tensors).contiguous(), names
 
 
@@ -626,9 +529,7 @@ def _project_batch(G: nn.Module, targets: torch.Tensor, seeds: Sequence[int], cf
                    lpips_loss: LPIPSLoss | None, id_net: nn.Module | None, target_emb: torch.Tensor | None,
                    init_wplus: torch.Tensor | None, on_step: StepCallback | None, progress: bool,
                    desc: str | None) -> dict[str, Any]:
-    """Optimise one batch; returns the pieces of a Projection (tensors on CPU)."""
-    from tqdm.auto import tqdm
-
+    """Optimise one batch; returns the pieces of a Projection."""
     device = G.device
     n = targets.shape[0]
     targets = targets.to(device)
@@ -659,9 +560,14 @@ def _project_batch(G: nn.Module, targets: torch.Tensor, seeds: Sequence[int], cf
     target_feats = lpips_loss.features(targets) if lpips_loss is not None and cfg.lpips_weight > 0 else None
     use_id = id_net is not None and target_emb is not None
 
-    def evaluate(w_eval: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """Rendering [N, 3, H, W], total objective [N], and its terms [N] each (incl. "image_loss")."""
-        img = G.synthesis(w_eval, noise=noises)
+    def evaluate(step: int) -> Evaluation:
+        """Render w + ramped latent noise; per-image objective and its terms (incl. "image_loss")."""
+        strength = w_std * cfg.initial_noise_factor * max(0.0, 1.0 - step / cfg.steps / cfg.noise_ramp) ** 2
+        w_eval = w
+        if strength > 0:
+            eps = torch.stack([torch.randn(G.n_latent, G.style_dim, generator=g) for g in gens]).to(device)
+            w_eval = w + strength * eps
+        img = G.synthesis(w_eval, noise=noises)  # [N, 3, H, W]
         terms: dict[str, torch.Tensor] = {"mse": mse_per_image(img, targets)}
         image_loss = cfg.mse_weight * terms["mse"]
         if target_feats is not None:
@@ -675,59 +581,21 @@ def _project_batch(G: nn.Module, targets: torch.Tensor, seeds: Sequence[int], cf
         if cfg.optimize_noise and cfg.noise_reg_weight > 0:
             terms["noise"] = noise_regularize(noises)
             loss = loss + cfg.noise_reg_weight * terms["noise"]
-        return img, loss, terms
+        # the kept step is chosen by the image terms: the noise regulariser (weight 1e5)
+        # constrains the noise maps and would otherwise decide it
+        return Evaluation(loss=loss, terms=terms, keep=[w_eval, *noises], wplus=w_eval, images=img,
+                          criterion=image_loss)
 
+    # 2. Adam steps on the summed loss, the noise maps renormalised after each; keep each image's best step
     best = BestSteps([w0, *noises])
-    steps_done = 0
-    interrupted = False
-    failure: str | None = None
-    bar = tqdm(total=cfg.steps, desc=desc or "project", disable=not progress, leave=False)
-    try:
-        for step in range(cfg.steps):
-            # 2. render w + ramped latent noise, per-image losses
-            lr = cfg.lr_at(step)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            t = step / cfg.steps
-            strength = w_std * cfg.initial_noise_factor * max(0.0, 1.0 - t / cfg.noise_ramp) ** 2
-            if strength > 0:
-                eps = torch.stack([torch.randn(G.n_latent, G.style_dim, generator=g) for g in gens]).to(device)
-                w_eval = w + strength * eps
-            else:
-                w_eval = w
-            img, loss, terms = evaluate(w_eval)
-            per_image = loss.detach()
-            failure = best.nonfinite(per_image, step, lr, "image(s)", "lower lr or check the generator/targets")
-            if failure is not None:
-                break
-            # 4. keep the best evaluated step per image, judged by the image terms: the noise
-            # regulariser (weight 1e5) constrains the noise maps and would otherwise decide it
-            best.update(step, terms["image_loss"], [w_eval, *noises])
-            losses = best.record(lr, per_image, terms)
-            # 3. Adam step on the summed loss, then renormalise the noise maps
-            opt.zero_grad(set_to_none=True)
-            loss.sum().backward()
-            opt.step()
-            if cfg.optimize_noise:
-                normalize_noises_(noises)
-            steps_done = step + 1
-            bar.update(1)
-            if progress and (step % 10 == 0 or step == cfg.steps - 1):
-                bar.set_postfix(loss=f"{sum(losses) / n:.4g}", lr=f"{lr:.3g}")
-            if on_step is not None:
-                on_step(steps_done, cfg.steps, StepState(
-                    step=steps_done, total=cfg.steps, lr=lr, losses=losses,
-                    best_losses=best.loss.cpu().tolist(), wplus=w_eval.detach(), images=img.detach()))
-    except KeyboardInterrupt:
-        interrupted = True
-        log.warning("projection interrupted after %d of %d steps; returning the best steps so far",
-                    steps_done, cfg.steps)
-    finally:
-        bar.close()
+    run = optimise(opt, best, evaluate, total=cfg.steps, lr_at=cfg.lr_at, label="projection", items="image(s)",
+                   hint="lower lr or check the generator/targets",
+                   after_step=(lambda: normalize_noises_(noises)) if cfg.optimize_noise else None,
+                   on_step=on_step, progress=progress, desc=desc)
     # 0 steps (or no finite step) keeps the start point
     return {"wplus": best.values[0], "noises": best.values[1:], "history": best.history, "best_step": best.step,
-            "best_loss": best.loss.cpu().tolist(), "steps_done": steps_done, "interrupted": interrupted,
-            "failure": failure, "any_step": best.any_step}
+            "best_loss": best.loss.cpu().tolist(), "steps_done": run.steps_done, "interrupted": run.interrupted,
+            "failure": run.failure, "any_step": best.any_step}
 
 
 @torch.no_grad()
@@ -760,31 +628,14 @@ def _finish(G: nn.Module, targets: torch.Tensor, raw: dict[str, Any], cfg: Proje
         **meta)
 
 
-def _weights_id(G: nn.Module) -> str:
-    sha = getattr(G, "weights_sha256", None)
-    if sha:
-        return str(sha)
-    from .weights import state_fingerprint
-
-    return state_fingerprint(G.state_dict())
-
-
 def _settle_config(config: ProjectConfig | None, options: Mapping[str, Any]
                    ) -> tuple[ProjectConfig, nn.Module | None, torch.Tensor | None]:
     """(config, lpips module or None, start latent or None) from ``config`` plus keyword options."""
     options = dict(options)
-    lpips_opt = options.pop("lpips", config.lpips if config is not None else "auto")
+    lpips_module = lpips_option(options, config.lpips if config is not None else "auto")
     init_opt = options.pop("init", None)
     if init_opt is None:
         init_opt = config.init if config is not None else "mean"
-    lpips_module = lpips_opt if isinstance(lpips_opt, nn.Module) else None
-    if lpips_module is not None:
-        options["lpips"] = "module"
-    elif lpips_opt is not None and not isinstance(lpips_opt, str):
-        raise InputError(f"lpips: expected 'auto', 'vgg', None or an lpips.LPIPS module, "
-                         f"got {type(lpips_opt).__name__}")
-    else:
-        options["lpips"] = lpips_opt
     init_wplus = None
     if isinstance(init_opt, Projection):
         init_opt = init_opt.wplus
@@ -874,14 +725,11 @@ def project(G: nn.Module, targets: Any, *, config: ProjectConfig | None = None,
 
     with Frozen(G, id_net, lpips_module):
         # 2. Losses
-        lpips_loss = resolve_lpips(lpips_module if lpips_module is not None else cfg.lpips, vgg_path=vgg_path,
-                                   device=device, size=cfg.lpips_size)
+        lpips_loss, lpips_label = resolve_lpips_option(lpips_module, cfg.lpips, vgg_path=vgg_path, device=device,
+                                                       size=cfg.lpips_size)
         if (lpips_loss is None or cfg.lpips_weight == 0) and cfg.mse_weight == 0 and cfg.id_weight == 0:
             raise InputError("no image loss left: LPIPS is off (or lpips_weight is 0) and mse_weight is 0; "
                              "set mse_weight > 0 or make LPIPS available")
-        lpips_label = None
-        if lpips_loss is not None:
-            lpips_label = "module" if lpips_module is not None else f"vgg16:{lpips_loss.source}"
         target_emb = None
         if id_net is not None:
             if target_embeddings is not None:
@@ -895,7 +743,7 @@ def project(G: nn.Module, targets: Any, *, config: ProjectConfig | None = None,
                     from .identity import identity_crop
 
                     target_emb = id_net(identity_crop(x.to(device))).float()
-        wid = _weights_id(G)
+        wid = generator_id(G)
         meta = {"weights_sha256": wid, "lpips": lpips_label,
                 "device": str(device), "facelib_version": __version__}
 
@@ -904,18 +752,12 @@ def project(G: nn.Module, targets: Any, *, config: ProjectConfig | None = None,
         keys: list[str | None] = [None] * n
         found: dict[int, Projection] = {}
         if cache is not None:
+            from .weights import state_fingerprint
+
             avg = getattr(G, "latent_avg", None)
             avg_sha = _sha256_tensor(avg) if avg is not None else None
-            lp_id = None
-            if lpips_loss is not None:
-                from .weights import state_fingerprint
-
-                lp_id = state_fingerprint(lpips_loss.net.state_dict())
-            id_id = None
-            if id_net is not None:
-                from .weights import state_fingerprint
-
-                id_id = state_fingerprint(id_net.state_dict())
+            lp_id = state_fingerprint(lpips_loss.net.state_dict()) if lpips_loss is not None else None
+            id_id = state_fingerprint(id_net.state_dict()) if id_net is not None else None
             for i in range(n):
                 keys[i] = ProjectionCache.key(
                     format=_VERSION, target=shas[i], weights=wid, latent_avg=avg_sha,
@@ -1041,14 +883,14 @@ def project_folder(src: "str | os.PathLike[str]", dst: "str | os.PathLike[str]",
     cfg, _, _ = _settle_config(config, options)
     src = Path(src)
     if src.is_dir():
-        images = list_images(src)
+        images = list_images(src, exclude=dst)  # an output folder inside src holds renderings, not inputs
     elif src.is_file() and src.suffix.lower() in IMAGE_EXTENSIONS:
         images = [src]
     else:
         raise InputError(f"{src}: not a folder of images or an image file")
     if max_images is not None:
         images = images[:max_images]
-    weights = _weights_id(G)
+    weights = generator_id(G)
     result = ProjectFolderResult()
     todo: list[tuple[Path, torch.Tensor]] = []
     for path in images:

@@ -55,7 +55,6 @@ Saved format (:meth:`SwapResult.save` / :func:`load_swap`)::
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -68,8 +67,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._io import atomic_path
-from ._optim import BestSteps, Frozen, StepCallback, StepState
+from ._optim import (BestSteps, Evaluation, Frozen, StepCallback, StepState, batch_indices, check_settings,
+                     generator_id, image_batch, lpips_option, optimise, read_result, resolve_lpips_option,
+                     save_result)
 from .edits import _Preview
 from .errors import CheckpointError, DependencyError, InputError, OptimisationError, RangeError, ShapeError
 
@@ -453,31 +453,14 @@ class SwapConfig:
     seed: int = 0                     # the optimisation itself draws no random numbers (see ``noise``)
 
     def __post_init__(self) -> None:
-        from .project import SCHEDULERS
-
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0:
-            raise InputError(f"steps: expected an integer >= 0, got {self.steps!r}")
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
-            raise InputError(f"lr: expected a positive finite number, got {self.lr!r}")
-        if self.scheduler not in SCHEDULERS:
-            raise InputError(f"scheduler: expected one of {sorted(SCHEDULERS)}, got {self.scheduler!r}")
-        if self.lpips not in ("auto", "vgg", None, "module"):
-            raise InputError(f"lpips: expected 'auto', 'vgg', None or an lpips.LPIPS module, got {self.lpips!r}")
-        for name in ("id_weight", "lpips_weight", "mse_weight", "latent_weight", "inner_face_weight",
-                     "mask_feather"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not (isinstance(v, (int, float)) and v >= 0 and math.isfinite(v)):
-                raise InputError(f"{name}: expected a finite number >= 0, got {v!r}")
+        check_settings(self, ("id_weight", "lpips_weight", "mse_weight", "latent_weight", "inner_face_weight",
+                              "mask_feather"))
         if self.mask not in _MASK_KINDS:
             raise InputError(f"mask: expected one of {_MASK_KINDS}, got {self.mask!r}")
         if self.noise not in ("target", "random"):
             raise InputError(f"noise: expected 'target' or 'random', got {self.noise!r}")
         if self.rows is not None:
             object.__setattr__(self, "rows", tuple(int(r) for r in self.rows))
-        if self.lpips_size < 16:
-            raise InputError(f"lpips_size: expected >= 16, got {self.lpips_size}")
-        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
-            raise InputError(f"beta1/beta2: expected values in [0, 1), got {self.beta1}, {self.beta2}")
         if self.id_weight + self.lpips_weight + self.mse_weight + self.latent_weight <= 0:
             raise InputError("id_weight, lpips_weight, mse_weight and latent_weight are all 0: nothing to optimise")
 
@@ -555,15 +538,7 @@ class SwapResult:
 
     def select(self, index: "int | slice | Sequence[int]") -> "SwapResult":
         """Some of the pairs: an int, a slice or a list of indices."""
-        n = len(self)
-        if isinstance(index, int):
-            if not -n <= index < n:
-                raise IndexError(f"swap index {index} out of range for {n} results")
-            idx = [index % n]
-        elif isinstance(index, slice):
-            idx = list(range(n))[index]
-        else:
-            idx = [int(i) % n for i in index]
+        idx = batch_indices(index, len(self), "swap")
         t = torch.tensor(idx, dtype=torch.long)
         return dataclasses.replace(
             self, wplus=self.wplus[t], target_wplus=self.target_wplus[t], noises=[nz[t] for nz in self.noises],
@@ -665,38 +640,10 @@ class SwapResult:
     def save(self, path: "str | os.PathLike[str]") -> Path:
         """Write ``path`` (tensors, ``weights_only``-loadable) and ``path.with_suffix('.json')``,
         both atomically, the JSON last. Returns the JSON path."""
-        path = Path(path)
-        if path.suffix == ".json":
-            raise InputError(f"{path}: give the tensor file's path (e.g. .pt); the .json is written beside it")
-        tensors: dict[str, torch.Tensor] = {
-            "wplus": self.wplus.detach().cpu().float().contiguous(),
-            "target_wplus": self.target_wplus.detach().cpu().float().contiguous(),
-            "images": self.images.detach().cpu().half().contiguous(),
-            "target_images": self.target_images.detach().cpu().half().contiguous(),
-            "face_masks": self.face_masks.detach().cpu().half().contiguous(),
-        }
-        for k, nz in enumerate(self.noises):
-            tensors[f"noise_{k}"] = nz.detach().cpu().float().contiguous()
-        with atomic_path(path) as tmp:
-            torch.save(tensors, tmp)
-        meta = path.with_suffix(".json")
-        with atomic_path(meta) as tmp:
-            tmp.write_text(json.dumps(_jsonable(self.to_json()), indent=1))
-        return meta
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, (np.floating,)):
-        return _jsonable(float(x))
-    if isinstance(x, (np.bool_,)):
-        return bool(x)
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    return x
+        tensors = {"wplus": self.wplus.float(), "target_wplus": self.target_wplus.float(),
+                   "images": self.images.half(), "target_images": self.target_images.half(),
+                   "face_masks": self.face_masks.half()}
+        return save_result(path, tensors, self.noises, self.to_json())
 
 
 def load_swap(path: "str | os.PathLike[str]") -> SwapResult:
@@ -706,40 +653,20 @@ def load_swap(path: "str | os.PathLike[str]") -> SwapResult:
         CheckpointError: missing, unreadable or not a swap result (the JSON sidecar is required).
     """
     from . import __version__
-    from .weights import safe_torch_load
 
-    path = Path(path)
-    if path.suffix == ".json":
-        path = path.with_suffix(".pt")
-    data = safe_torch_load(path)
-    if not isinstance(data, dict) or not all(torch.is_tensor(data.get(k)) for k in ("wplus", "target_wplus")):
-        raise CheckpointError(path, "not a facelib swap result (no 'wplus' / 'target_wplus' tensors)")
-    meta_path = path.with_suffix(".json")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, ValueError) as e:
-        raise CheckpointError(meta_path, f"missing or unreadable swap metadata ({e})") from None
-    if meta.get("format") != _FORMAT:
-        raise CheckpointError(meta_path, f"not a facelib swap sidecar (format={meta.get('format')!r})")
-    wplus = data["wplus"].float()
-    n = wplus.shape[0]
-    if meta.get("n", n) != n:
-        raise CheckpointError(meta_path, f"describes {meta.get('n')} results but {path.name} holds {n}")
-    noises = []
-    while f"noise_{len(noises)}" in data:
-        noises.append(data[f"noise_{len(noises)}"].float())
-
-    def per_image(key: str, default: Any) -> list:
-        v = meta.get(key)
-        return list(v) if isinstance(v, list) and len(v) == n else [default] * n
-
+    r = read_result(path, fmt=_FORMAT, what="swap result", latents=("wplus", "target_wplus"),
+                    sidecar_required=True)
+    data, meta = r.tensors, r.meta
+    missing = [k for k in ("images", "target_images", "face_masks") if not torch.is_tensor(data.get(k))]
+    if missing:
+        raise CheckpointError(r.path, f"not a complete facelib swap result (no {missing} tensors)")
     return SwapResult(
-        wplus=wplus, target_wplus=data["target_wplus"].float(), noises=noises,
+        wplus=data["wplus"].float(), target_wplus=data["target_wplus"].float(), noises=r.noises(),
         images=data["images"].float(), target_images=data["target_images"].float(),
-        face_masks=data["face_masks"].float(), mask_kinds=per_image("mask_kinds", "none"),
-        metrics=per_image("metrics", {}), history=per_image("history", {}),
-        config=SwapConfig.from_dict(meta.get("config", {})), source_names=per_image("source_names", None),
-        target_names=per_image("target_names", None), weights_sha256=meta.get("weights_sha256"),
+        face_masks=data["face_masks"].float(), mask_kinds=r.per_image("mask_kinds", "none"),
+        metrics=r.per_image("metrics", {}), history=r.per_image("history", {}),
+        config=SwapConfig.from_dict(meta.get("config", {})), source_names=r.per_image("source_names", None),
+        target_names=r.per_image("target_names", None), weights_sha256=meta.get("weights_sha256"),
         lpips=meta.get("lpips"), device=meta.get("device", "cpu"),
         facelib_version=meta.get("facelib_version", __version__), interrupted=bool(meta.get("interrupted", False)),
         steps_done=int(meta.get("steps_done", 0)))
@@ -760,24 +687,11 @@ def _source_images(source: Any, resolution: int) -> tuple[torch.Tensor, list[str
     """
     if _is_projection(source):
         return source.images.detach().float().cpu(), list(getattr(source, "names", [None] * len(source.images)))
+    if isinstance(source, torch.Tensor):
+        x = image_batch(source, "source")
+        return x, [None] * x.shape[0]
     from .project import load_targets
 
-    if isinstance(source, torch.Tensor):
-        x = source.detach()
-        if x.ndim == 3:
-            x = x[None]
-        if x.ndim != 4 or x.shape[1] != 3 or x.shape[0] < 1:
-            raise ShapeError(f"source: expected (N, 3, H, W) images in [-1, 1], got {tuple(source.shape)}",
-                             actual_shape=source.shape, expected_shape=(None, 3, None, None))
-        if not x.is_floating_point():
-            raise InputError(f"source: expected a float tensor in [-1, 1], got {x.dtype}")
-        x = x.float().cpu()
-        if not torch.isfinite(x).all():
-            raise RangeError("source: contains NaN or inf values")
-        lo, hi = float(x.min()), float(x.max())
-        if lo < -1.001 or hi > 1.001:
-            raise RangeError(f"source: values must lie in [-1, 1], found [{lo:.3g}, {hi:.3g}]")
-        return x.clamp(-1, 1), [None] * x.shape[0]
     return load_targets(source, resolution)
 
 
@@ -818,10 +732,6 @@ def _target_latents(G: nn.Module, target: Any) -> tuple[torch.Tensor, list[torch
     return w, noises, names
 
 
-def _weights_id(G: nn.Module) -> str | None:
-    return getattr(G, "weights_sha256", None)
-
-
 def face_swap(G: nn.Module, id_net: nn.Module, source: Any, target: Any, *, config: SwapConfig | None = None,
               on_step: StepCallback | None = None, progress: bool = True, judge: bool = True,
               vgg_path: "str | os.PathLike[str] | None" = None, desc: str | None = None,
@@ -860,21 +770,11 @@ def face_swap(G: nn.Module, id_net: nn.Module, source: Any, target: Any, *, conf
     A KeyboardInterrupt during the optimisation returns the best steps so far with
     ``interrupted=True``.
     """
-    from tqdm.auto import tqdm
-
     from . import __version__
-    from .losses import identity_similarity, resolve_lpips
+    from .losses import identity_similarity
 
     # 1. Check inputs and settle the config
-    lpips_opt = options.pop("lpips", config.lpips if config is not None else "auto")
-    lpips_module = lpips_opt if isinstance(lpips_opt, nn.Module) else None
-    if lpips_module is not None:
-        options["lpips"] = "module"
-    elif lpips_opt is not None and not isinstance(lpips_opt, str):
-        raise InputError(f"lpips: expected 'auto', 'vgg', None or an lpips.LPIPS module, "
-                         f"got {type(lpips_opt).__name__}")
-    else:
-        options["lpips"] = None if isinstance(lpips_opt, str) and lpips_opt.lower() == "none" else lpips_opt
+    lpips_module = lpips_option(options, config.lpips if config is not None else "auto")
     for name in ("n_latent", "style_dim", "resolution", "synthesis", "noise_buffers", "num_layers"):
         if not hasattr(G, name):
             raise InputError(f"G: expected a StyleGAN2Generator, got {type(G).__name__} (no {name!r})")
@@ -927,11 +827,8 @@ def face_swap(G: nn.Module, id_net: nn.Module, source: Any, target: Any, *, conf
         face_masks = face_masks.to(device)
         pixel_w = face_weight_map(face_masks, cfg.inner_face_weight)  # [N, 1, H, W]
         src_emb = _embed(id_net, src_images).to(device)  # [N, E]
-        lpips_loss = resolve_lpips(lpips_module if lpips_module is not None else cfg.lpips, vgg_path=vgg_path,
-                                   device=device, size=cfg.lpips_size)
-        lpips_label = None
-        if lpips_loss is not None:
-            lpips_label = "module" if lpips_module is not None else f"vgg16:{lpips_loss.source}"
+        lpips_loss, lpips_label = resolve_lpips_option(lpips_module, cfg.lpips, vgg_path=vgg_path, device=device,
+                                                       size=cfg.lpips_size)
         use_lpips = lpips_loss is not None and cfg.lpips_weight > 0
         with torch.no_grad():
             target_feats = lpips_loss.features(target_raw) if use_lpips else None
@@ -945,58 +842,24 @@ def face_swap(G: nn.Module, id_net: nn.Module, source: Any, target: Any, *, conf
         def assemble(wr: torch.Tensor) -> torch.Tensor:
             return w_t.index_copy(1, row_idx, wr)  # [N, L, D]; other rows are w_t's own values
 
-        def evaluate(w_full: torch.Tensor, wr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
-                                                                          dict[str, torch.Tensor]]:
+        def evaluate(step: int) -> Evaluation:
+            w_full = assemble(w_rows)
             img = G.synthesis(w_full, noise=noises)  # [N, 3, H, W]
-            sim = identity_similarity(id_net, img, src_emb)
-            terms = {"id": 1.0 - sim, "mse": _weighted_mse(img, target_raw, pixel_w),
-                     "latent": (wr - w_rows0).square().flatten(1).mean(1)}
+            terms = {"id": 1.0 - identity_similarity(id_net, img, src_emb),
+                     "mse": _weighted_mse(img, target_raw, pixel_w),
+                     "latent": (w_rows - w_rows0).square().flatten(1).mean(1)}
             loss = cfg.id_weight * terms["id"] + cfg.mse_weight * terms["mse"] + cfg.latent_weight * terms["latent"]
             if use_lpips:
                 terms["lpips"] = _weighted_lpips(lpips_loss, img, target_feats, pixel_w)
                 loss = loss + cfg.lpips_weight * terms["lpips"]
-            return img, loss, terms
+            return Evaluation(loss=loss, terms=terms, keep=[w_rows], wplus=w_full, images=img)
 
         best = BestSteps([w_rows0])
-        steps_done = 0
-        interrupted = False
-        failure: str | None = None
-        bar = tqdm(total=cfg.steps, desc=desc or "face swap", disable=not progress, leave=False)
-        try:
-            for step in range(cfg.steps):
-                lr = cfg.lr_at(step)
-                for group in opt.param_groups:
-                    group["lr"] = lr
-                img, loss, terms = evaluate(assemble(w_rows), w_rows)
-                per_image = loss.detach()
-                failure = best.nonfinite(per_image, step, lr, "pair(s)",
-                                         "lower lr or check the generator / identity network")
-                if failure is not None:
-                    break
-                best.update(step, per_image, [w_rows])
-                losses = best.record(lr, per_image, terms)
-                id_sim = [1.0 - v for v in terms["id"].detach().cpu().tolist()]
-                opt.zero_grad(set_to_none=True)
-                loss.sum().backward()
-                opt.step()
-                steps_done = step + 1
-                bar.update(1)
-                if progress and (step % 10 == 0 or step == cfg.steps - 1):
-                    bar.set_postfix(loss=f"{sum(losses) / n:.4g}", id=f"{sum(id_sim) / n:.3f}")
-                if on_step is not None:
-                    on_step(steps_done, cfg.steps, StepState(
-                        step=steps_done, total=cfg.steps, lr=lr, losses=losses, best_losses=best.loss.cpu().tolist(),
-                        id_similarity=id_sim, wplus=assemble(w_rows).detach(),
-                        images=img.detach()))
-        except KeyboardInterrupt:
-            interrupted = True
-            log.warning("face swap interrupted after %d of %d steps; returning the best steps so far",
-                        steps_done, cfg.steps)
-        finally:
-            bar.close()
-
-        if failure is not None and not best.any_step:
-            raise OptimisationError(f"face swap failed: {failure}", best=None)
+        run = optimise(opt, best, evaluate, total=cfg.steps, lr_at=cfg.lr_at, label="face swap", items="pair(s)",
+                       hint="lower lr or check the generator / identity network", on_step=on_step,
+                       progress=progress, desc=desc)
+        if run.failure is not None and not best.any_step:
+            raise OptimisationError(f"face swap failed: {run.failure}", best=None)
 
         # 4. Finish: render the kept steps, judge them
         with torch.no_grad():
@@ -1021,7 +884,7 @@ def face_swap(G: nn.Module, id_net: nn.Module, source: Any, target: Any, *, conf
                 m["lpips_to_target"] = lp[i]
             if dlib_verdict is not None:
                 m.update(dlib_verdict.metrics(i))
-            m.update(best_step=best.step[i], best_loss=float(best.loss[i]), interrupted=interrupted,
+            m.update(best_step=best.step[i], best_loss=float(best.loss[i]), interrupted=run.interrupted,
                      mask=mask_kinds[i])
             metrics.append(m)
         result = SwapResult(
@@ -1029,11 +892,12 @@ def face_swap(G: nn.Module, id_net: nn.Module, source: Any, target: Any, *, conf
             noises=[nz.detach().cpu().float() for nz in noises], images=images.cpu(),
             target_images=target_images.cpu(), face_masks=face_masks.detach().cpu().float(),
             mask_kinds=mask_kinds, metrics=metrics, history=best.history, config=cfg,
-            source_names=list(source_names), target_names=list(target_names), weights_sha256=_weights_id(G),
-            lpips=lpips_label, device=str(device), facelib_version=__version__, interrupted=interrupted,
-            steps_done=steps_done)
-    if failure is not None:
-        raise OptimisationError(f"face swap failed: {failure}; .best holds the best steps before that", best=result)
+            source_names=list(source_names), target_names=list(target_names), weights_sha256=generator_id(G),
+            lpips=lpips_label, device=str(device), facelib_version=__version__, interrupted=run.interrupted,
+            steps_done=run.steps_done)
+    if run.failure is not None:
+        raise OptimisationError(f"face swap failed: {run.failure}; .best holds the best steps before that",
+                                best=result)
     return result
 
 
@@ -1120,16 +984,14 @@ def swap_inputs(G: nn.Module, *, latents_dir: Any = "out/latents", aligned_dir: 
             others = [n for n in names[1:] if n.split("/")[0] != person] + [n for n in names[1:]
                                                                            if n.split("/")[0] == person]
             chosen = [(src, t) for t in others[:max(1, int(max_pairs))]]
-        chosen = chosen[:max(1, int(max_pairs))] if not pairs else chosen
-        sources, photos = [], []
+        sources, photos, n_photo = [], [], 0
         for s, t in chosen:
             photo = _aligned_photo(adir, s)
+            n_photo += photo is not None
             sources.append(load_targets(photo, G.resolution)[0] if photo is not None else projections[s].images[:1])
             photos.append(_aligned_photo(adir, t))
-        used = [s for s, _ in chosen]
-        n_photo = sum(_aligned_photo(adir, s) is not None for s in used)
         notes.append(f"pairs: {chosen} from {ldir}; sources: {n_photo} aligned photo(s) from {adir}, "
-                     f"{len(used) - n_photo} projection rendering(s)")
+                     f"{len(chosen) - n_photo} projection rendering(s)")
         tp = [projections[t] for _, t in chosen]
         noises = None
         if all(p.noises for p in tp):

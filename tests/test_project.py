@@ -13,7 +13,7 @@ from PIL import Image
 
 import facelib
 import facelib.project as P
-from facelib.errors import DependencyError, InputError, OptimisationError, RangeError, ShapeError
+from facelib.errors import CheckpointError, DependencyError, InputError, OptimisationError, RangeError, ShapeError
 from facelib.grids import to_pil
 from facelib.project import (ProjectConfig, Projection, load_projection, lr_schedule, project,
                              project_folder)
@@ -201,6 +201,10 @@ def test_bad_inputs_are_clear_errors(small_generator, tmp_path):
         project(G, x, steps=1, lpips=None, mse_weight=0.0, progress=False)
     with pytest.raises(InputError, match="no such image"):
         project(G, [tmp_path / "missing.png"], steps=1, **FAST)
+    with pytest.raises(InputError, match="steps"):
+        ProjectConfig(steps=True)
+    with pytest.raises(InputError, match="lpips"):
+        project(G, x, steps=1, lpips=3, mse_weight=1.0, progress=False)
 
 
 def test_inputs_paths_pil_and_given_start(small_generator, tmp_path):
@@ -210,6 +214,12 @@ def test_inputs_paths_pil_and_given_start(small_generator, tmp_path):
     big[0].save(tmp_path / "a.png")
     p = project(G, [tmp_path / "a.png", big[1]], steps=2, **FAST)
     assert p.names == ["a", None] and p.images.shape == (2, 3, 32, 32)
+    # a list may mix batches, single images and files; every image is kept, in order
+    batch, names = P.load_targets([x, x[1], tmp_path / "a.png"], G.resolution)
+    assert batch.shape == (4, 3, 32, 32) and names == [None, None, None, "a"]
+    assert torch.equal(batch[:2], x) and torch.equal(batch[2], x[1])
+    # lpips="none" (as the command line spells it) is off, like None
+    assert project(G, x[:1], steps=1, lpips="none", mse_weight=1.0, progress=False).config.lpips is None
     # a start latent with G's stored noise: with 0 steps the result is exactly the target
     q = project(G, x, steps=0, init=true_wplus, optimize_noise=False, **FAST)
     assert q.config.init == "given" and torch.allclose(q.wplus, true_wplus)
@@ -223,8 +233,11 @@ def test_identity_term(small_generator):
     G = small_generator
     x, _ = _known_targets(G, 2)
     net = TinyIdNet().train()
-    p = project(G, x, steps=5, id_net=net, id_weight=0.5, **FAST)
+    ids = []
+    p = project(G, x, steps=5, id_net=net, id_weight=0.5, on_step=lambda s, t, state: ids.append(state.id_similarity),
+                **FAST)
     assert "id" in p.history[0] and len(p.history[0]["id"]) == 5
+    assert ids == [[1 - h["id"][k] for h in p.history] for k in range(5)]  # the step's cosines reach on_step
     assert all(-1 <= m["id_similarity"] <= 1 for m in p.metrics)
     assert net.training and all(q.requires_grad for q in net.parameters())  # restored afterwards
 
@@ -256,7 +269,16 @@ def test_save_load_round_trip(small_generator, tmp_path):
     assert torch.equal(back.wplus, p.wplus) and back.seeds == p.seeds and back.metrics == p.metrics
     with pytest.raises(InputError):
         Projection.cat([p, project(G, x[:1], steps=1, lr=0.2, **FAST)])
+    with pytest.raises(IndexError, match="projection index 3"):
+        p.select([0, 3])
     assert facelib.load_projection is load_projection
+    # without its sidecar the tensors still load (settings default); a foreign sidecar is refused
+    meta.unlink()
+    bare = load_projection(tmp_path / "p.pt")
+    assert torch.equal(bare.wplus, p.wplus) and bare.config == ProjectConfig() and bare.metrics == [{}] * 3
+    meta.write_text(json.dumps({"format": "facelib.swap"}))
+    with pytest.raises(CheckpointError, match="sidecar"):
+        load_projection(tmp_path / "p.pt")
 
 
 def test_cache_hit_skips_optimisation(small_generator, tmp_path, monkeypatch):
@@ -381,3 +403,16 @@ def test_frozen_context_restores_each_submodule_mode():
         assert not any(p.requires_grad for p in net.parameters())
     assert net.training and net[0].training and not net[1].training
     assert [p.requires_grad for p in net.parameters()] == [False, True, True, True]
+
+
+def test_project_folder_ignores_its_own_output_inside_the_source(small_generator, tmp_path):
+    x, _ = _known_targets(small_generator, 1)
+    src = tmp_path / "aligned"
+    src.mkdir()
+    to_pil(x)[0].save(src / "a.png")
+    dst = src / "latents"  # output folder inside the input folder
+    opts = dict(steps=1, progress=False, lpips=None)
+    first = project_folder(src, dst, small_generator, **opts)
+    assert first.written == [dst / "a.pt"] and (dst / "a.png").is_file()
+    again = project_folder(src, dst, small_generator, **opts)
+    assert again.written == [] and not (dst / "latents").exists()  # the rendering a.png is not an input

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import facelib
-from facelib.errors import InputError, NoFaceError, OptimisationError, RangeError, ShapeError
+from facelib.errors import CheckpointError, InputError, NoFaceError, OptimisationError, RangeError, ShapeError
 from facelib.swap import (SwapConfig, SwapResult, face_swap, face_weight_map, judge_swap, load_swap,
                           resolve_rows)
 
@@ -160,16 +160,23 @@ def test_nan_loss_raises_with_the_best_steps_so_far(G, id_net, pairs):
 
 def test_keyboard_interrupt_returns_the_best_so_far(G, id_net, pairs):
     targets, sources = pairs
-    seen = []
+    seen, states = [], []
 
     def on_step(step, total, state):
         seen.append((step, total, len(state.id_similarity)))
+        states.append(state)
         if step == 3:
             raise KeyboardInterrupt
 
     r = face_swap(G, id_net, sources, targets, steps=20, on_step=on_step, **FAST)
     assert r.interrupted and r.steps_done == 3 and seen == [(1, 20, 2), (2, 20, 2), (3, 20, 2)]
     assert all(m["interrupted"] for m in r.metrics) and all(m["best_step"] <= 2 for m in r.metrics)
+    # each state describes one evaluated step: its W+ renders its images, its cosines are its "id" terms
+    for k, state in enumerate(states):
+        with torch.no_grad():
+            assert torch.allclose(G.synthesis(state.wplus, noise=r.noises), state.images, atol=1e-5)
+        assert np.allclose(state.id_similarity, [1 - h["id"][k] for h in r.history])
+        assert state.losses == [h["loss"][k] for h in r.history]
 
 
 def test_projection_inputs_use_their_images_and_noise_maps(G, id_net, pairs):
@@ -306,7 +313,7 @@ def test_face_swap_judge_marks_the_fallback_box(G, id_net, pairs):
 # Persistence and the command line
 # ----------------------------------------------------------------------------------------
 
-def test_save_load_round_trip(swapped, tmp_path):
+def test_save_load_round_trip(G, swapped, tmp_path):
     meta = swapped.save(tmp_path / "s.pt")
     data = json.loads(meta.read_text())
     assert data["format"] == "facelib.swap" and data["config"]["rows"] == list(swapped.config.rows)
@@ -316,6 +323,16 @@ def test_save_load_round_trip(swapped, tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(back.noises, swapped.noises))
     assert torch.allclose(back.images, swapped.images, atol=2e-3)
     assert len(back.select([1])) == 1 and torch.equal(back[1].wplus, swapped.wplus[1:])
+    assert torch.equal(back[np.int64(-1)].wplus, swapped.wplus[1:]) and back.select(slice(None)).mask_kinds == back.mask_kinds
+    with pytest.raises(IndexError, match="swap index 5"):
+        back.select([0, 5])
+    from facelib.weights import state_fingerprint
+
+    assert back.weights_sha256 == state_fingerprint(G.state_dict())  # recorded without a weights file too
+    # the sidecar is required: without it the tensors alone are not a swap result
+    (tmp_path / "s.json").unlink()
+    with pytest.raises(CheckpointError, match="metadata"):
+        load_swap(tmp_path / "s.pt")
     with torch.serialization.safe_globals([]):
         torch.load(tmp_path / "s.pt", weights_only=True)
 
@@ -349,3 +366,36 @@ def test_cli_round_trip(G, id_net, pairs, tmp_path, capsys):
     (tmp_path / "bad.pt").write_text("<html>quota exceeded</html>")
     assert main(["swap", str(tmp_path / "source.png"), str(tmp_path / "bad.pt"), str(out), "--quiet"]) == 1
     assert "bad.pt" in capsys.readouterr().err
+
+
+def test_swap_inputs_pairs_projections_with_their_photos(G, tmp_path):
+    from facelib.grids import save_image
+    from facelib.swap import swap_inputs
+
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        w = G.mapping(torch.randn(3, G.style_dim, generator=g))[:, None].repeat(1, G.n_latent, 1)
+        photos = G.synthesis(w).clamp(-1, 1)
+    proj = facelib.project(G, photos, steps=1, lpips=None, progress=False)
+    latents, aligned = tmp_path / "latents", tmp_path / "aligned"
+    for i, name in enumerate(["ann/0", "ann/1", "bob/0"]):
+        proj[i].save(latents / f"{name}.pt")
+    save_image(photos[0], aligned / "ann" / "0.png")
+    # automatic: the first projection is the source, other people's projections come first as targets
+    inp = swap_inputs(G, latents_dir=latents, aligned_dir=aligned, max_pairs=2)
+    assert list(zip(inp.source_names, inp.target_names)) == [("ann/0", "bob/0"), ("ann/0", "ann/1")]
+    assert not inp.stand_ins and inp.file_names() == ["ann_0_on_bob_0", "ann_0_on_ann_1"]
+    assert torch.equal(inp.targets.wplus, torch.cat([proj.wplus[2:3], proj.wplus[1:2]]))
+    assert all(torch.equal(a, torch.cat([b[2:3], b[1:2]])) for a, b in zip(inp.targets.noises, proj.noises))
+    assert torch.allclose(inp.sources, photos[:1].expand(2, -1, -1, -1), atol=1 / 127.5)  # ann's aligned photo
+    assert inp.target_photos == [None, None] and "2 aligned photo(s)" in inp.notes[0]
+    # named pairs; a source without a photo is its projection's rendering
+    named = swap_inputs(G, latents_dir=latents, aligned_dir=aligned, pairs=[("bob/0", "ann/0")])
+    assert named.source_names == ["bob/0"] and torch.allclose(named.sources, proj.images[2:3], atol=1e-3)
+    assert named.target_photos == [aligned / "ann" / "0.png"]
+    with pytest.raises(InputError, match="carl/0"):
+        swap_inputs(G, latents_dir=latents, aligned_dir=aligned, pairs=[("carl/0", "ann/0")])
+    # fewer than two projections: random latents stand in, and say so
+    stand = swap_inputs(G, latents_dir=tmp_path / "none", aligned_dir=None, max_pairs=2, seed=0)
+    assert stand.stand_ins and len(stand) == 2 and stand.targets.wplus.shape == (2, G.n_latent, G.style_dim)
+    assert "random" in stand.notes[0]
