@@ -38,6 +38,7 @@ import importlib.util
 import io
 import json
 import logging
+import math
 import os
 import pickle
 import shutil
@@ -101,7 +102,6 @@ REAL_WEIGHTS_HELP = (
     "Face swap also needs ArcFace weights (sirtimio/arcface-weights) and projection uses LPIPS with "
     "torchvision's VGG16 weights (vgg16-397923af.pth). `python -m facelib data status` shows what was found.")
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 _TEXT_EXTENSIONS = (".md", ".txt", ".json", ".csv", ".yaml", ".yml", ".py", ".ipynb", ".html", ".htm",
                     ".cfg", ".toml", ".ini", ".log", ".tsv", ".xml", ".sh", ".rst")
 _WEIGHT_EXTENSIONS = (".pt", ".pth", ".pkl", ".pickle", ".dat", ".bin", ".ckpt", ".tar", ".model", "")
@@ -247,7 +247,7 @@ class DataInventory:
 
     def hint(self, kind: str) -> str:
         """What to do when a kind of file is missing."""
-        bad = [p for p in self.problems]
+        bad = self.problems
         extra = (" Unusable files seen: " + "; ".join(f"{p.path}: {p.problem}" for p in bad[:3]) + ".") if bad else ""
         if kind == "generator":
             return REAL_WEIGHTS_HELP + extra
@@ -284,15 +284,7 @@ class DataInventory:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (paths as strings)."""
-        def conv(x: Any) -> Any:
-            if isinstance(x, Path):
-                return str(x)
-            if isinstance(x, tuple):
-                return [conv(v) for v in x]
-            if dataclasses.is_dataclass(x):
-                return {f.name: conv(getattr(x, f.name)) for f in dataclasses.fields(x)}
-            return x
-        return conv(self)
+        return _jsonable(self)
 
 
 def _human(n: int) -> str:
@@ -618,6 +610,7 @@ def classify_file(path: "str | os.PathLike[str]") -> FoundFile | Problem | None:
         pickle or torch file); None for files that are plainly something else (text, images).
         The file name plays no part (except to skip photos and text files by extension).
     """
+    from .align import IMAGE_EXTENSIONS
     from .weights import sniff_file
 
     path = Path(path)
@@ -703,6 +696,17 @@ def package_models_dir() -> Path | None:
     return None
 
 
+def _env_dirs() -> list[Path]:
+    """The folders named by ``$FACELIB_DATA`` (``os.pathsep``-separated)."""
+    return [Path(e).expanduser() for e in os.environ.get("FACELIB_DATA", "").split(os.pathsep) if e]
+
+
+def _kaggle_dirs(levels: int = 1) -> list[Path]:
+    """Kaggle datasets (``/kaggle/input/<dataset>``) and, with ``levels`` > 1, the folders below, level by level."""
+    return [Path(p) for k in range(1, levels + 1) for p in sorted(glob.glob("/kaggle/input" + "/*" * k))
+            if os.path.isdir(p)]
+
+
 def search_dirs(*, extra: Sequence["str | os.PathLike[str]"] = (), package_models: bool = True) -> list[Path]:
     """Folders searched for a weight file by name, in order, without duplicates.
 
@@ -710,18 +714,12 @@ def search_dirs(*, extra: Sequence["str | os.PathLike[str]"] = (), package_model
     and up to two levels below, where datasets often nest their files), ``./data``, the
     repository's ``data/``, then ``extra``, then the ``face_recognition_models`` models folder.
     """
-    dirs: list[Path] = [Path(e).expanduser() for e in os.environ.get("FACELIB_DATA", "").split(os.pathsep) if e]
-    for pattern in ("/kaggle/input/*", "/kaggle/input/*/*", "/kaggle/input/*/*/*"):
-        dirs.extend(Path(p) for p in sorted(glob.glob(pattern)) if os.path.isdir(p))
-    dirs += [Path.cwd() / "data", repo_root() / "data", *(Path(e).expanduser() for e in extra)]
+    dirs = [*_env_dirs(), *_kaggle_dirs(3), Path.cwd() / "data", repo_root() / "data",
+            *(Path(e).expanduser() for e in extra)]
     models = package_models_dir() if package_models else None
     if models is not None:
         dirs.append(models)
-    unique: list[Path] = []
-    for d in dirs:
-        if d not in unique:
-            unique.append(d)
-    return unique
+    return list(dict.fromkeys(dirs))
 
 
 def default_roots(*, data_dir: "str | os.PathLike[str] | None" = None, kaggle: bool = True,
@@ -732,27 +730,20 @@ def default_roots(*, data_dir: "str | os.PathLike[str] | None" = None, kaggle: b
     ``./data`` (or ``data_dir``), the repository's ``data/``, and the ``models/`` folder of
     the ``face_recognition_models`` package (dlib models; found without importing it).
     """
-    roots: list[SearchRoot] = []
-    for entry in os.environ.get("FACELIB_DATA", "").split(os.pathsep):
-        if entry:
-            roots.append(SearchRoot(Path(entry).expanduser(), "$FACELIB_DATA", False))
+    roots = [(p, "$FACELIB_DATA") for p in _env_dirs()]
     if kaggle:
-        for p in sorted(glob.glob("/kaggle/input/*")):
-            if os.path.isdir(p):
-                roots.append(SearchRoot(Path(p), "kaggle", False))
-    roots.append(SearchRoot(Path(data_dir) if data_dir is not None else Path.cwd() / "data", "data", False))
-    roots.append(SearchRoot(repo_root() / "data", "data", False))
+        roots += [(p, "kaggle") for p in _kaggle_dirs()]
+    roots += [(Path(data_dir) if data_dir is not None else Path.cwd() / "data", "data"), (repo_root() / "data", "data")]
     models = package_models_dir() if package_models else None
     if models is not None:
-        roots.append(SearchRoot(models, "package", False))
+        roots.append((models, "package"))
     out: list[SearchRoot] = []
     seen: set[str] = set()
-    for r in roots:
-        key = os.path.realpath(r.path)
-        if key in seen:
-            continue
-        seen.add(key)
-        out.append(dataclasses.replace(r, exists=r.path.is_dir()))
+    for path, source in roots:
+        key = os.path.realpath(path)
+        if key not in seen:
+            seen.add(key)
+            out.append(SearchRoot(path, source, path.is_dir()))
     return out
 
 
@@ -806,6 +797,8 @@ def locate(roots: "Sequence[str | os.PathLike[str]] | None" = None, *, kaggle: b
         A :class:`DataInventory`. Nothing is loaded; each weight file costs a header read
         (torch zip files: their small ``data.pkl`` member).
     """
+    from .align import IMAGE_EXTENSIONS
+
     if roots is None:
         search = default_roots(kaggle=kaggle, package_models=package_models)
     else:
@@ -1187,11 +1180,6 @@ class NotebookSetup:
         f = self.inventory.first("vgg16")
         return f.path if f else None
 
-    def dlib_model(self, fmt: str) -> Path | None:
-        """A dlib model found by content ("shape_predictor_68", "mmod_detector", ...), or None."""
-        f = self.inventory.first("dlib", fmt)
-        return f.path if f else None
-
     def label(self, image: Any, text: str | None = None) -> Any:
         """Stamp a PIL image with the smoke-run label (unchanged in a real run)."""
         if not self.smoke:
@@ -1229,26 +1217,36 @@ class NotebookSetup:
 
 
 def _jsonable(x: Any) -> Any:
+    """JSON-ready copy: dataclasses and mappings become dicts, tuples lists, paths strings,
+    non-finite floats None (JSON has no inf / nan), numpy and 0-d tensor scalars numbers, the rest strings."""
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return {f.name: _jsonable(getattr(x, f.name)) for f in dataclasses.fields(x)}
     if isinstance(x, Path):
         return str(x)
     if isinstance(x, (list, tuple)):
         return [_jsonable(v) for v in x]
     if isinstance(x, Mapping):
         return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (str, int, float, bool)) or x is None:
+    if hasattr(x, "item") and getattr(x, "ndim", None) == 0:  # numpy / torch scalars
+        x = x.item()
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, (str, int, bool)) or x is None:
         return x
     return str(x)
 
 
 def notebook_setup(step: str, *, out_dir: "str | os.PathLike[str]" = "out", smoke: bool = False,
-                   weights: "str | os.PathLike[str] | None" = "", device: str = "auto", seed: int = 0,
-                   need_generator: bool = True) -> NotebookSetup:
+                   smoke_if_missing: bool = False, weights: "str | os.PathLike[str] | None" = "",
+                   device: str = "auto", seed: int = 0, need_generator: bool = True) -> NotebookSetup:
     """Settle device, generator file and results folder for one notebook.
 
     Args:
         step: the notebook's name ("02_projection").
         out_dir: the results folder (``OUT_DIR`` parameter).
         smoke: the labelled smoke run with the untrained generator (``SMOKE``).
+        smoke_if_missing: when ``weights`` is empty and :func:`locate` finds no generator, make
+            it the smoke run (logged) instead of raising.
         weights: generator file (``WEIGHTS``); "" or None: the first generator :func:`locate` finds.
         device: "auto" (CUDA, else MPS, else CPU), or any torch device string (``DEVICE``).
         seed: the run's seed (``SEED``).
@@ -1257,8 +1255,9 @@ def notebook_setup(step: str, *, out_dir: "str | os.PathLike[str]" = "out", smok
     Returns:
         A :class:`NotebookSetup`.
     Raises:
-        DependencyError: a real run and no generator found (the message lists where it
-            looked, and how to get the weights or run the smoke pass with ``SMOKE = True``).
+        DependencyError: a real run and no generator found, without ``smoke_if_missing`` (the
+            message lists where it looked, and how to get the weights or run the smoke pass
+            with ``SMOKE = True``).
         CheckpointError: ``weights`` names a file that does not exist.
     """
     from .weights import resolve_device
@@ -1277,8 +1276,12 @@ def notebook_setup(step: str, *, out_dir: "str | os.PathLike[str]" = "out", smok
             try:
                 path = inventory.require("generator").path
             except DependencyError as e:
-                raise DependencyError(f"{e} Or set SMOKE = True for the labelled smoke run with an "
-                                      "untrained generator.") from None
+                if not smoke_if_missing:
+                    raise DependencyError(f"{e} Or set SMOKE = True for the labelled smoke run with an "
+                                          "untrained generator.") from None
+                smoke = True
+                log.warning("no StyleGAN2 generator found (%s): labelled smoke run with the untrained generator",
+                            inventory.where_looked())
     setup = NotebookSetup(step=step, out=out, smoke=bool(smoke), device=dev, seed=int(seed), weights=path,
                           inventory=inventory)
     log.info("%s", setup.describe())

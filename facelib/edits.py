@@ -32,6 +32,7 @@ from typing import Any, Iterable, Mapping, Sequence, Union
 import numpy as np
 import torch
 
+from ._io import atomic_path
 from .errors import CheckpointError, DependencyError, InputError, NoFaceError, RangeError, ShapeError
 
 __all__ = [
@@ -285,7 +286,7 @@ class LayerMask:
                              actual_shape=(src.n_latent,), expected_shape=(ref,))
         if n == ref:
             return src
-        binary = all(v in (0.0, 1.0) for v in src.weights)
+        binary = src.is_binary
         out = [0.0] * n
         sb, tb = row_bands(ref), row_bands(n)
         for name in _BAND_NAMES:
@@ -561,9 +562,9 @@ def apply_delta(target: Any, delta: torch.Tensor, *, mask: MaskSpec = "expressio
 # Rendering and the face region
 # ----------------------------------------------------------------------------------------
 
-def _noise_for(noise: Any, index: "slice | torch.Tensor | None") -> Any:
+def _noise_for(noise: Any, index: slice) -> Any:
     """Select the batch entries ``index`` of a per-layer noise list (batch-1 maps broadcast)."""
-    if noise is None or isinstance(noise, str) or index is None:
+    if noise is None or isinstance(noise, str):
         return noise
     return [None if nz is None else (nz if nz.shape[0] == 1 else nz[index]) for nz in noise]
 
@@ -1014,11 +1015,14 @@ def _cat(parts: list[_Latents], what: str, names: list[str] | None) -> _Latents:
                     names if names is not None else [n for p in parts for n in p.names])
 
 
-def _check_fits(G: torch.nn.Module, lat: _Latents, what: str) -> None:
+def _latents_for(G: torch.nn.Module, x: Any, what: str) -> _Latents:
+    """:func:`_gather`, checking that the latents fit ``G``."""
+    lat = _gather(x, what)
     if lat.wplus.shape[1:] != (G.n_latent, G.style_dim):
         raise ShapeError(f"{what}: latents of shape {tuple(lat.wplus.shape[1:])} do not fit this generator "
                          f"({G.n_latent}, {G.style_dim}); were they projected with another one?",
                          actual_shape=lat.wplus.shape, expected_shape=(None, G.n_latent, G.style_dim))
+    return lat
 
 
 def _safe_name(name: str) -> str:
@@ -1088,22 +1092,18 @@ class StyleTable:
         """Write ``<style>.jpg`` (photo, when given), ``<style>_style.jpg`` (projection),
         ``transferred_<style>.jpg`` (onto the first content) and ``transferred_<style>_<content>.jpg``
         (other contents) into ``folder``. ``label``: a stamp for every image (smoke runs)."""
-        def put(img: Any, path: Path) -> None:
-            written.append(_save_labelled(img, path, label, quality))
-
         folder = Path(folder)
-        written: list[Path] = []
         photos = _photos(style_photos, self.style_names, open_=False)
+        items: list[tuple[Any, Path]] = []
         for s, name in enumerate(self.style_names):
             sname = _safe_name(name)
-            photo = photos[s]
-            if photo is not None:
-                put(photo, folder / f"{sname}.jpg")
-            put(self.style_images[s], folder / f"{sname}_style.jpg")
+            if photos[s] is not None:
+                items.append((photos[s], folder / f"{sname}.jpg"))
+            items.append((self.style_images[s], folder / f"{sname}_style.jpg"))
             for c, cname in enumerate(self.content_names):
                 suffix = "" if c == 0 else f"_{_safe_name(cname)}"
-                put(self.mixed_images[c, s], folder / f"transferred_{sname}{suffix}.jpg")
-        return written
+                items.append((self.mixed_images[c, s], folder / f"transferred_{sname}{suffix}.jpg"))
+        return _save_jpegs(items, label=label, quality=quality)
 
 
 def _open(img: Any, *, square: bool = False):
@@ -1112,20 +1112,26 @@ def _open(img: Any, *, square: bool = False):
 
     from .align import load_image
 
-    im = load_image(img) if not hasattr(img, "convert") else img.convert("RGB")
+    im = load_image(img)
     if square and im.width != im.height:
         side = min(im.size)
         im = ImageOps.fit(im, (side, side), Image.Resampling.LANCZOS)
     return im
 
 
-def _save_labelled(img: Any, path: Path, label: str | None, quality: int) -> Path:
-    """Save a tensor (3, H, W) in [-1, 1] or an image/path as JPEG, stamped with ``label`` when given."""
+def _save_jpegs(items: Iterable[tuple[Any, Path]], *, label: str | None, quality: int) -> list[Path]:
+    """Save each (image, path) as JPEG, stamped with ``label`` when given; returns the paths.
+
+    Images: tensors (3, H, W) in [-1, 1], PIL images or paths.
+    """
     from .grids import save_image, stamp, to_pil
 
-    im = to_pil(img) if torch.is_tensor(img) else _open(img)
-    save_image(stamp(im, label) if label else im, path, quality=quality)
-    return path
+    written = []
+    for img, path in items:
+        im = to_pil(img) if torch.is_tensor(img) else _open(img)
+        save_image(stamp(im, label) if label else im, path, quality=quality)
+        written.append(path)
+    return written
 
 
 def _photos(photos: Any, names: Sequence[str], *, open_: bool = True) -> list[Any]:
@@ -1154,10 +1160,8 @@ def style_table(G: torch.nn.Module, contents: Any, styles: Any, *, rows: MaskSpe
     Returns:
         :class:`StyleTable`.
     """
-    c = _gather(contents, "contents")
-    s = _gather(styles, "styles")
-    _check_fits(G, c, "contents")
-    _check_fits(G, s, "styles")
+    c = _latents_for(G, contents, "contents")
+    s = _latents_for(G, styles, "styles")
     mask = LayerMask.coerce(rows, G.n_latent, name="rows")
     k = _strength(strength)
     n_c = c.wplus.shape[0]
@@ -1254,24 +1258,19 @@ class ExpressionTable:
         """Write ``<emotion>_photo.jpg`` (when given), ``<emotion>.jpg`` (projections, neutral included),
         ``target.jpg``, ``transferred_<emotion>.jpg`` and ``transferred_<emotion>_unmasked.jpg``
         (later targets get a ``_<target>`` suffix) into ``folder``."""
-        def put(img: Any, path: Path) -> None:
-            written.append(_save_labelled(img, path, label, quality))
-
         folder = Path(folder)
-        written: list[Path] = []
-        for name, photo in (photos or {}).items():
-            if photo is not None:
-                put(photo, folder / f"{_safe_name(name)}_photo.jpg")
-        put(self.neutral_image, folder / "neutral.jpg")
-        for e, name in enumerate(self.emotions):
-            put(self.reference_images[e], folder / f"{_safe_name(name)}.jpg")
+        items: list[tuple[Any, Path]] = [(photo, folder / f"{_safe_name(name)}_photo.jpg")
+                                         for name, photo in (photos or {}).items() if photo is not None]
+        items.append((self.neutral_image, folder / "neutral.jpg"))
+        items += [(img, folder / f"{_safe_name(name)}.jpg") for img, name in zip(self.reference_images, self.emotions)]
         for t, tname in enumerate(self.target_names):
             suffix = "" if t == 0 else f"_{_safe_name(tname)}"
-            put(self.target_images[t], folder / f"target{suffix}.jpg")
+            items.append((self.target_images[t], folder / f"target{suffix}.jpg"))
             for e, name in enumerate(self.emotions):
-                put(self.edited_images[t, e], folder / f"transferred_{_safe_name(name)}{suffix}.jpg")
-                put(self.unmasked_images[t, e], folder / f"transferred_{_safe_name(name)}{suffix}_unmasked.jpg")
-        return written
+                stem = f"transferred_{_safe_name(name)}{suffix}"
+                items += [(self.edited_images[t, e], folder / f"{stem}.jpg"),
+                          (self.unmasked_images[t, e], folder / f"{stem}_unmasked.jpg")]
+        return _save_jpegs(items, label=label, quality=quality)
 
 
 def expression_table(G: torch.nn.Module, target: Any, neutral: Any, emotions: Mapping[str, Any], *,
@@ -1292,16 +1291,10 @@ def expression_table(G: torch.nn.Module, target: Any, neutral: Any, emotions: Ma
     """
     if not isinstance(emotions, Mapping) or not emotions:
         raise InputError("emotions: expected a non-empty {name: reference latents} mapping")
-    t = _gather(target, "target")
-    nl = _gather(neutral, "neutral")
-    _check_fits(G, t, "target")
-    _check_fits(G, nl, "neutral")
+    t = _latents_for(G, target, "target")
+    nl = _latents_for(G, neutral, "neutral")
     names = tuple(str(k) for k in emotions)
-    refs = {}
-    for name in names:
-        r = _gather(emotions[name], f"emotions[{name!r}]")
-        _check_fits(G, r, f"emotions[{name!r}]")
-        refs[name] = r
+    refs = {name: _latents_for(G, emotions[name], f"emotions[{name!r}]") for name in names}
     k = _strength(strength)
     mask_list = []
     for name in names:
@@ -1314,10 +1307,8 @@ def expression_table(G: torch.nn.Module, target: Any, neutral: Any, emotions: Ma
             spec = masks
         mask_list.append(LayerMask.coerce(spec, G.n_latent, name=f"masks[{name!r}]"))
     deltas = torch.stack([expression_delta(nl.wplus, refs[n].wplus) for n in names])  # [E, L, D]
-    edited = torch.stack([torch.stack([apply_delta(t.wplus[i], deltas[e], mask=mask_list[e], strength=k)
-                                       for e in range(len(names))]) for i in range(t.wplus.shape[0])])
-    unmasked = torch.stack([torch.stack([apply_delta(t.wplus[i], deltas[e], mask="all", strength=k)
-                                         for e in range(len(names))]) for i in range(t.wplus.shape[0])])
+    edited = torch.stack([apply_delta(t.wplus, d, mask=m, strength=k) for d, m in zip(deltas, mask_list)], 1)
+    unmasked = torch.stack([apply_delta(t.wplus, d, mask="all", strength=k) for d in deltas], 1)  # [T, E, L, D]
     target_images = render(G, t.wplus, noise=t.noises, batch_size=batch_size)
     neutral_image = render(G, nl.wplus[:1], noise=nl.one(0).noises)[0]
     reference_images = torch.cat([render(G, refs[n].wplus[:1], noise=refs[n].one(0).noises) for n in names])
@@ -1341,6 +1332,23 @@ def expression_table(G: torch.nn.Module, target: Any, neutral: Any, emotions: Ma
 
 class _Preview:
     """Shared by the previews: re-render when widgets change (no ipywidgets import needed here)."""
+
+    label: str | None = None  # stamped on every table (smoke runs)
+
+    def _labelled(self, grid: Any) -> Any:
+        """``grid`` stamped with :attr:`label`, or unchanged without one."""
+        if not self.label:
+            return grid
+        from .grids import stamp
+
+        return stamp(grid, self.label)
+
+    @staticmethod
+    def _slider_rows(rows: Any) -> Any:
+        """A (first, last) pair, as an ``IntRangeSlider`` gives it, -> ``range(first, last + 1)``; else ``rows``."""
+        if isinstance(rows, tuple) and len(rows) == 2 and all(isinstance(v, int) for v in rows):
+            return range(min(rows), max(rows) + 1)
+        return rows
 
     def watch(self, show: Any, controls: Sequence[Any], **getters: Any) -> None:
         """Show ``self(**{name: getter()})`` now and again whenever a value in ``controls`` changes.
@@ -1378,19 +1386,15 @@ class MixPreview(_Preview):
     def __init__(self, G: torch.nn.Module, content: Any, styles: Any, *, cell: int = 256,
                  label: str | None = None) -> None:
         self.G, self.cell, self.label = G, cell, label
-        self.content = _gather(content, "content").one(0)
-        self.styles = _gather(styles, "styles")
-        _check_fits(G, self.content, "content")
-        _check_fits(G, self.styles, "styles")
+        self.content = _latents_for(G, content, "content").one(0)
+        self.styles = _latents_for(G, styles, "styles")
         self._content_image = render(G, self.content.wplus, noise=self.content.noises)[0]
         self._style_images = render(G, self.styles.wplus, noise=self.styles.noises)
 
     def __call__(self, rows: Any = "style", strength: float = 1.0):
-        from .grids import make_grid, stamp
+        from .grids import make_grid
 
-        if isinstance(rows, tuple) and len(rows) == 2 and all(isinstance(v, int) for v in rows):
-            rows = range(min(rows), max(rows) + 1)
-        mask = LayerMask.coerce(rows, self.G.n_latent, name="rows")
+        mask = LayerMask.coerce(self._slider_rows(rows), self.G.n_latent, name="rows")
         k = _strength(strength)
         mixed = mix_styles(self.content.wplus[0], self.styles.wplus, rows=mask, strength=k)  # [S, L, D]
         images = render(self.G, mixed, noise=self.content.noises)
@@ -1398,7 +1402,7 @@ class MixPreview(_Preview):
                          cell=self.cell, row_labels=["style", "transferred"],
                          col_labels=[self.content.names[0]] + list(self.styles.names),
                          title=f"rows {mask} from the style, strength {k:g}")
-        return stamp(grid, self.label) if self.label else grid
+        return self._labelled(grid)
 
 
 class DeltaPreview(_Preview):
@@ -1412,15 +1416,14 @@ class DeltaPreview(_Preview):
     def __init__(self, G: torch.nn.Module, target: Any, delta: "torch.Tensor | Mapping[str, torch.Tensor]", *,
                  cell: int = 256, label: str | None = None) -> None:
         self.G, self.cell, self.label = G, cell, label
-        self.target = _gather(target, "target").one(0)
-        _check_fits(G, self.target, "target")
+        self.target = _latents_for(G, target, "target").one(0)
         items = delta.items() if isinstance(delta, Mapping) else [("delta", delta)]
         self.deltas = {str(k): _wplus_of(v, f"delta[{k!r}]").detach().float().cpu() for k, v in items}
         self._base = render(G, self.target.wplus, noise=self.target.noises)[0]
         self._unmasked: dict[float, torch.Tensor] = {}
 
     def __call__(self, mask: MaskSpec = "expression", strength: float = 1.0):
-        from .grids import make_grid, stamp
+        from .grids import make_grid
 
         m = LayerMask.coerce(mask, self.G.n_latent, name="mask")
         k = _strength(strength)
@@ -1433,21 +1436,12 @@ class DeltaPreview(_Preview):
         rows = [[self._base, u, e] for u, e in zip(self._unmasked[k], edited)]
         grid = make_grid(rows, cell=self.cell, row_labels=list(self.deltas),
                          col_labels=["target", "all rows", f"rows {m}"], title=f"strength {k:g}")
-        return stamp(grid, self.label) if self.label else grid
+        return self._labelled(grid)
 
 
 # ----------------------------------------------------------------------------------------
 # Inputs for the notebooks and the command line
 # ----------------------------------------------------------------------------------------
-
-def _generator_id(G: torch.nn.Module) -> str:
-    sha = getattr(G, "weights_sha256", None)
-    if sha:
-        return str(sha)
-    from .weights import state_fingerprint
-
-    return state_fingerprint(G.state_dict())
-
 
 def find_projections(folder: "str | os.PathLike[str]", *, G: torch.nn.Module | None = None) -> dict[str, Any]:
     """Saved projections under ``folder`` (``<name>.pt`` with its ``.json`` sidecar), by relative name.
@@ -1458,13 +1452,14 @@ def find_projections(folder: "str | os.PathLike[str]", *, G: torch.nn.Module | N
     Returns:
         {"<person>/<n>": Projection} in sorted order (empty when the folder does not exist).
     """
+    from ._optim import generator_id
     from .project import load_projection
 
     root = Path(folder)
     if not root.is_dir():
         return {}
     found: dict[str, Any] = {}
-    gid = _generator_id(G) if G is not None else None
+    gid = generator_id(G) if G is not None else None
     for pt in sorted(root.rglob("*.pt")):
         rel = pt.relative_to(root)
         if any(part.startswith(".") for part in rel.parts):
@@ -1569,8 +1564,6 @@ def reference_projections(G: torch.nn.Module, photos: "str | os.PathLike[str]",
             log.warning("skipping %s: %s", path, e)
             continue
         log.warning("%s: %s; using a centre crop instead", path.name, why)
-        from ._io import atomic_path
-
         out = aligned / path.relative_to(src).parent / f"{path.stem}.png"
         with atomic_path(out) as tmp:
             img.save(tmp, format="PNG")
@@ -1579,6 +1572,19 @@ def reference_projections(G: torch.nn.Module, photos: "str | os.PathLike[str]",
         log.warning("%s", projected.summary())
     found = find_projections(work / "latents", G=G)
     return {Path(k).name: v for k, v in found.items()}
+
+
+def _references(G: torch.nn.Module, folder: Path, work: Path, steps: int, progress: bool,
+                options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Path]]:
+    """:func:`reference_projections` of ``folder``, and the aligned photo of each projected one
+    ({stem: path}, in the folder's file order)."""
+    from .align import list_images
+
+    found = reference_projections(G, folder, work, steps=steps, progress=progress, **options)
+    aligned = work / "aligned"
+    photos = {p.stem: aligned / f"{p.stem}.png" for p in list_images(folder, recursive=False)
+              if p.stem in found and (aligned / f"{p.stem}.png").is_file()}
+    return found, photos
 
 
 @dataclass(frozen=True)
@@ -1636,13 +1642,7 @@ def style_inputs(G: torch.nn.Module, *, latents_dir: Any = "out/latents", styles
     styles: dict[str, Any] = {}
     sdir = Path(styles_dir) if styles_dir else None
     if sdir is not None and sdir.is_dir():
-        from .align import list_images
-
-        styles = reference_projections(G, sdir, Path(work_dir), steps=project_steps, progress=progress,
-                                       **project_options)
-        aligned = Path(work_dir) / "aligned"
-        photos = {p.stem: aligned / f"{p.stem}.png" for p in list_images(sdir, recursive=False)
-                  if p.stem in styles and (aligned / f"{p.stem}.png").is_file()}
+        styles, photos = _references(G, sdir, Path(work_dir), project_steps, progress, project_options)
         notes.append(f"styles: {len(styles)} photo(s) from {sdir}, projected into {Path(work_dir) / 'latents'}")
     where = f"in {sdir}" if sdir is not None else "(no style photo folder found)"
     if not styles and others:
@@ -1683,15 +1683,9 @@ def expression_inputs(G: torch.nn.Module, *, latents_dir: Any = "out/latents",
         if folder is not None and not folder.is_dir() and root.is_dir():  # tolerate "Happy" vs "happy"
             folder = next((d for d in root.iterdir() if d.is_dir() and d.name.lower() == emo.lower()), folder)
         if folder is not None and folder.is_dir():
-            from .align import list_images
-
-            found = reference_projections(G, folder, Path(work_dir) / emo, steps=project_steps, progress=progress,
-                                          **project_options)
-            aligned = Path(work_dir) / emo / "aligned"
-            first = next((aligned / f"{p.stem}.png" for p in list_images(folder, recursive=False)
-                          if p.stem in found and (aligned / f"{p.stem}.png").is_file()), None)
-            if first is not None:
-                photos[emo] = first
+            found, aligned = _references(G, folder, Path(work_dir) / emo, project_steps, progress, project_options)
+            if aligned:
+                photos[emo] = next(iter(aligned.values()))
         if not found:
             missing.append(emo)
             w = random_latents(G, 1, seed=seed + 2000 + k)
@@ -1798,8 +1792,6 @@ def save_latents(path: "str | os.PathLike[str]", wplus: torch.Tensor, *, noises:
 
     Both files are written atomically. Returns the tensor file's path.
     """
-    from ._io import atomic_path
-
     path = Path(path)
     if path.suffix == ".json":
         raise InputError(f"{path}: give the tensor file's path (.pt); the metadata is written beside it")

@@ -12,10 +12,10 @@ use a small untrained generator and everything they make is stamped as such.
 """
 from __future__ import annotations
 
-import datetime as _dt
-import json
 import ast
 import contextlib
+import datetime as _dt
+import json
 import logging
 import os
 import shutil
@@ -29,35 +29,30 @@ from ._io import atomic_path
 from .errors import CheckpointError, DependencyError, InputError
 
 __all__ = ["STEPS", "Step", "StepResult", "SeriesResult", "run_series", "notebook_paths", "resolve_kernel",
-           "SMOKE_STEPS", "COMMON_PARAMETERS"]
+           "SMOKE_STEPS"]
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Step:
-    """One notebook of the series: file stem, title, and the ``out/`` folder it fills."""
+    """One notebook of the series: file stem and title."""
 
     name: str
     title: str
-    output: str
 
 
 #: The series, in order (a notebook not listed here still runs, after these, by file name).
 STEPS: tuple[Step, ...] = (
-    Step("01_alignment", "Alignment", "aligned"),
-    Step("02_projection", "Projection into W+", "latents"),
-    Step("03_style_transfer", "Style transfer", "styles"),
-    Step("04_expressions", "Expressions", "expressions"),
-    Step("05_face_swap", "Face swap", "face_swap"),
+    Step("01_alignment", "Alignment"),
+    Step("02_projection", "Projection into W+"),
+    Step("03_style_transfer", "Style transfer"),
+    Step("04_expressions", "Expressions"),
+    Step("05_face_swap", "Face swap"),
 )
 
 #: Optimisation steps of a smoke run.
 SMOKE_STEPS = 25
-
-#: Parameter names the runner passes (each notebook receives the ones it declares).
-COMMON_PARAMETERS = ("OUT_DIR", "SMOKE", "WEIGHTS", "STEPS", "SMOKE_STEPS", "DEVICE", "SEED", "INTERACTIVE",
-                     "INPUT_DIR")
 
 
 @dataclass(frozen=True)
@@ -127,7 +122,7 @@ def notebook_paths(notebooks_dir: "str | os.PathLike[str]") -> list[Path]:
 
 def _plan(notebooks_dir: Path, only: Sequence[str] | None) -> list[tuple[Step, Path]]:
     existing = {p.stem: p for p in notebook_paths(notebooks_dir)}
-    steps = list(STEPS) + [Step(stem, stem.split("_", 1)[-1].replace("_", " ").capitalize(), "")
+    steps = list(STEPS) + [Step(stem, stem.split("_", 1)[-1].replace("_", " ").capitalize())
                            for stem in sorted(existing) if stem not in {s.name for s in STEPS}]
     plan = [(s, existing.get(s.name, notebooks_dir / f"{s.name}.ipynb")) for s in steps]
     if only:
@@ -284,7 +279,7 @@ class _LiveLine(logging.Handler):
         self.prefix, self.n_cells, self.stream = prefix, n_cells, stream
         self.echo_all, self.every = echo_all, every
         self.tty = bool(getattr(stream, "isatty", lambda: False)())
-        self.cell, self.inner, self.t0, self.last = 0, "", time.perf_counter(), 0.0
+        self.cell, self.inner, self.t0, self.last = 0, "", time.perf_counter(), float("-inf")
         self.width = shutil.get_terminal_size((100, 20)).columns - 1
 
     def emit(self, record: logging.LogRecord) -> None:

@@ -98,14 +98,10 @@ def _natural(p: Path) -> list[Any]:
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", p.as_posix())]
 
 
-def _find(folder: Path, *stems: str) -> Path | None:
-    """First image in ``folder`` whose stem equals one of ``stems`` (case-insensitive)."""
-    wanted = [s.lower() for s in stems]
-    by_stem = {p.stem.lower(): p for p in _images(folder)}
-    for s in wanted:
-        if s in by_stem:
-            return by_stem[s]
-    return None
+def _find(images: Sequence[Path], *stems: str) -> Path | None:
+    """First of ``images`` (a folder's :func:`_images`) whose stem equals one of ``stems`` (case-insensitive)."""
+    by_stem = {p.stem.lower(): p for p in images}
+    return next((by_stem[s.lower()] for s in stems if s.lower() in by_stem), None)
 
 
 def _grids(out: Path, prefix: str) -> list[Path]:
@@ -348,7 +344,7 @@ def build_report(out_dir: "str | os.PathLike[str]" = "out", *, title: str = "fac
         doc.heading(2, _STEP_TITLES[name])
         grids = _grids(out, name[:2])
         mark = len(doc.md), len(doc.html)
-        n_images = fn(doc, out, prov.get(name) if isinstance(prov.get(name), Mapping) else None)
+        n_images = fn(doc, out)
         body_md, body_html = doc.md[mark[0]:], doc.html[mark[1]:]
         del doc.md[mark[0]:], doc.html[mark[1]:]
         status, note = _step_status(name, out, run, bool(grids or n_images), root)
@@ -386,7 +382,7 @@ def _fmt(v: Any, spec: str) -> str:
     return format(v, spec) if isinstance(v, (int, float)) and not isinstance(v, bool) else "-"
 
 
-def _alignment(doc: _Doc, out: Path, prov: Mapping | None) -> int:
+def _alignment(doc: _Doc, out: Path) -> int:
     base = out / "aligned"
     people = sorted((d for d in base.iterdir() if d.is_dir()), key=_natural) if base.is_dir() else []
     rows = []
@@ -402,7 +398,7 @@ def _alignment(doc: _Doc, out: Path, prov: Mapping | None) -> int:
     return sum(len(r) - 1 for r in rows)
 
 
-def _projection(doc: _Doc, out: Path, prov: Mapping | None) -> int:
+def _projection(doc: _Doc, out: Path) -> int:
     latents = out / "latents"
     if not latents.is_dir():
         return 0
@@ -431,20 +427,20 @@ def _projection(doc: _Doc, out: Path, prov: Mapping | None) -> int:
     return len(rows)
 
 
-def _styles(doc: _Doc, out: Path, prov: Mapping | None) -> int:
+def _styles(doc: _Doc, out: Path) -> int:
     folder = out / "styles"
     imgs = _images(folder)
     if not imgs:
         return 0
     results = {m.group(2) for p in imgs if (m := re.match(r"^(transferr?ed)_(.+)$", p.stem))}
     # a style has a projection "<style>_style"; results on further faces are "transferred_<style>_<face>"
-    cols = sorted((n for n in results if _find(folder, f"{n}_style")), key=str.lower) or sorted(results, key=str.lower)
+    cols = sorted((n for n in results if _find(imgs, f"{n}_style")), key=str.lower) or sorted(results, key=str.lower)
     if not cols:
         doc.para(f"{len(imgs)} image(s) in `out/styles/` (no `transferred_<style>.jpg` results to tabulate).")
         return len(imgs)
-    photo_row = [_Img(p, f"style photo {n}") if (p := _find(folder, n, f"{n}_photo")) else None for n in cols]
-    proj_row = [_Img(p, f"{n}: projection", edited=True) if (p := _find(folder, f"{n}_style")) else None for n in cols]
-    res_row = [_Img(p, f"transferred {n}", edited=True) if (p := _find(folder, f"transferred_{n}", f"transfered_{n}"))
+    photo_row = [_Img(p, f"style photo {n}") if (p := _find(imgs, n, f"{n}_photo")) else None for n in cols]
+    proj_row = [_Img(p, f"{n}: projection", edited=True) if (p := _find(imgs, f"{n}_style")) else None for n in cols]
+    res_row = [_Img(p, f"transferred {n}", edited=True) if (p := _find(imgs, f"transferred_{n}", f"transfered_{n}"))
                else None for n in cols]
     rows = [["style photo", *photo_row], ["style (projection)", *proj_row], ["transferred onto the face", *res_row]]
     rows = [r for r in rows if any(isinstance(x, _Img) for x in r[1:])]
@@ -456,7 +452,7 @@ def _styles(doc: _Doc, out: Path, prov: Mapping | None) -> int:
     return sum(isinstance(x, _Img) for r in rows for x in r)
 
 
-def _expressions(doc: _Doc, out: Path, prov: Mapping | None) -> int:
+def _expressions(doc: _Doc, out: Path) -> int:
     folder = out / "expressions"
     imgs = _images(folder)
     if not imgs:
@@ -464,21 +460,21 @@ def _expressions(doc: _Doc, out: Path, prov: Mapping | None) -> int:
     results = {m.group(1).lower() for p in imgs if (m := re.match(r"^transferr?ed_(.+)$", p.stem))
                and not m.group(1).endswith(("_unmasked", "_failed", "_succsess", "_success"))}
     # an expression has a projection "<expression>.jpg"; results on further targets add "_<target>"
-    emotions = sorted(e for e in results if _find(folder, e)) or sorted(e for e in results if "_" not in e)
+    emotions = sorted(e for e in results if _find(imgs, e)) or sorted(e for e in results if "_" not in e)
     if not emotions:
         doc.para(f"{len(imgs)} image(s) in `out/expressions/` (no `transferred_<expression>.jpg` results to tabulate).")
         return len(imgs)
     order = ["neutral", "happy", "sad", "fear"]
     emotions.sort(key=lambda e: (order.index(e) if e in order else len(order), e))
     cols = ["neutral", *emotions]
-    photo = [(_Img(p, f"{c} photo") if (p := _find(folder, f"{c}_photo", f"{c} copy")) else None) for c in cols]
-    proj = [(_Img(p, f"{c}: projection", edited=True) if (p := _find(folder, c)) else None) for c in cols]
-    target = _find(folder, "target") or (out / "init_style.jpg" if (out / "init_style.jpg").is_file() else None)
+    photo = [(_Img(p, f"{c} photo") if (p := _find(imgs, f"{c}_photo", f"{c} copy")) else None) for c in cols]
+    proj = [(_Img(p, f"{c}: projection", edited=True) if (p := _find(imgs, c)) else None) for c in cols]
+    target = _find(imgs, "target") or (out / "init_style.jpg" if (out / "init_style.jpg").is_file() else None)
     res = [_Img(target, "target (projection)", edited=True) if target else None] + [
-        (_Img(p, f"{c} transferred", edited=True) if (p := _find(folder, f"transferred_{c}", f"transfered_{c}"))
+        (_Img(p, f"{c} transferred", edited=True) if (p := _find(imgs, f"transferred_{c}", f"transfered_{c}"))
          else None) for c in emotions]
     unmasked = [None] + [(_Img(p, f"{c}, every row", edited=True)
-                          if (p := _find(folder, f"transferred_{c}_unmasked", f"transfered_{c}_failed")) else None)
+                          if (p := _find(imgs, f"transferred_{c}_unmasked", f"transfered_{c}_failed")) else None)
                          for c in emotions]
     rows = [["reference photo", *photo], ["reference (projection)", *proj], ["onto the target", *res],
             ["same delta on every row", *unmasked]]
@@ -487,7 +483,7 @@ def _expressions(doc: _Doc, out: Path, prov: Mapping | None) -> int:
              "expression's masked W+ delta added to the target; the last row shows the delta on every row, "
              "the artefacts the masks remove (`out/expressions/`).")
     doc.table(["", *cols], rows)
-    comparison = _find(folder, "comparison")
+    comparison = _find(imgs, "comparison")
     if comparison:
         doc.para("The same deltas on every row and on the masked rows (in the original report: "
                  "`transfered_fear_failed.jpg` vs `transfered_fear_succsess.jpg`):")
@@ -511,17 +507,17 @@ def _named(out: Path, names: Any) -> Path | None:
     return next((base.with_suffix(e) for e in _IMAGE_EXT if base.with_suffix(e).is_file()), None)
 
 
-def _face_swap(doc: _Doc, out: Path, prov: Mapping | None) -> int:
-    folder = out / "face_swap"
-    results = [p for p in _images(folder) if "_on_" in p.stem]
+def _face_swap(doc: _Doc, out: Path) -> int:
+    imgs = _images(out / "face_swap")
+    results = [p for p in imgs if "_on_" in p.stem]
     if not results:
         return 0
     rows = []
     for p in sorted(results, key=_natural):
         source, target = p.stem.split("_on_", 1)
         meta = _read_json(p.with_suffix(".json")) or {}
-        src = _find(folder, f"{p.stem}_source") or _named(out, meta.get("source_names")) or _aligned_of(out, source)
-        tgt = _find(folder, f"{p.stem}_target") or _named(out, meta.get("target_names")) or _aligned_of(out, target)
+        src = _find(imgs, f"{p.stem}_source") or _named(out, meta.get("source_names")) or _aligned_of(out, source)
+        tgt = _find(imgs, f"{p.stem}_target") or _named(out, meta.get("target_names")) or _aligned_of(out, target)
         m = meta.get("metrics")
         m = m[0] if isinstance(m, list) and m else m if isinstance(m, Mapping) else {}
         facts = ", ".join(f"{k} {_fmt(v, '.3f')}" for k, v in m.items() if isinstance(v, (int, float))

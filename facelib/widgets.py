@@ -66,11 +66,9 @@ def _field_type(tp: Any) -> tuple[Any, bool]:
     if isinstance(tp, str):
         text = tp.replace(" ", "")
         optional = "None" in text.split("|") or text.startswith("Optional[")
-        for name, t in (("bool", bool), ("int", int), ("float", float), ("str", str)):
-            parts = [p for p in text.replace("Optional[", "").rstrip("]").split("|") if p != "None"]
-            if parts == [name]:
-                return t, optional
-        return None, optional
+        parts = [p for p in text.replace("Optional[", "").rstrip("]").split("|") if p != "None"]
+        base = {"bool": bool, "int": int, "float": float, "str": str}.get(parts[0]) if len(parts) == 1 else None
+        return base, optional
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -108,7 +106,6 @@ def config_widgets(config: Any, *, exclude: Sequence[str] = (), choices: Mapping
     if isinstance(config, type) and dataclasses.is_dataclass(config):
         config = config()
     if dataclasses.is_dataclass(config):
-        hints: dict[str, Any] = {}
         try:
             hints = typing.get_type_hints(type(config))
         except Exception:  # unresolvable annotations: fall back to the raw strings / values

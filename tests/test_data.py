@@ -149,6 +149,9 @@ def test_locate_classifies_by_content_not_name(zoo: Path) -> None:
     assert [(f.path.name, f.n_images, f.role) for f in inv.image_folders] == [("alice", 2, "faces")]
     assert inv.first("generator").path.name == "arcface_r50.pth"
     assert inv.first("dlib", "mmod_detector").path.name == "vgg.bin"
+    as_json = json.loads(json.dumps(inv.to_dict()))
+    assert [g["path"] for g in as_json["generators"]] == [str(f.path) for f in inv.generators]
+    assert as_json["image_folders"] == [{"path": str(zoo / "faces" / "alice"), "n_images": 2, "role": "faces"}]
 
 
 def test_real_layouts_from_shared_fixtures(tmp_path: Path) -> None:
@@ -237,6 +240,8 @@ def test_missing_generator_names_what_and_where(tmp_path: Path, monkeypatch) -> 
     assert "(absent)" in msg and "data/" in msg
     with pytest.raises(DependencyError, match="SMOKE = True"):
         D.notebook_setup("02_projection", out_dir=tmp_path / "out", smoke=False)
+    S = D.notebook_setup("02_projection", out_dir=tmp_path / "out", smoke=False, smoke_if_missing=True, device="cpu")
+    assert S.smoke and S.weights is None and S.stamp == D.SMOKE_STAMP
     with pytest.raises(DependencyError, match="ArcFace"):
         inv.require("arcface")
     with pytest.raises(CheckpointError, match="does not exist"):
@@ -275,9 +280,12 @@ def test_notebook_setup_smoke(tmp_path: Path) -> None:
 
     img = Image.new("RGB", (200, 100), "white")
     assert S.label(img).getpixel((1, 1)) != (255, 255, 255)
-    S.record(images=2)
-    prov = json.loads((tmp_path / "out" / "provenance.json").read_text())
+    S.record(images=2, psnr=float("nan"), score=torch.tensor(0.5), folder=tmp_path)
+    prov = json.loads((tmp_path / "out" / "provenance.json").read_text(),
+                      parse_constant=lambda c: pytest.fail(f"provenance.json holds {c}, which is not JSON"))
     assert prov["02_projection"]["smoke"] is True and prov["02_projection"]["images"] == 2
+    assert prov["02_projection"]["psnr"] is None and prov["02_projection"]["score"] == 0.5
+    assert prov["02_projection"]["folder"] == str(tmp_path)
     net = S.arcface()
     assert net(torch.zeros(1, 3, 112, 112)).shape == (1, 512)
 

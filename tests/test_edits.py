@@ -490,3 +490,62 @@ def test_find_projections_and_inputs(small_generator, tmp_path):
                                   progress=False)
     assert inp.stand_ins and list(inp.references) == list(edits.EMOTIONS)
     assert any("meaningless" in n for n in inp.notes)
+
+
+def test_reference_photos_are_aligned_projected_and_reused(small_generator, tmp_path):
+    import shutil
+
+    from facelib.data import locate
+
+    from .conftest import shared_path
+
+    G = small_generator
+    faces = shared_path("faces")
+    root = tmp_path / "expressions"
+    (root / "neutral").mkdir(parents=True)
+    (root / "Happy").mkdir()  # folder names are matched case-insensitively
+    shutil.copy(faces / "obama-240p.jpg", root / "neutral" / "a.jpg")
+    shutil.copy(faces / "obama-240p.jpg", root / "Happy" / "b.jpg")
+    Image.new("RGB", (300, 200), (90, 120, 200)).save(root / "Happy" / "c.png")  # no face: centre-cropped
+    assert edits.reference_dir(None, role="expressions", inventory=locate([tmp_path])) == root
+    assert edits.reference_dir(None, role="styles", inventory=locate([tmp_path])) is None
+
+    work = tmp_path / "work"
+    opts = dict(latents_dir=tmp_path / "none", progress=False, project_steps=1, lpips=None, mse_weight=1.0)
+    inp = edits.expression_inputs(G, expressions_dir=root, work_dir=work, emotions=("neutral", "happy"), **opts)
+    assert list(inp.references["neutral"]) == ["a"] and list(inp.references["happy"]) == ["b", "c"]
+    assert inp.photos == {"neutral": work / "neutral" / "aligned" / "a.png",
+                          "happy": work / "happy" / "aligned" / "b.png"}
+    assert Image.open(work / "happy" / "aligned" / "c.png").size == (256, 256)
+    assert inp.stand_ins and not any("meaningless" in n for n in inp.notes)  # only the targets stand in
+
+    # the same photos as styles, in the same work folder: reused, nothing is projected again
+    before = {p: p.stat().st_mtime_ns for p in work.rglob("*.pt")}
+    st = edits.style_inputs(G, styles_dir=root / "Happy", work_dir=work / "happy", **opts)
+    assert list(st.references["styles"]) == ["b", "c"]
+    assert st.photos == {s: work / "happy" / "aligned" / f"{s}.png" for s in ("b", "c")}
+    assert {p: p.stat().st_mtime_ns for p in work.rglob("*.pt")} == before
+    assert torch.equal(st.references["styles"]["b"].wplus, inp.references["happy"]["b"].wplus)
+
+
+def test_generator_for_finds_the_recorded_generator(small_generator, tmp_path, monkeypatch):
+    from facelib.data import smoke_generator
+    from facelib.weights import file_sha256, save_generator
+
+    def saved(sha, weights_path=None):
+        return edits.SavedLatents(wplus=torch.zeros(1, 1, 1), noises=None, names=["x"], weights_sha256=sha,
+                                  weights_path=weights_path, path=tmp_path / "x.pt")
+
+    smoke = smoke_generator(2)
+    G, where = edits.generator_for([saved(smoke.weights_sha256)])
+    assert "seed 2" in where and G.weights_sha256 == smoke.weights_sha256
+    weights = tmp_path / "data" / "G.pt"
+    save_generator(small_generator, weights)
+    monkeypatch.setenv("FACELIB_DATA", str(weights.parent))
+    sha = file_sha256(weights)
+    G, where = edits.generator_for([saved(sha)])
+    assert "SHA-256 match" in where and G.weights_sha256 == sha
+    G, where = edits.generator_for([saved(None, str(weights))])
+    assert "recorded in x.pt" in where and G.weights_sha256 == sha
+    with pytest.raises(facelib.DependencyError, match="which generator"):
+        edits.generator_for([saved("0" * 64)])

@@ -170,3 +170,28 @@ def test_resolve_kernel_uses_this_python(tmp_path: Path, monkeypatch) -> None:
     written = json.loads((tmp_path / "kernels" / "facelib-python" / "kernel.json").read_text())
     assert written["argv"][0] == sys.executable
     assert str(tmp_path.resolve()) in __import__("os").environ["JUPYTER_PATH"]
+
+
+def test_live_line_shows_the_cell_and_its_progress_bar() -> None:
+    import io
+    import logging
+
+    from facelib.pipeline import _LiveLine
+
+    def feed(live: _LiveLine, *messages: str) -> None:
+        for msg in messages:
+            live.emit(logging.LogRecord("papermill", logging.INFO, __file__, 1, msg, None, None))
+
+    stream = io.StringIO()
+    live = _LiveLine("[2/5] 02_projection", 9, stream, every=0.0)
+    feed(live, "Executing Cell 4---------------------------------------",
+         "project:  10%|#         | 1/10 [00:01<00:09]\rproject:  40%|####      | 4/10 [00:02<00:03]",
+         "a line the notebook printed", "Ending Cell 4------------------------------------------")
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 3 and all(line.startswith("[2/5] 02_projection: cell 4/9, ") for line in lines)
+    assert lines[0].endswith(" s") and lines[1].endswith("| project:  40%|####      | 4/10 [00:02<00:03]")
+    assert lines[2] == lines[1]  # printed output is not echoed, the bar stays
+
+    stream = io.StringIO()
+    feed(_LiveLine("[1/5] 01_alignment", 3, stream, echo_all=True, every=1e9), "Executing Cell 1", "hello")
+    assert stream.getvalue().splitlines() == ["[1/5] 01_alignment: cell 1/3, 0 s", "hello"]
