@@ -16,16 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, MutableMapping, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
-from ._io import atomic_path
+from ._io import atomic_path, jsonable
 from .errors import CheckpointError, InputError, RangeError, ShapeError
 
 __all__ = ["Frozen", "BestSteps", "StepState", "StepCallback", "Evaluation", "Outcome", "optimise",
            "check_settings", "lpips_option", "resolve_lpips_option", "generator_id", "image_batch",
-           "batch_indices", "jsonable", "save_result", "read_result", "SavedResult"]
+           "batch_indices", "save_result", "read_result", "SavedResult"]
 
 log = logging.getLogger(__name__)
 
@@ -346,19 +345,6 @@ def batch_indices(index: "int | slice | Sequence[int]", n: int, what: str) -> li
     if bad:
         raise IndexError(f"{what} index {bad[0]} out of range for {n}")
     return [i % n for i in idx]
-
-
-def jsonable(x: Any) -> Any:
-    """``x`` with non-finite floats as None (JSON has no inf/nan) and numpy scalars as Python ones."""
-    if isinstance(x, (float, np.floating)):
-        return float(x) if math.isfinite(x) else None
-    if isinstance(x, np.bool_):
-        return bool(x)
-    if isinstance(x, dict):
-        return {k: jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [jsonable(v) for v in x]
-    return x
 
 
 def save_result(path: "str | os.PathLike[str]", tensors: Mapping[str, torch.Tensor],

@@ -31,14 +31,12 @@ generator (real, or the small untrained one of a smoke run), labels for smoke-ru
 from __future__ import annotations
 
 import bz2
-import dataclasses
 import datetime as _dt
 import glob
 import importlib.util
 import io
 import json
 import logging
-import math
 import os
 import pickle
 import shutil
@@ -47,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from ._io import atomic_path
+from ._io import atomic_path, jsonable
 from .errors import CheckpointError, DependencyError, InputError
 
 __all__ = [
@@ -284,7 +282,7 @@ class DataInventory:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (paths as strings)."""
-        return _jsonable(self)
+        return jsonable(self)
 
 
 def _human(n: int) -> str:
@@ -1211,29 +1209,9 @@ class NotebookSetup:
         data[self.step] = {"smoke": self.smoke, "weights": str(self.weights) if self.weights else None,
                            "device": self.device, "seed": self.seed, "facelib_version": __version__,
                            "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                           **{k: _jsonable(v) for k, v in info.items()}}
+                           **{k: jsonable(v) for k, v in info.items()}}
         with atomic_path(path) as tmp:
             tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
-def _jsonable(x: Any) -> Any:
-    """JSON-ready copy: dataclasses and mappings become dicts, tuples lists, paths strings,
-    non-finite floats None (JSON has no inf / nan), numpy and 0-d tensor scalars numbers, the rest strings."""
-    if dataclasses.is_dataclass(x) and not isinstance(x, type):
-        return {f.name: _jsonable(getattr(x, f.name)) for f in dataclasses.fields(x)}
-    if isinstance(x, Path):
-        return str(x)
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, Mapping):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if hasattr(x, "item") and getattr(x, "ndim", None) == 0:  # numpy / torch scalars
-        x = x.item()
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, (str, int, bool)) or x is None:
-        return x
-    return str(x)
 
 
 def notebook_setup(step: str, *, out_dir: "str | os.PathLike[str]" = "out", smoke: bool = False,
