@@ -424,9 +424,8 @@ def _run_swap(args: argparse.Namespace) -> int:
     import dataclasses
     from pathlib import Path
 
-    from .data import SMOKE_ARCFACE, SMOKE_STAMP, locate
+    from .data import RANDOM_ID_STAMP, SMOKE_STAMP, identity_network
     from .grids import save_image, stamp, to_pil
-    from .identity import build_arcface, load_arcface
     from .swap import face_swap
 
     (target,), G, g_source = _latents_and_generator([args.target], args.weights, args.device)
@@ -437,28 +436,25 @@ def _run_swap(args: argparse.Namespace) -> int:
         source = load_projection(source_path)
     else:
         source = source_path
-    arcface = args.arcface or getattr(locate().first("arcface"), "path", None)
-    if arcface:
-        id_net, id_source = load_arcface(arcface, device=G.device), f"ArcFace {arcface}"
-    else:
+    ident = identity_network(args.arcface)
+    if ident.random:
         log.warning("no --arcface and none found under data/: using a small RANDOM identity network "
                     "(a smoke run; the identity figures mean nothing)")
-        id_net, id_source = build_arcface(**SMOKE_ARCFACE, seed=0, device=G.device), "random identity network"
     options = _given(args, ("steps", "rows", "id_weight", "latent_weight", "lr", "mask", "lpips", "seed"))
-    result = face_swap(G, id_net, source, target, progress=not args.quiet, judge=not args.no_judge,
+    result = face_swap(G, ident.net, source, target, progress=not args.quiet, judge=not args.no_judge,
                        vgg_path=args.vgg_path, **options)  # the target's own noise maps are used
     out = Path(args.out)
     image = to_pil(result.images[0])
     if _is_smoke(G):
         image = stamp(image, SMOKE_STAMP)
-    elif not arcface:
-        image = stamp(image, "RANDOM IDENTITY NETWORK - SMOKE RUN")
+    elif ident.random:
+        image = stamp(image, RANDOM_ID_STAMP)
     result = dataclasses.replace(result, source_names=[str(args.source)] * len(result),
                                  target_names=[str(args.target)] * len(result))
     pt = out.with_suffix(".pt")
     meta = result.save(pt)
     save_image(image, out)
-    print(f"wrote {out}, {pt} and {meta} ({g_source}; {id_source}; rows {args.rows or 'default'})")
+    print(f"wrote {out}, {pt} and {meta} ({g_source}; {ident.describe()}; rows {args.rows or 'default'})")
     print(result.caption(0) + ("" if not result.interrupted else "  [interrupted: best steps so far]"))
     return 0
 

@@ -1095,6 +1095,39 @@ def verify_manifest(dest: "str | os.PathLike[str]" = "data", *, datasets: Sequen
 SMOKE_GENERATOR = {"resolution": 64, "style_dim": 64, "n_mlp": 2, "channel_max": 64}
 #: The small untrained identity network of smoke runs.
 SMOKE_ARCFACE = {"arch": "iresnet", "layers": (1, 1, 1, 1), "base_channels": 8}
+#: Stamp for images whose identity came from the untrained identity network.
+RANDOM_ID_STAMP = "RANDOM IDENTITY NETWORK - SMOKE RUN"
+
+
+@dataclass(frozen=True)
+class IdentityNetwork:
+    """An identity network and where it came from: ``path`` is None for the small untrained one."""
+
+    net: Any
+    path: Path | None
+
+    @property
+    def random(self) -> bool:
+        return self.path is None
+
+    def describe(self) -> str:
+        return (f"ArcFace {self.path}" if self.path is not None
+                else "RANDOM identity network (untrained): identity figures are a smoke test only")
+
+
+def identity_network(path: "str | os.PathLike[str] | None" = None, *, smoke: bool = False,
+                     inventory: "DataInventory | None" = None, device: Any = None, seed: int = 0) -> IdentityNetwork:
+    """The ArcFace network for face swap: ``path`` when given; else (outside a smoke run) the first
+    one :func:`locate` recognises; else the small untrained network of smoke runs (its results
+    must carry :data:`RANDOM_ID_STAMP`)."""
+    from . import identity
+
+    if not path and not smoke:
+        found = (inventory if inventory is not None else locate()).first("arcface")
+        path = found.path if found is not None else None
+    if path:
+        return IdentityNetwork(identity.load_arcface(path, device=device), Path(path))
+    return IdentityNetwork(identity.build_arcface(**SMOKE_ARCFACE, seed=seed, device=device), None)
 
 _CACHE: dict[tuple, Any] = {}
 
@@ -1165,12 +1198,8 @@ class NotebookSetup:
         found = None if self.smoke else self.inventory.require("arcface")
         key = ("arcface", str(found.path) if found else None, self.device, self.seed if self.smoke else None)
         if key not in _CACHE:
-            from . import identity
-
-            if found is None:
-                _CACHE[key] = identity.build_arcface(**SMOKE_ARCFACE, seed=self.seed, device=self.device)
-            else:
-                _CACHE[key] = identity.load_arcface(found.path, device=self.device)
+            _CACHE[key] = identity_network(found.path if found else None, smoke=self.smoke, inventory=self.inventory,
+                                           device=self.device, seed=self.seed).net
         return _CACHE[key]
 
     def vgg_path(self) -> Path | None:

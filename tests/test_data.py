@@ -290,6 +290,24 @@ def test_notebook_setup_smoke(tmp_path: Path) -> None:
     assert net(torch.zeros(1, 3, 112, 112)).shape == (1, 512)
 
 
+def test_identity_network_choice(tmp_path):
+    from facelib.data import identity_network, locate
+    from facelib.identity import build_arcface
+
+    real = build_arcface("iresnet", layers=(1, 1, 1, 1), base_channels=8, seed=3)
+    torch.save(real.state_dict(), tmp_path / "weights.bin")  # a misleading name: found by content
+    inventory = locate([tmp_path], kaggle=False)
+    x = torch.rand(2, 3, 112, 112) * 2 - 1
+    found = identity_network(inventory=inventory)
+    assert found.path == tmp_path / "weights.bin" and not found.random
+    assert torch.allclose(found.net(x), real.eval()(x), atol=1e-5)
+    given = identity_network(tmp_path / "weights.bin", smoke=True, inventory=inventory)
+    assert given.path == tmp_path / "weights.bin"  # an explicit file wins even in a smoke run
+    smoke = identity_network(smoke=True, inventory=inventory, seed=3)
+    assert smoke.random and "RANDOM" in smoke.describe()
+    assert identity_network(inventory=locate([tmp_path / "empty"], kaggle=False)).random
+
+
 # ----------------------------------------------------------------------------------------
 # Kaggle downloads, with the clients replaced by fakes (no network)
 # ----------------------------------------------------------------------------------------
