@@ -76,6 +76,10 @@ _LAZY = {
     # grids
     "to_pil": "grids",
     "make_grid": "grids",
+    # pSp / e4e encoders and the projection quality card
+    "load_encoder": "encoders",
+    "StyleEncoder": "encoders",
+    "EncoderSpec": "encoders",
 }
 
 __all__ = sorted(set(_LAZY) | {

@@ -35,6 +35,8 @@ __all__ = [
     "ArcFaceSpec",
     "IResNet",
     "IRBackbone",
+    "ir_stem",
+    "ir_body",
     "ARCFACE_ARCHS",
     "build_arcface",
     # loading
@@ -275,6 +277,32 @@ class _IRUnit(nn.Module):
         return self.res_layer(x) + self.shortcut_layer(x)
 
 
+def ir_stem(channels: int) -> nn.Sequential:
+    """The pSp/TreB1eN ``input_layer``: conv3x3 (3 -> channels, no bias), BatchNorm, PReLU.
+
+    Maps (N, 3, H, W) to (N, channels, H, W); keys ``0.weight``, ``1.*``, ``2.weight``.
+    """
+    return nn.Sequential(_conv3x3(3, channels), nn.BatchNorm2d(channels), nn.PReLU(channels))
+
+
+def ir_body(layers: Sequence[int], *, base_channels: int = 64, se_reduction: int | None = 16) -> nn.Sequential:
+    """The pSp/TreB1eN ``body``: IR (``se_reduction=None``) or IR-SE units in four stages.
+
+    Stage k has ``layers[k]`` units of width ``base_channels * (1, 2, 4, 8)[k]``; the first unit
+    of each stage has stride 2 (so (N, C, H, W) -> (N, 8C, H/16, W/16)). Keys
+    ``<unit>.res_layer.{0..4}[.5.fc1/fc2]`` and, where the width changes,
+    ``<unit>.shortcut_layer.{0,1}``, as in the released IR-SE50 and pSp/e4e encoder files.
+    """
+    widths = [base_channels * m for m in (1, 2, 4, 8)]
+    units: list[nn.Module] = []
+    c_in = widths[0]
+    for n_units, c_out in zip(layers, widths):
+        for k in range(int(n_units)):
+            units.append(_IRUnit(c_in, c_out, 2 if k == 0 else 1, se_reduction))
+            c_in = c_out
+    return nn.Sequential(*units)
+
+
 class IRBackbone(_EmbeddingNet):
     """pSp/TreB1eN IR or IR-SE ``Backbone`` for 112x112 input (keys ``input_layer``, ``body.N``, ``output_layer``).
 
@@ -296,7 +324,7 @@ class IRBackbone(_EmbeddingNet):
                                 se_reduction, affine_output)
         widths = self.spec.widths
         # registration order (input, output, body) reproduces the released files' key order
-        self.input_layer = nn.Sequential(_conv3x3(3, widths[0]), nn.BatchNorm2d(widths[0]), nn.PReLU(widths[0]))
+        self.input_layer = ir_stem(widths[0])
         self.output_layer = nn.Sequential(
             nn.BatchNorm2d(widths[3]),
             nn.Dropout(p=0.0),  # only active in training; facelib runs these networks in eval mode
@@ -304,13 +332,8 @@ class IRBackbone(_EmbeddingNet):
             nn.Linear(widths[3] * 7 * 7, embedding_dim),
             nn.BatchNorm1d(embedding_dim, affine=affine_output),
         )
-        units: list[nn.Module] = []
-        c_in = widths[0]
-        for n_units, c_out in zip(self.spec.layers, widths):
-            for k in range(n_units):
-                units.append(_IRUnit(c_in, c_out, 2 if k == 0 else 1, se_reduction if se else None))
-                c_in = c_out
-        self.body = nn.Sequential(*units)
+        self.body = ir_body(self.spec.layers, base_channels=base_channels,
+                            se_reduction=se_reduction if se else None)
         self.eval()
 
     def embed_raw(self, images: torch.Tensor) -> torch.Tensor:

@@ -217,6 +217,14 @@ def _select_generator_state(ckpt: Any, source: "Path | None") -> tuple[dict, Any
     if "g" in ckpt and isinstance(ckpt["g"], Mapping) and _looks_like_generator(_strip_prefix(ckpt["g"])):
         log.warning("%s: no 'g_ema' in the checkpoint; using the training generator 'g'", source or "checkpoint")
         return _strip_prefix(ckpt["g"]), ckpt.get("latent_avg"), extra
+    if isinstance(ckpt.get("state_dict"), Mapping):  # pSp / e4e encoder checkpoint: its decoder
+        sd = _strip_prefix(ckpt["state_dict"])
+        dec = {k[len("decoder."):]: v for k, v in sd.items() if isinstance(k, str) and k.startswith("decoder.")}
+        if _looks_like_generator(dec):
+            avg = ckpt.get("latent_avg")
+            if torch.is_tensor(avg) and avg.ndim == 2:  # stored once per W+ row (equal rows in released files)
+                avg = avg.float().mean(0)
+            return dec, avg, extra
     state = _strip_prefix(ckpt)
     if _looks_like_generator(state):
         return state, None, extra
@@ -235,8 +243,9 @@ def load_generator(path_or_state: "str | os.PathLike[str] | Mapping[str, Any]", 
 
     Accepts rosinality/stylegan2-pytorch files (``{"g_ema", "latent_avg"}`` from
     convert_weight.py, or training checkpoints ``{"g", "d", "g_ema", "g_optim", "d_optim", "args"}``),
-    a bare ``g_ema`` state dict (a path or an in-memory dict), and NVIDIA stylegan2-ada-pytorch
-    network pickles (read without executing pickled code).
+    a bare ``g_ema`` state dict (a path or an in-memory dict), NVIDIA stylegan2-ada-pytorch
+    network pickles (read without executing pickled code), and the ``decoder.*`` generator of
+    pSp / e4e encoder checkpoints (``latent_avg`` = the mean of their stored W+ rows).
 
     Args:
         path_or_state: file path or an already loaded checkpoint / state dict.
