@@ -80,6 +80,9 @@ _LAZY = {
     "load_encoder": "encoders",
     "StyleEncoder": "encoders",
     "EncoderSpec": "encoders",
+    "quality_card": "quality",
+    "QualityCard": "quality",
+    "PUBLISHED_INVERSION": "quality",
 }
 
 __all__ = sorted(set(_LAZY) | {

@@ -247,6 +247,10 @@ def _add_project(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache-dir", help="reuse finished projections of identical images and settings")
     p.add_argument("--overwrite", action="store_true", help="redo images whose outputs exist")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--init-encoder", "--encoder", dest="init_encoder", metavar="FILE",
+                   help="pSp/e4e encoder checkpoint (psp_ffhq_encode.pt, e4e_ffhq_encode.pt): start from its W+ "
+                        "(a few hundred steps, or --steps 0, replace a thousand); without --weights its decoder "
+                        "is the generator")
     p.set_defaults(func=_run_project)
 
 
@@ -254,9 +258,18 @@ def _run_project(args: argparse.Namespace) -> int:
     from .project import project_folder
     from .weights import resolve_device
 
-    G = _generator(args.weights, resolve_device(args.device))
     options = _given(args, ("steps", "lr", "scheduler", "gamma", "lpips", "lpips_weight", "mse_weight",
                             "noise_reg_weight", "seed"))
+    encoder = None
+    if args.init_encoder:
+        from .encoders import load_encoder
+
+        encoder = load_encoder(args.init_encoder, device=resolve_device(args.device), decoder=not args.weights)
+        options["init"] = encoder
+    if encoder is not None and encoder.decoder is not None:
+        G = encoder.decoder
+    else:
+        G = _generator(args.weights, resolve_device(args.device))
     result = project_folder(args.aligned_dir, args.out_dir, G, batch_size=args.batch_size,
                             overwrite=args.overwrite, progress=not args.quiet, cache_dir=args.cache_dir,
                             vgg_path=args.vgg_path, **options)

@@ -33,7 +33,9 @@ Saved format (:meth:`Projection.save` / :func:`load_projection`)::
                    "init_wplus" (N, n_latent, style_dim) float32 only when a start latent was given
     <name>.json  {"format": "facelib.projection", "version": 1, "config": {ProjectConfig fields},
                   "metrics": [per image {"mse", "psnr", "lpips"?, "id_similarity"?, "best_step",
-                  "best_loss", "interrupted"}], "history": [per image {"lr", "loss",
+                  "best_loss", "interrupted", "steps", "seconds"}],
+                  "quality": the quality card (facelib.quality.quality_card: per image and mean
+                  PSNR / LPIPS / identity / steps / seconds, and the published reference figures), "history": [per image {"lr", "loss",
                   "image_loss", "mse", "lpips", "noise", "id": per-step lists}], "seeds", "names", "target_sha256",
                   "weights_sha256", "lpips", "device", "facelib_version", "interrupted",
                   "steps_done", "resolution", "n_latent", "style_dim"}
@@ -50,6 +52,7 @@ import logging
 import math
 import os
 import sys
+import time
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +66,7 @@ from ._optim import (BestSteps, Evaluation, Frozen, StepCallback, StepState, bat
                      save_result)
 from .errors import CheckpointError, InputError, OptimisationError, RangeError, ShapeError
 from .losses import LPIPSLoss, identity_similarity, mse_per_image, noise_regularize, normalize_noises_, psnr
+from .quality import quality_card
 
 __all__ = [
     "ProjectConfig",
@@ -199,7 +203,8 @@ class ProjectConfig:
     optimize_noise: bool = True       # optimise per-image noise maps (references); False = G's stored noise
     initial_noise_factor: float = 0.05  # latent noise std at step 0, times the std of w (references)
     noise_ramp: float = 0.75          # fraction of the run over which the latent noise decays (references)
-    init: str = "mean"                # "mean" = average w in every row; "given" = a start latent was passed
+    init: str = "mean"                # "mean" = average w in every row; "given" = a start latent was passed;
+                                      # "encoder" = a pSp/e4e encoder's W+ of each target (init=<encoder>)
     n_mean_latent: int = 10000        # samples of w for the mean / std (rosinality n_mean_latent)
     id_weight: float = 0.0            # identity term weight (needs id_net)
     beta1: float = 0.9                # Adam betas (both references use torch/TF defaults)
@@ -213,8 +218,8 @@ class ProjectConfig:
             raise InputError(f"gamma: expected a value in (0, 1] or None, got {self.gamma!r}")
         if not (0 < self.noise_ramp <= 1):
             raise InputError(f"noise_ramp: expected a fraction in (0, 1], got {self.noise_ramp!r}")
-        if self.init not in ("mean", "given"):
-            raise InputError(f"init: expected 'mean' or a start latent tensor, got {self.init!r}")
+        if self.init not in ("mean", "given", "encoder"):
+            raise InputError(f"init: expected 'mean', a start latent tensor or an encoder, got {self.init!r}")
         if self.n_mean_latent < 1:
             raise InputError(f"n_mean_latent: expected >= 1, got {self.n_mean_latent}")
         if self.lpips_weight + self.mse_weight + self.id_weight <= 0:
@@ -250,7 +255,8 @@ class Projection:
             "image_loss" (its image terms, which choose the kept step), "mse", "lpips", "noise",
             "id" (terms that are off are omitted).
         metrics: per image {"mse", "psnr", "lpips" (when LPIPS was available), "id_similarity"
-            (when an identity network was given), "best_step", "best_loss", "interrupted"}.
+            (when an identity network was given), "best_step", "best_loss", "interrupted", "steps"
+            (steps run), "seconds" (wall time of its batch, incl. the encoder, divided by the batch size)}.
         config: the :class:`ProjectConfig`; with ``seeds`` it reproduces the run.
         seeds: per-image seeds (config.seed + index in the original call).
         names: per-image names (file stems for paths), or None entries.
@@ -358,7 +364,7 @@ class Projection:
             "metrics": self.metrics, "history": self.history, "target_sha256": list(self.target_sha256),
             "weights_sha256": self.weights_sha256, "lpips": self.lpips, "device": self.device,
             "facelib_version": self.facelib_version, "interrupted": self.interrupted,
-            "steps_done": self.steps_done,
+            "steps_done": self.steps_done, "quality": quality_card(self).to_dict(),
         }
 
     def save(self, path: "str | os.PathLike[str]") -> Path:
@@ -642,6 +648,9 @@ def _settle_config(config: ProjectConfig | None, options: Mapping[str, Any]
     if torch.is_tensor(init_opt):
         init_wplus = init_opt
         options["init"] = "given"
+    elif isinstance(init_opt, nn.Module) and callable(getattr(init_opt, "encode", None)):
+        init_wplus = init_opt  # an encoder (facelib.encoders.StyleEncoder): run on the targets in project()
+        options["init"] = "encoder"
     else:
         options["init"] = init_opt
     fields = {f.name for f in dataclasses.fields(ProjectConfig)}
@@ -653,6 +662,8 @@ def _settle_config(config: ProjectConfig | None, options: Mapping[str, Any]
         raise InputError("lpips='module' needs the lpips.LPIPS module itself: pass lpips=<module>")
     if cfg.init == "given" and init_wplus is None:
         raise InputError("init='given' needs the start latent: pass init=<tensor>")
+    if cfg.init == "encoder" and init_wplus is None:
+        raise InputError("init='encoder' needs the encoder itself: pass init=facelib.load_encoder(path)")
     return cfg, lpips_module, init_wplus
 
 
@@ -673,7 +684,9 @@ def project(G: nn.Module, targets: Any, *, config: ProjectConfig | None = None,
             noise_reg_weight=1e5, seed=0, id_weight=0.1``. Two options also take objects:
             ``lpips=`` an ``lpips.LPIPS`` (or :class:`~facelib.losses.LPIPSLoss`) module, and
             ``init=`` a start latent (N, n_latent, D), (1, n_latent, D), (N, D) or (D,) (or a
-            :class:`Projection`, whose W+ is used).
+            :class:`Projection`, whose W+ is used), or a pSp/e4e encoder
+            (:func:`facelib.load_encoder`): the run starts from its W+ of each target (resized to
+            the encoder's 256 px), so a few hundred steps, or none, replace a thousand.
         on_step: called as ``on_step(step, total, state)`` after every step (a :class:`StepState`).
         progress: show a tqdm progress bar.
         cache_dir: reuse / store finished single-image results there (:class:`ProjectionCache`).
@@ -706,6 +719,11 @@ def project(G: nn.Module, targets: Any, *, config: ProjectConfig | None = None,
 
     x, names = load_targets(targets, G.resolution)  # [N, 3, H, W] CPU
     n = x.shape[0]
+    encode_seconds = 0.0
+    if isinstance(init_wplus, nn.Module):  # encoder initialisation: its W+ of every target
+        started = time.perf_counter()
+        init_wplus = init_wplus.encode(x)
+        encode_seconds = time.perf_counter() - started
     if init_wplus is not None:
         iw = init_wplus.detach().float().cpu()
         if iw.ndim == 1:
@@ -779,6 +797,7 @@ def project(G: nn.Module, targets: Any, *, config: ProjectConfig | None = None,
             sub_init = init_wplus[sel] if init_wplus is not None else None
             sub_emb = target_emb[sel.to(device)] if target_emb is not None else None
             sub_seeds = [seeds[i] for i in todo]
+            started = time.perf_counter()
             raw = _project_batch(G, x[sel], sub_seeds, cfg, lpips_loss=lpips_loss, id_net=id_net,
                                  target_emb=sub_emb, init_wplus=sub_init, on_step=on_step, progress=progress,
                                  desc=desc)
@@ -787,6 +806,9 @@ def project(G: nn.Module, targets: Any, *, config: ProjectConfig | None = None,
             result = _finish(G, x[sel], raw, cfg, lpips_loss=lpips_loss, id_net=id_net, target_emb=sub_emb,
                              seeds=sub_seeds, names=[names[i] for i in todo], shas=[shas[i] for i in todo],
                              init_wplus=sub_init, meta=meta)
+            seconds = (time.perf_counter() - started + encode_seconds) / len(todo)
+            for m in result.metrics:  # the batch's wall time, shared out per image
+                m.update(steps=raw["steps_done"], seconds=seconds)
             if raw["failure"] is not None:
                 raise OptimisationError(f"projection failed: {raw['failure']}; .best holds the best steps "
                                         f"before that", best=result)
