@@ -140,7 +140,8 @@ class FoundFile:
         path: where it is.
         kind: "generator", "arcface", "dlib" or "vgg16".
         format: e.g. "rosinality" (``{"g_ema", "latent_avg"}``), "rosinality-training",
-            "state-dict", "nvidia-pickle"; the ArcFace architecture ("iresnet50", "ir_se50");
+            "state-dict", "nvidia-pickle", "psp-encoder" / "e4e-encoder" (an encoder checkpoint and its
+            decoder); the ArcFace architecture ("iresnet50", "ir_se50");
             the dlib model ("shape_predictor_68", "shape_predictor_5", "mmod_detector",
             "face_recognition"); "torchvision" for VGG16.
         detail: a human-readable description (resolution, what it is used for, ...).
@@ -469,6 +470,14 @@ def _classify_generator(obj: Any) -> tuple[str, str] | None:
         state = _strip_module(obj)
         if _looks_like_generator(state):
             return "state-dict", _generator_detail(state) + " (bare g_ema state dict)"
+    if isinstance(obj.get("state_dict"), Mapping):  # pSp / e4e encoder: its decoder is a generator
+        from .encoders import describe_encoder_checkpoint
+
+        hit = describe_encoder_checkpoint(obj)
+        state = {k[len("decoder."):]: v for k, v in _strip_module(obj["state_dict"]).items()
+                 if isinstance(k, str) and k.startswith("decoder.")}
+        if hit is not None and _looks_like_generator(state):
+            return hit[0], f"{hit[1]} ({_generator_detail(state)})"
     return None
 
 

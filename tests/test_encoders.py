@@ -305,3 +305,19 @@ def test_real_layout_matches_the_reference(single_thread):
     want = torch.from_numpy(ref["wplus"]).double()
     assert float(_cos(y, want).min()) > 0.9999
     assert float((y.double().norm(dim=-1) / want.norm(dim=-1) - 1).abs().max()) < 1e-3
+
+
+def test_locate_recognises_encoder_checkpoints_by_content(tmp_path):
+    from facelib.data import classify_file
+
+    for kind in ("psp", "e4e"):
+        path = tmp_path / f"weights_{kind}.bin"  # the name says nothing
+        torch.save(tiny_checkpoint(kind), path)
+        found = classify_file(path)
+        assert found.kind == "generator" and found.format == f"{kind}-encoder", found
+        assert "W+ (8 x 32)" in found.detail and "32 px" in found.detail
+    no_decoder = tmp_path / "encoder_only.pt"
+    torch.save(tiny_checkpoint("e4e", decoder=False), no_decoder)
+    assert getattr(classify_file(no_decoder), "kind", None) != "generator"
+    inv = facelib.locate([tmp_path], kaggle=False)
+    assert {f.format for f in inv.found("generator")} == {"psp-encoder", "e4e-encoder"}
