@@ -403,12 +403,16 @@ def _projection(doc: _Doc, out: Path) -> int:
     if not latents.is_dir():
         return 0
     rows = []
+    card_metrics, card_names, smoke = [], [], False
     for sidecar in sorted(latents.rglob("*.json"), key=_natural):
         if sidecar.parent.name.startswith(".") or "cache" in sidecar.parts[len(out.parts):]:
             continue
         meta = _read_json(sidecar) or {}
         if meta.get("format") != "facelib.projection":
             continue
+        card_metrics += list(meta.get("metrics") or [])
+        card_names += [sidecar.relative_to(latents).with_suffix("").as_posix()] * len(meta.get("metrics") or [])
+        smoke = smoke or str(meta.get("weights_sha256") or "").startswith("smoke-")
         rel = sidecar.relative_to(latents).with_suffix("")
         render = next((sidecar.with_suffix(e) for e in _IMAGE_EXT if sidecar.with_suffix(e).is_file()), None)
         original = next((out / "aligned" / rel.with_suffix(e) for e in _IMAGE_EXT
@@ -418,12 +422,22 @@ def _projection(doc: _Doc, out: Path) -> int:
         rows.append([rel.as_posix(), _Img(original) if original else None,
                      _Img(render, edited=True) if render else None,
                      f"{_fmt(m.get('psnr'), '.2f')} dB", _fmt(m.get("lpips"), ".3f"),
-                     f"{meta.get('steps_done', cfg.get('steps', '?'))} steps"])
+                     _fmt(m.get("id_similarity"), ".3f"),
+                     f"{meta.get('steps_done', cfg.get('steps', '?'))} steps"
+                     + (" from the encoder" if cfg.get("init") == "encoder" else "")
+                     + (f", {m['seconds']:.1f} s" if isinstance(m.get("seconds"), (int, float)) else "")])
     if not rows:
         return 0
     doc.para("Originals and their projections (`out/latents/<person>/<n>.png`; the W+ latents are the `.pt` files "
              "beside them, settings and metrics in the `.json` sidecars).")
-    doc.table(["image", "original (aligned)", "projection", "PSNR", "LPIPS", "optimisation"], rows)
+    doc.table(["image", "original (aligned)", "projection", "PSNR", "LPIPS", "identity", "optimisation"], rows)
+    from .quality import quality_card
+
+    card = quality_card(card_metrics, names=card_names, smoke=smoke)
+    header, card_rows = card.table(per_image=False)
+    doc.para("Quality card: this run's means beside the published figures for real FFHQ weights.")
+    doc.table(header, card_rows)
+    doc.para(card.note())
     return len(rows)
 
 

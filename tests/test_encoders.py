@@ -321,3 +321,25 @@ def test_locate_recognises_encoder_checkpoints_by_content(tmp_path):
     assert getattr(classify_file(no_decoder), "kind", None) != "generator"
     inv = facelib.locate([tmp_path], kaggle=False)
     assert {f.format for f in inv.found("generator")} == {"psp-encoder", "e4e-encoder"}
+
+
+def test_quality_card_means_and_published_figures(tmp_path, small_generator, single_thread):
+    from facelib.quality import quality_card
+
+    card = quality_card([{"psnr": 20.0, "lpips": 0.2, "steps": 10, "seconds": 1.0},
+                         {"psnr": 22.0, "steps": 10, "seconds": 3.0, "lpips": float("nan")}], names=["a", "b"])
+    assert card.mean == {"psnr": 21.0, "lpips": 0.2, "steps": 10.0, "seconds": 2.0}  # NaN / absent are skipped
+    text = card.to_markdown()
+    assert "| a | 20.00 | 0.200 | - | 10 | 1.0 |" in text and "| published: PTI (pivotal tuning) | 24.60 | 0.082" \
+        in text and "smoke run" not in text
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    p = facelib.project(small_generator, x, steps=2, lpips=None, mse_weight=1.0, progress=False)
+    out = tmp_path / "out"
+    p.save(out / "latents" / "ann" / "0.pt")
+    from facelib.report import build_report
+
+    build_report(out)
+    md = (out / "report.md").read_text()
+    assert "published: W+ optimisation, 1000 steps | 20.60 | 0.109 | 0.770" in md
+    assert f"this run, mean of 1 | {p.metrics[0]['psnr']:.2f}" in md
+    assert quality_card(p, smoke=True).note().endswith("its figures are not comparable.")
