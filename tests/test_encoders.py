@@ -343,3 +343,26 @@ def test_quality_card_means_and_published_figures(tmp_path, small_generator, sin
     assert "published: W+ optimisation, 1000 steps | 20.60 | 0.109 | 0.770" in md
     assert f"this run, mean of 1 | {p.metrics[0]['psnr']:.2f}" in md
     assert quality_card(p, smoke=True).note().endswith("its figures are not comparable.")
+
+
+def test_cli_projects_from_the_encoder(tmp_path, capsys, single_thread):
+    import json
+
+    from facelib.cli import main
+    from facelib.project import load_targets
+
+    enc_path = tmp_path / "e4e.pt"
+    torch.save(tiny_checkpoint("e4e", seed=4), enc_path)
+    img = tmp_path / "faces" / "a.png"
+    img.parent.mkdir()
+    facelib.to_pil(torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1)[0].save(img)
+    rc = main(["project", str(img.parent), str(tmp_path / "out"), "--encoder", str(enc_path), "--steps", "0",
+               "--lpips", "none", "--mse-weight", "1", "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    meta = json.loads((tmp_path / "out" / "a.json").read_text())
+    assert meta["config"]["init"] == "encoder" and meta["weights_sha256"] == facelib.file_sha256(enc_path)
+    assert meta["quality"]["n"] == 1 and meta["quality"]["mean"]["steps"] == 0
+    enc = load_encoder(enc_path)
+    saved = facelib.load_projection(tmp_path / "out" / "a.pt")
+    target = load_targets([img], enc.decoder.resolution)[0]  # the image as the projection reads it
+    assert torch.allclose(saved.wplus, enc.encode(target), atol=1e-5)
