@@ -35,7 +35,8 @@ Saved format (:meth:`Projection.save` / :func:`load_projection`)::
                   "metrics": [per image {"mse", "psnr", "lpips"?, "id_similarity"?, "best_step",
                   "best_loss", "interrupted", "steps", "seconds"}],
                   "quality": the quality card (facelib.quality.quality_card: per image and mean
-                  PSNR / LPIPS / identity / steps / seconds, and the published reference figures), "history": [per image {"lr", "loss",
+                  PSNR / LPIPS / identity / steps / seconds, and the published reference figures),
+                  "history": [per image {"lr", "loss",
                   "image_loss", "mse", "lpips", "noise", "id": per-step lists}], "seeds", "names", "target_sha256",
                   "weights_sha256", "lpips", "device", "facelib_version", "interrupted",
                   "steps_done", "resolution", "n_latent", "style_dim"}
@@ -806,7 +807,7 @@ def project(G: nn.Module, targets: Any, *, config: ProjectConfig | None = None,
             result = _finish(G, x[sel], raw, cfg, lpips_loss=lpips_loss, id_net=id_net, target_emb=sub_emb,
                              seeds=sub_seeds, names=[names[i] for i in todo], shas=[shas[i] for i in todo],
                              init_wplus=sub_init, meta=meta)
-            seconds = (time.perf_counter() - started + encode_seconds) / len(todo)
+            seconds = (time.perf_counter() - started) / len(todo) + encode_seconds / n
             for m in result.metrics:  # the batch's wall time, shared out per image
                 m.update(steps=raw["steps_done"], seconds=seconds)
             if raw["failure"] is not None:
