@@ -15,6 +15,8 @@ from PIL import Image
 import facelib
 from facelib.grids import save_image, stamp, to_tensor
 
+from .conftest import grid_cell, grid_size
+
 WHITE, RED = (255, 255, 255), (200, 0, 0)
 
 
@@ -99,7 +101,10 @@ def test_grid_labels_captions_and_title_add_exact_margins() -> None:
     head = 2 * (12 + 8)              # 40: two title lines
     top = 12 + 8                     # 20: the column labels
     cap = 12 + 4                     # 16: a caption line under every row
-    assert grid.size == (left + 2 * (cell + 4) + 4, head + top + 2 * (cell + cap + 4) + 4)  # (104, 164)
+    assert grid.size == (left + 2 * (cell + 4) + 4, head + top + 2 * (cell + cap + 4) + 4) == (104, 160)
+    layout = dict(row_labels=["a", "abcd"], col_labels=True, captions=True, title_lines=2)
+    assert grid_size(2, 2, cell, **layout) == grid.size  # the helper other tests use agrees
+    assert grid_cell(grid, 1, 1, cell, **layout).getbbox() is None  # all black: exactly the cell
     x0, y0 = left + 4, head + top + 4
     assert _px(grid, x0, y0) == (0, 0, 0) and _px(grid, x0 + cell - 1, y0 + cell - 1) == (0, 0, 0)
     assert _px(grid, x0 - 1, y0) == WHITE and _px(grid, x0, y0 - 1) == WHITE
