@@ -287,7 +287,9 @@ def test_row_effects_match_direct_rendering(small_generator):
     first = grid_cell(grid, 0, 0, 96, captions=True, title_lines=1)
     assert np.array_equal(np.asarray(first), np.asarray(to_pil(fx.base).resize((96, 96), Image.Resampling.LANCZOS)))
     assert "row" in fx.summary()
-    json.dumps(fx.to_dict())
+    assert json.loads(json.dumps(fx.to_dict())) == {
+        "kind": "delta", "strength": 0.5, "region_source": "given mask", "inside": list(fx.inside),
+        "outside": list(fx.outside), "colour": list(fx.colour), "full": list(fx.full), "skipped": []}
 
 
 def test_row_effects_style_rows_where_mask_is_zero(small_generator):
