@@ -76,3 +76,13 @@ def grid_cell(grid, row: int, col: int, cell: int, *, row_labels: "list[str] | N
     cap = line + pad if captions else 0
     x, y = left + pad + col * (cell + pad), head + top + pad + row * (cell + cap + pad)
     return grid.crop((x, y, x + cell, y + cell))
+
+
+def title_lines(grid, n_rows: int, cell: int, *, row_labels: "list[str] | None" = None, col_labels: bool = False,
+                captions: bool = False, pad: int = 4) -> int:
+    """How many title lines a ``facelib.make_grid`` table has: its height less the rows' and labels',
+    in whole lines (asserted)."""
+    line = max(12, cell // 14)
+    rest = grid.height - grid_size(n_rows, 1, cell, col_labels=col_labels, captions=captions, pad=pad)[1]
+    assert rest >= 0 and rest % (line + 2 * pad) == 0, f"{grid.size}: not whole title lines above the rows"
+    return rest // (line + 2 * pad)

@@ -13,7 +13,7 @@ from facelib import edits
 from facelib.edits import LayerMask, apply_delta, expression_delta, mix_styles, row_effects
 from facelib.grids import to_pil
 
-from .conftest import grid_cell, grid_size
+from .conftest import grid_cell, grid_size, title_lines
 
 L, D = 18, 8
 
@@ -282,7 +282,7 @@ def test_row_effects_match_direct_rendering(small_generator):
     assert len(fig.axes) == 2 and len(fig.axes[0].patches) == 2 * G.n_latent + len(marked.rows)
     assert len(fig.axes[1].patches) == G.n_latent + len(marked.rows)
     # the table: target, face region, all rows, then one cell per row, 10 to a line, captioned, titled
-    grid = fx.grid()
+    grid = fx.grid(title="t")
     assert grid.size == grid_size(2, 10, 96, captions=True, title_lines=1) == (1004, 256)
     first = grid_cell(grid, 0, 0, 96, captions=True, title_lines=1)
     assert np.array_equal(np.asarray(first), np.asarray(to_pil(fx.base).resize((96, 96), Image.Resampling.LANCZOS)))
@@ -345,7 +345,7 @@ def test_style_and_expression_tables(small_generator, tmp_path):
     with torch.no_grad():
         expect = G.synthesis(mix_styles(contents[1], styles["b"][0], rows="fine")[None]).clamp(-1, 1)
     torch.testing.assert_close(table.mixed_images[1, 1], expect[0], atol=1e-5, rtol=0)
-    grid = table.grid(cell=32)
+    grid = table.grid(cell=32, title="t")
     layout = dict(row_labels=["style (projection)", *table.content_names], col_labels=True, title_lines=1)
     assert grid.size == grid_size(3, 3, 32, **layout)  # the styles' row, then a row per content
     assert np.array_equal(np.asarray(grid_cell(grid, 2, 2, 32, **layout)),
@@ -360,13 +360,13 @@ def test_style_and_expression_tables(small_generator, tmp_path):
     torch.testing.assert_close(ex.deltas[0], expression_delta(neutral, refs["happy"]))
     assert torch.equal(ex.edited_wplus[0, 0], apply_delta(contents[0], ex.deltas[0], mask="happy"))
     assert torch.equal(ex.unmasked_wplus[0, 1], apply_delta(contents[0], ex.deltas[1], mask="all"))
-    grid = ex.grid(cell=32, unmasked=True)
+    grid = ex.grid(cell=32, unmasked=True, title="t")
     name = ex.target_names[0]
     layout = dict(row_labels=["projection", name, f"{name}, no mask"], col_labels=True, title_lines=1)
     assert grid.size == grid_size(3, 3, 32, **layout)  # projections, the target masked, then unmasked
     assert np.array_equal(np.asarray(grid_cell(grid, 2, 2, 32, **layout)),
                           np.asarray(to_pil(ex.unmasked_images[0, 1]).resize((32, 32), Image.Resampling.LANCZOS)))
-    grid = ex.comparison_grid(cell=32)
+    grid = ex.comparison_grid(cell=32, title="t")
     layout = dict(row_labels=["happy", "sad"], col_labels=True, captions=True, title_lines=1)
     assert grid.size == grid_size(2, 3, 32, **layout) == (156, 148)  # per emotion: target, no mask, masked
     assert np.array_equal(np.asarray(grid_cell(grid, 1, 2, 32, **layout)),
@@ -381,8 +381,10 @@ def test_previews(small_generator):
     w = edits.random_latents(G, 3)
     mix = edits.MixPreview(G, w[:1], w[1:2], cell=32)
     img = mix(rows=(4, 7), strength=0.5)
-    layout = dict(row_labels=["style", "transferred"], col_labels=True, title_lines=1)
-    assert isinstance(img, Image.Image) and img.size == grid_size(2, 2, 32, **layout) == (163, 116)
+    layout = dict(row_labels=["style", "transferred"], col_labels=True)
+    layout["title_lines"] = title_lines(img, 2, 32, **layout)  # the title: one line or more
+    assert isinstance(img, Image.Image) and img.size == grid_size(2, 2, 32, **layout)
+    assert img.width == 163 and layout["title_lines"] >= 1
     assert grid_cell(img, 0, 0, 32, **layout).getextrema() == ((255, 255),) * 3  # no style above the content
     assert not np.array_equal(np.asarray(grid_cell(img, 1, 1, 32, **layout)),
                               np.asarray(grid_cell(img, 1, 0, 32, **layout)))
@@ -390,7 +392,7 @@ def test_previews(small_generator):
     assert np.array_equal(np.asarray(grid_cell(img, 1, 1, 32, **layout)), np.asarray(grid_cell(img, 1, 0, 32, **layout)))
     preview = edits.DeltaPreview(G, w[:1], {"a": w[1] - w[0], "b": w[2] - w[0]}, cell=32)
     img = preview(mask=[0.0, 1.0] + [0.0] * (G.n_latent - 2), strength=1.0)
-    layout = dict(row_labels=["a", "b"], col_labels=True, title_lines=1)
+    layout = dict(row_labels=["a", "b"], col_labels=True, title_lines=1)  # "strength 1" fits on one line
     assert isinstance(img, Image.Image) and img.size == grid_size(2, 3, 32, **layout) == (127, 116)
     assert np.array_equal(np.asarray(grid_cell(img, 0, 0, 32, **layout)), np.asarray(grid_cell(img, 1, 0, 32, **layout)))
     with pytest.raises(facelib.ShapeError):
