@@ -23,5 +23,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# the inner loop: the suite without the tests marked slow (`make test` still runs everything)
+.PHONY: test-fast
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
 clean-venv:
 	rm -rf $(VENV)

@@ -53,3 +53,36 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def grid_size(n_rows: int, n_cols: int, cell: int, *, row_labels: "list[str] | None" = None,
+              col_labels: bool = False, captions: bool = False, title_lines: int = 0, pad: int = 4) -> tuple[int, int]:
+    """(width, height) of a ``facelib.make_grid`` table (the layout ``test_grids`` pins with literal numbers)."""
+    line = max(12, cell // 14)
+    left = max(len(s) for s in row_labels) * line * 6 // 10 + 2 * pad if row_labels else 0
+    top = line + 2 * pad if col_labels else 0
+    head = (line + 2 * pad) * title_lines
+    cap = line + pad if captions else 0
+    return left + n_cols * (cell + pad) + pad, head + top + n_rows * (cell + cap + pad) + pad
+
+
+def grid_cell(grid, row: int, col: int, cell: int, *, row_labels: "list[str] | None" = None,
+              col_labels: bool = False, captions: bool = False, title_lines: int = 0, pad: int = 4):
+    """The (cell x cell) image at ``row``, ``col`` of a ``facelib.make_grid`` table."""
+    line = max(12, cell // 14)
+    left = max(len(s) for s in row_labels) * line * 6 // 10 + 2 * pad if row_labels else 0
+    top = line + 2 * pad if col_labels else 0
+    head = (line + 2 * pad) * title_lines
+    cap = line + pad if captions else 0
+    x, y = left + pad + col * (cell + pad), head + top + pad + row * (cell + cap + pad)
+    return grid.crop((x, y, x + cell, y + cell))
+
+
+def title_lines(grid, n_rows: int, cell: int, *, row_labels: "list[str] | None" = None, col_labels: bool = False,
+                captions: bool = False, pad: int = 4) -> int:
+    """How many title lines a ``facelib.make_grid`` table has: its height less the rows' and labels',
+    in whole lines (asserted)."""
+    line = max(12, cell // 14)
+    rest = grid.height - grid_size(n_rows, 1, cell, col_labels=col_labels, captions=captions, pad=pad)[1]
+    assert rest >= 0 and rest % (line + 2 * pad) == 0, f"{grid.size}: not whole title lines above the rows"
+    return rest // (line + 2 * pad)

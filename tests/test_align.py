@@ -445,7 +445,10 @@ def test_write_sample_photos_keeps_existing_files(tmp_path):
     assert [p.name for p in paths] == ["astronaut.png", "astronaut_mirrored.png", "astronaut_rot20.png"]
     first, mirrored = (np.asarray(Image.open(p)) for p in paths[:2])
     assert first.shape == (512, 512, 3) and np.array_equal(mirrored, first[:, ::-1])
-    assert Image.open(paths[2]).size[0] > 512  # rotated with expand=True
+    rolled = Image.fromarray(first).rotate(20, Image.Resampling.BICUBIC, expand=True, fillcolor=(128, 128, 128))
+    assert Image.open(paths[2]).size == rolled.size == (658, 658)  # rolled by 20 degrees, nothing cropped
+    assert np.array_equal(np.asarray(Image.open(paths[2])), np.asarray(rolled))
+    assert Image.open(paths[2]).getpixel((0, 0)) == (128, 128, 128)
     Image.new("RGB", (8, 8)).save(paths[0])
     assert A.write_sample_photos(tmp_path / "samples") == paths
     assert Image.open(paths[0]).size == (8, 8)  # an existing file is left alone

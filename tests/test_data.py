@@ -356,9 +356,12 @@ def test_download_with_kagglehub_records_and_flags_html(tmp_path: Path, monkeypa
     assert files["style-gan-data/backbone.pth"]["header"] == "html"
     # verification: the recorded HTML page is reported; a changed file is caught
     assert [p.path.name for p in D.verify_manifest(dest)] == ["backbone.pth"]
+    size = g["size"]
     with open(dest / "style-gan-data" / "stylegan2.pt", "ab") as f:
         f.write(b"x")
-    assert any("size" in p.problem for p in D.verify_manifest(dest))
+    assert [(p.path.name, p.problem) for p in D.verify_manifest(dest)] == [
+        ("backbone.pth", files["style-gan-data/backbone.pth"]["problem"]),
+        ("stylegan2.pt", f"size {size + 1} != recorded {size}")]
     assert D.locate([dest]).first("generator").path.name == "stylegan2.pt"
 
 

@@ -11,6 +11,9 @@ from PIL import Image
 import facelib
 from facelib import edits
 from facelib.edits import LayerMask, apply_delta, expression_delta, mix_styles, row_effects
+from facelib.grids import to_pil
+
+from .conftest import grid_cell, grid_size, title_lines
 
 L, D = 18, 8
 
@@ -273,10 +276,20 @@ def test_row_effects_match_direct_rendering(small_generator):
             assert fx.inside[r] == pytest.approx(inside, rel=1e-4, abs=1e-6)
             assert fx.outside[r] == pytest.approx(outside, rel=1e-4, abs=1e-6)
             assert fx.colour[r] == pytest.approx(colour, rel=1e-4, abs=1e-6)
-    fig = fx.plot(mask=fx.suggest_mask(0.2, min_locality=0))
-    assert len(fig.axes) == 2 and len(fig.axes[0].patches) >= 2 * G.n_latent
-    assert fx.grid().size[0] > 0 and "row" in fx.summary()
-    json.dumps(fx.to_dict())
+    marked = fx.suggest_mask(0.2, min_locality=0)
+    fig = fx.plot(mask=marked)
+    # two bars per row (inside / outside) above, one (colour) below, plus a shaded span per marked row
+    assert len(fig.axes) == 2 and len(fig.axes[0].patches) == 2 * G.n_latent + len(marked.rows)
+    assert len(fig.axes[1].patches) == G.n_latent + len(marked.rows)
+    # the table: target, face region, all rows, then one cell per row, 10 to a line, captioned, titled
+    grid = fx.grid(title="t")
+    assert grid.size == grid_size(2, 10, 96, captions=True, title_lines=1) == (1004, 256)
+    first = grid_cell(grid, 0, 0, 96, captions=True, title_lines=1)
+    assert np.array_equal(np.asarray(first), np.asarray(to_pil(fx.base).resize((96, 96), Image.Resampling.LANCZOS)))
+    assert "row" in fx.summary()
+    assert json.loads(json.dumps(fx.to_dict())) == {
+        "kind": "delta", "strength": 0.5, "region_source": "given mask", "inside": list(fx.inside),
+        "outside": list(fx.outside), "colour": list(fx.colour), "full": list(fx.full), "skipped": []}
 
 
 def test_row_effects_style_rows_where_mask_is_zero(small_generator):
@@ -332,7 +345,11 @@ def test_style_and_expression_tables(small_generator, tmp_path):
     with torch.no_grad():
         expect = G.synthesis(mix_styles(contents[1], styles["b"][0], rows="fine")[None]).clamp(-1, 1)
     torch.testing.assert_close(table.mixed_images[1, 1], expect[0], atol=1e-5, rtol=0)
-    assert table.grid(cell=32).size[0] > 0
+    grid = table.grid(cell=32, title="t")
+    layout = dict(row_labels=["style (projection)", *table.content_names], col_labels=True, title_lines=1)
+    assert grid.size == grid_size(3, 3, 32, **layout)  # the styles' row, then a row per content
+    assert np.array_equal(np.asarray(grid_cell(grid, 2, 2, 32, **layout)),
+                          np.asarray(to_pil(table.mixed_images[1, 1]).resize((32, 32), Image.Resampling.LANCZOS)))
     files = table.save_images(tmp_path / "styles")
     assert {p.name for p in files} >= {"a_style.jpg", "transferred_a.jpg", "transferred_b_contents_1.jpg"}
 
@@ -343,7 +360,17 @@ def test_style_and_expression_tables(small_generator, tmp_path):
     torch.testing.assert_close(ex.deltas[0], expression_delta(neutral, refs["happy"]))
     assert torch.equal(ex.edited_wplus[0, 0], apply_delta(contents[0], ex.deltas[0], mask="happy"))
     assert torch.equal(ex.unmasked_wplus[0, 1], apply_delta(contents[0], ex.deltas[1], mask="all"))
-    assert ex.grid(cell=32, unmasked=True).size[0] > 0 and ex.comparison_grid(cell=32).size[0] > 0
+    grid = ex.grid(cell=32, unmasked=True, title="t")
+    name = ex.target_names[0]
+    layout = dict(row_labels=["projection", name, f"{name}, no mask"], col_labels=True, title_lines=1)
+    assert grid.size == grid_size(3, 3, 32, **layout)  # projections, the target masked, then unmasked
+    assert np.array_equal(np.asarray(grid_cell(grid, 2, 2, 32, **layout)),
+                          np.asarray(to_pil(ex.unmasked_images[0, 1]).resize((32, 32), Image.Resampling.LANCZOS)))
+    grid = ex.comparison_grid(cell=32, title="t")
+    layout = dict(row_labels=["happy", "sad"], col_labels=True, captions=True, title_lines=1)
+    assert grid.size == grid_size(2, 3, 32, **layout) == (156, 148)  # per emotion: target, no mask, masked
+    assert np.array_equal(np.asarray(grid_cell(grid, 1, 2, 32, **layout)),
+                          np.asarray(to_pil(ex.edited_images[0, 1]).resize((32, 32), Image.Resampling.LANCZOS)))
     names = {p.name for p in ex.save_images(tmp_path / "expr")}
     assert {"neutral.jpg", "happy.jpg", "target.jpg", "transferred_sad.jpg",
             "transferred_sad_unmasked.jpg"} <= names
@@ -352,11 +379,22 @@ def test_style_and_expression_tables(small_generator, tmp_path):
 def test_previews(small_generator):
     G = small_generator
     w = edits.random_latents(G, 3)
-    img = edits.MixPreview(G, w[:1], w[1:2], cell=32)(rows=(4, 7), strength=0.5)
-    assert isinstance(img, Image.Image) and img.size[0] >= 3 * 32
+    mix = edits.MixPreview(G, w[:1], w[1:2], cell=32)
+    img = mix(rows=(4, 7), strength=0.5)
+    layout = dict(row_labels=["style", "transferred"], col_labels=True)
+    layout["title_lines"] = title_lines(img, 2, 32, **layout)  # the title: one line or more
+    assert isinstance(img, Image.Image) and img.size == grid_size(2, 2, 32, **layout)
+    assert img.width == 163 and layout["title_lines"] >= 1
+    assert grid_cell(img, 0, 0, 32, **layout).getextrema() == ((255, 255),) * 3  # no style above the content
+    assert not np.array_equal(np.asarray(grid_cell(img, 1, 1, 32, **layout)),
+                              np.asarray(grid_cell(img, 1, 0, 32, **layout)))
+    img = mix(rows=(4, 7), strength=0.0)  # nothing taken from the style: the content itself
+    assert np.array_equal(np.asarray(grid_cell(img, 1, 1, 32, **layout)), np.asarray(grid_cell(img, 1, 0, 32, **layout)))
     preview = edits.DeltaPreview(G, w[:1], {"a": w[1] - w[0], "b": w[2] - w[0]}, cell=32)
     img = preview(mask=[0.0, 1.0] + [0.0] * (G.n_latent - 2), strength=1.0)
-    assert isinstance(img, Image.Image) and img.size[1] >= 2 * 32
+    layout = dict(row_labels=["a", "b"], col_labels=True, title_lines=1)  # "strength 1" fits on one line
+    assert isinstance(img, Image.Image) and img.size == grid_size(2, 3, 32, **layout) == (127, 116)
+    assert np.array_equal(np.asarray(grid_cell(img, 0, 0, 32, **layout)), np.asarray(grid_cell(img, 1, 0, 32, **layout)))
     with pytest.raises(facelib.ShapeError):
         preview(mask=[1.0, 0.0])
 

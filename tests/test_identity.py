@@ -397,6 +397,7 @@ def aligned():
     return {n: align_face(_need(FACES / n), output_size=256) for n in names}
 
 
+@pytest.mark.slow
 @needs_dlib
 def test_dlib_same_person_closer_than_different_people(aligned):
     d = I.dlib_descriptors([aligned[n] for n in ("obama.jpg", "obama2_exif6.jpg", "obama-240p.jpg", "biden.jpg")])
@@ -411,6 +412,7 @@ def test_dlib_same_person_closer_than_different_people(aligned):
     assert I.dlib_distance(raw, d.descriptors[3])[0] > I.DLIB_SAME_PERSON_THRESHOLD
 
 
+@pytest.mark.slow
 @needs_dlib
 def test_dlib_fallback_box_on_aligned_faces(aligned, monkeypatch):
     img = aligned["obama.jpg"]
@@ -425,6 +427,7 @@ def test_dlib_fallback_box_on_aligned_faces(aligned, monkeypatch):
         I.dlib_descriptors(img, fallback=None)
 
 
+@pytest.mark.slow
 @needs_dlib
 def test_dlib_detected_box_is_near_the_ffhq_box(aligned):
     d = I.dlib_descriptors(list(aligned.values()))
@@ -432,6 +435,7 @@ def test_dlib_detected_box_is_near_the_ffhq_box(aligned):
     assert np.abs(np.array(d.boxes) - want).max() < 0.1 * 256
 
 
+@pytest.mark.slow
 @needs_dlib
 def test_dlib_input_types_agree(aligned):
     from facelib.grids import to_tensor
@@ -490,6 +494,7 @@ def test_dlib_distance_shapes():
         I.dlib_distance(np.zeros((3, 64)), np.zeros((3, 64)))
 
 
+@pytest.mark.slow
 @needs_dlib
 def test_pose_proxy_on_real_landmarks(aligned):
     from PIL import ImageOps

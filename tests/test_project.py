@@ -83,6 +83,7 @@ def test_history_records_the_schedule(small_generator):
 # Quality on the synthetic-truth task
 # ----------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_recovers_latents_made_from_known_wplus(small_generator):
     G = small_generator
     x, true_wplus = _known_targets(G, 2)
@@ -102,6 +103,7 @@ def test_recovers_latents_made_from_known_wplus(small_generator):
     assert torch.allclose(again, p.images, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_batched_equals_single_with_per_image_seeds(small_generator):
     # Batched convolutions round differently from single-image ones (~1e-7 relative), and Adam's
     # per-element normalisation turns such differences into steps of up to lr; after 30 steps the

@@ -109,8 +109,13 @@ def test_smoke_report_tables_stamps_and_labels(tmp_path: Path) -> None:
     assert "cache/" not in md
     assert "27.25 dB" in md and "0.123" in md and "id_similarity 0.610" in md
     # every generated image is labelled, the photos are labelled as originals
-    assert page.count('class="edited smoke"') >= 2 + 3 * 2 + 4 * 3 + 1
-    assert 'class="original"' in page
+    # edited: the grids of 02-05 (4), two projections, two style projections + two transfers, the row-effects
+    # plot, four expression projections + the target + three transfers + three unmasked + the comparison,
+    # one swap; original: the 01 grid, four aligned crops, two projection originals, two style photos, four
+    # expression photos, the swap's source and target
+    assert page.count('class="edited smoke"') == 4 + 2 + 4 + 1 + 12 + 1
+    assert page.count('class="original"') == 1 + 4 + 2 + 2 + 4 + 2
+    assert len(srcs) == 24 + 15  # every image is one or the other
     assert "EDITED - untrained generator, smoke run" in md
 
 

@@ -277,6 +277,7 @@ def _dlib_ready() -> bool:
 needs_dlib = pytest.mark.skipif(not _dlib_ready(), reason="dlib or its face_recognition_models files are missing")
 
 
+@pytest.mark.slow
 @needs_dlib
 def test_judge_swap_on_real_aligned_photos(id_net):
     from facelib.align import align_face

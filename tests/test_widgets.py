@@ -129,8 +129,18 @@ def test_strength_dropdown_progress_output() -> None:
     out, show = Wd.image_grid_output(width=64)
     from PIL import Image
 
-    show(Image.new("RGB", (128, 64)))  # no kernel: must not raise
+    import IPython.display
+
+    shown = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(IPython.display, "display", lambda obj, *a, **k: shown.append(obj))
+        show(Image.new("RGB", (128, 64), (9, 8, 7)))  # no kernel needed
+        show(Image.new("RGB", (32, 16)))
+        show("text")
     assert type(out).__name__ == "Output"
+    # wider than 64 px: scaled to 64 px keeping the aspect; narrower: as is; other objects pass through
+    assert [im.size for im in shown[:2]] == [(64, 32), (32, 16)] and shown[2] == "text"
+    assert shown[0].getpixel((10, 10)) == (9, 8, 7)
 
 
 def test_live_session(monkeypatch) -> None:
