@@ -37,6 +37,7 @@ import importlib.util
 import io
 import json
 import logging
+import math
 import os
 import pickle
 import shutil
@@ -599,6 +600,67 @@ def _read_head(path: Path, n: int) -> bytes:
         return f.read(n)
 
 
+_ARCHIVE_MAGIC = ((b"\x1f\x8b", "gzip", (".tar.gz", ".tgz"), "tar -xzf", "gunzip -k"),
+                  (b"\xfd7zXZ\x00", "xz", (".tar.xz", ".txz"), "tar -xJf", "unxz -k"),
+                  (b"7z\xbc\xaf\x27\x1c", "7-Zip", (), "", "7z x"),
+                  (b"Rar!\x1a\x07", "RAR", (), "", "unrar x"),
+                  (b"(\xb5/\xfd", "zstd", (".tar.zst",), "tar --zstd -xf", "unzstd"))
+
+
+def _archive_problem(path: Path, head: bytes) -> Problem | None:
+    """A still-packed download (gzip, xz, 7-Zip, RAR, zstd, tar), with the command that unpacks it; else None.
+
+    bz2 and zip are handled by :func:`classify_file` itself (a bz2 dlib model is named as such; a
+    zip may be a ``torch.save`` file).
+    """
+    name = path.name.lower()
+    for magic, what, tar_suffixes, tar_cmd, cmd in _ARCHIVE_MAGIC:
+        if head.startswith(magic):
+            how = tar_cmd if name.endswith(tar_suffixes) and tar_suffixes else cmd
+            return Problem(path, f"a {what}-compressed file (a download not unpacked yet): "
+                                 f"unpack it first: {how} '{path.name}'")
+    if len(head) >= 262 and head[257:262] == b"ustar":
+        return Problem(path, f"a tar archive (a download not unpacked yet): unpack it first: tar -xf '{path.name}'")
+    return None
+
+
+def _nvidia_detail(head: bytes) -> str:
+    """Resolution and W+ rows read from an NVIDIA network pickle's constructor arguments.
+
+    The pickle's opcodes are walked with :mod:`pickletools` (nothing is unpickled); the first
+    ``img_resolution`` / ``num_ws`` / ``w_dim`` values (the generator's) are taken, ``num_ws``
+    computed from the resolution when absent. Returns "" when the head holds none of them.
+    """
+    import pickletools
+
+    wanted = {"img_resolution": None, "num_ws": None, "w_dim": None}
+    pending: str | None = None
+    try:
+        for op, arg, _pos in pickletools.genops(head):
+            if isinstance(arg, str) and arg in wanted and wanted[arg] is None:
+                pending = arg
+            elif pending is not None and op.name in ("BINPUT", "LONG_BINPUT", "MEMOIZE", "PUT"):
+                continue
+            elif pending is not None:
+                if op.name in ("BININT", "BININT1", "BININT2", "INT", "LONG1") and isinstance(arg, int):
+                    wanted[pending] = int(arg)
+                pending = None
+            if all(v is not None for v in wanted.values()):
+                break
+    except Exception:  # noqa: BLE001  the head ends mid-opcode (or is not a pickle): keep what was read
+        pass
+    res = wanted["img_resolution"]
+    if not res:
+        return ""
+    rows = wanted["num_ws"] or (2 * int(math.log2(res)) - 2 if res & (res - 1) == 0 and res >= 4 else None)
+    parts = [f"{res} px"]
+    if rows:
+        parts.append(f"{rows} W+ rows")
+    if wanted["w_dim"]:
+        parts.append(f"style dim {wanted['w_dim']}")
+    return ", ".join(parts)
+
+
 def classify_file(path: "str | os.PathLike[str]") -> FoundFile | Problem | None:
     """Recognise one file by its content.
 
@@ -617,6 +679,9 @@ def classify_file(path: "str | os.PathLike[str]") -> FoundFile | Problem | None:
     weightish = suffix in _WEIGHT_EXTENSIONS
     if suffix in IMAGE_EXTENSIONS:
         return None
+    packed = _archive_problem(path, _read_head(path, 512))
+    if packed is not None:
+        return packed
     kind = sniff_file(path)
     if kind == "empty":
         return Problem(path, "empty file (an interrupted download?)") if weightish else None
@@ -635,8 +700,9 @@ def classify_file(path: "str | os.PathLike[str]") -> FoundFile | Problem | None:
                         npz = any(n.endswith(".npy") for n in zf.namelist())
                 except zipfile.BadZipFile:
                     npz = False
-                return Problem(path, "a NumPy .npz archive" if npz else "a zip archive that is not a torch.save "
-                                                                         "file (unzip it?)")
+                return Problem(path, "a NumPy .npz file of arrays" if npz else
+                               f"a zip archive that is not a torch.save file (a download not unpacked yet): "
+                               f"unpack it first: unzip '{path.name}'")
             return Problem(path, e.problem)
         for kind_name, test in (("generator", _classify_generator), ("arcface", _classify_arcface),
                                 ("vgg16", _classify_vgg16)):
@@ -648,8 +714,9 @@ def classify_file(path: "str | os.PathLike[str]") -> FoundFile | Problem | None:
         head = _read_head(path, _NVIDIA_SCAN)
         if b"torch_utils.persistence" in head and b"_reconstruct_persistent_obj" in head:
             if b"G_ema" in head or b"synthesis" in head:
+                shape = _nvidia_detail(head)
                 return FoundFile(path, "generator", "nvidia-pickle",
-                                 "NVIDIA stylegan2-ada-pytorch network pickle"
+                                 (f"{shape}, " if shape else "") + "NVIDIA stylegan2-ada-pytorch network pickle"
                                  + (" (G_ema)" if b"G_ema" in head else " (no G_ema: the training generator G)"),
                                  size)
             return Problem(path, "an NVIDIA persistence pickle without a generator")
@@ -666,8 +733,6 @@ def classify_file(path: "str | os.PathLike[str]") -> FoundFile | Problem | None:
         dl = _dlib_header(inner)
         what = f"a bz2-compressed dlib model ({dl[0]})" if dl else "a bz2-compressed file"
         return Problem(path, f"{what}: decompress it first (bunzip2 -k '{path.name}')")
-    if head.startswith(b"\x1f\x8b"):
-        return Problem(path, "a gzip-compressed file: decompress it first") if weightish else None
     found = _classify_dlib(path, head, size)
     if found is not None:
         return found
@@ -830,7 +895,7 @@ def locate(roots: "Sequence[str | os.PathLike[str]] | None" = None, *, kaggle: b
                 if isinstance(res, FoundFile):
                     buckets[res.kind].append(res)
                 elif isinstance(res, Problem):
-                    serious = any(w in res.problem for w in ("HTML", "empty", "compressed", "truncated",
+                    serious = any(w in res.problem for w in ("HTML", "empty", "compressed", "not unpacked", "truncated",
                                                              "corrupt", "cannot be read", "TensorFlow"))
                     (problems if serious else unrecognised).append(res)
             if n_images:
