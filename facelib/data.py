@@ -40,6 +40,7 @@ import logging
 import math
 import os
 import pickle
+import re
 import shutil
 import zipfile
 from dataclasses import dataclass
@@ -810,19 +811,59 @@ def default_roots(*, data_dir: "str | os.PathLike[str] | None" = None, kaggle: b
     return out
 
 
-_EMOTION_NAMES = {"neutral", "happy", "happiness", "sad", "sadness", "fear", "angry", "anger", "surprise",
-                  "surprised", "disgust", "smile", "calm"}
+#: Emotion words facelib recognises in file and folder names, each mapped to its label (noun and
+#: adjective forms of one emotion share a label). Any other name still works as an emotion label
+#: inside an expressions folder; these only decide a folder's role and the meaning of ambiguous names.
+_EMOTION_SYNONYMS = {
+    "neutral": "neutral", "happy": "happy", "happiness": "happy", "sad": "sad", "sadness": "sad",
+    "fear": "fear", "fearful": "fear", "afraid": "fear", "scared": "fear", "angry": "angry", "anger": "angry",
+    "surprise": "surprise", "surprised": "surprise", "disgust": "disgust", "disgusted": "disgust",
+    "contempt": "contempt", "smile": "smile", "smiling": "smile", "calm": "calm", "joy": "joy",
+}
+
+#: Name parts that carry no meaning: copy markers (several languages), counters, camera prefixes.
+_NAME_NOISE = re.compile(r"^(?:copy|copie|copia|kopie|kopia|копия|final|edited|edit|img|image|photo|pic|"
+                         r"\(?\d*\)?)$")
 
 
-def _guess_role(folder: Path, root: Path) -> str:
-    """Role of a photo folder from its own name and its parents' (deepest first), then the root's."""
+def emotion_label(name: str) -> str:
+    """The emotion a photo or folder name stands for: lower case, copy markers, counters and
+    separators dropped, noun forms mapped to one label ("" when nothing is left).
+
+    >>> [emotion_label(n) for n in ("Neutral copy", "HAPPY_2", "sadness (1)", "Fear - Copy (3)", "very happy")]
+    ['neutral', 'happy', 'sad', 'fear', 'very_happy']
+    """
+    kept = []
+    for token in re.split(r"[\s_\-.+,]+", str(name).strip().lower()):
+        if not token or _NAME_NOISE.match(token):
+            continue
+        token = token.strip("()[]{}").rstrip("0123456789")
+        if token and not _NAME_NOISE.match(token):
+            kept.append(token)
+    label = "_".join(kept)
+    return _EMOTION_SYNONYMS.get(label, label)
+
+
+def is_emotion_name(name: str) -> bool:
+    """True when ``name`` (a file stem or folder name, any case, with copy markers) names a known emotion."""
+    return emotion_label(name) in _EMOTION_SYNONYMS.values()
+
+
+def _guess_role(folder: Path, root: Path, stems: Sequence[str] = ()) -> str:
+    """Role of a photo folder from its own name and its parents' (deepest first), then from its
+    photos' names (mostly emotion names: expressions), then from the root's name."""
     try:
         parts = folder.relative_to(root).parts
     except ValueError:
         parts = folder.parts
-    for part in [*reversed(parts), root.name]:
+    by_content = ("expressions" if stems and 2 * sum(is_emotion_name(s) for s in stems) >= len(stems) else None)
+    for part in [*reversed(parts), None, root.name]:
+        if part is None:
+            if by_content:
+                return by_content
+            continue
         text = part.lower()
-        if "express" in text or "emotion" in text or text in _EMOTION_NAMES:
+        if "express" in text or "emotion" in text or is_emotion_name(part):
             return "expressions"
         if "style" in text.replace("stylegan", "").replace("style-gan", "").replace("style_gan", ""):
             return "styles"
@@ -875,7 +916,7 @@ def locate(roots: "Sequence[str | os.PathLike[str]] | None" = None, *, kaggle: b
         if not root.exists:
             continue
         for folder, files in _walk(root.path):
-            n_images = 0
+            stems: list[str] = []
             for name in files:
                 path = folder / name
                 if name.startswith(".") or not path.is_file():
@@ -885,7 +926,7 @@ def locate(roots: "Sequence[str | os.PathLike[str]] | None" = None, *, kaggle: b
                     continue
                 seen_files.add(real)
                 if path.suffix.lower() in IMAGE_EXTENSIONS:
-                    n_images += 1
+                    stems.append(path.stem)
                     continue
                 try:
                     res = classify_file(path)
@@ -898,8 +939,8 @@ def locate(roots: "Sequence[str | os.PathLike[str]] | None" = None, *, kaggle: b
                     serious = any(w in res.problem for w in ("HTML", "empty", "compressed", "not unpacked", "truncated",
                                                              "corrupt", "cannot be read", "TensorFlow"))
                     (problems if serious else unrecognised).append(res)
-            if n_images:
-                folders.append(ImageFolder(folder, n_images, _guess_role(folder, root.path)))
+            if stems:
+                folders.append(ImageFolder(folder, len(stems), _guess_role(folder, root.path, stems)))
     return DataInventory(generators=tuple(buckets["generator"]), arcface=tuple(buckets["arcface"]),
                          dlib=tuple(buckets["dlib"]), vgg16=tuple(buckets["vgg16"]),
                          image_folders=tuple(folders), unrecognised=tuple(unrecognised),

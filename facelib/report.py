@@ -427,8 +427,19 @@ def _projection(doc: _Doc, out: Path) -> int:
     return len(rows)
 
 
+def _stand_ins(out: Path, step: str) -> set[str]:
+    """What random latents stood in for in a step (``stand_ins`` in ``out/provenance.json``)."""
+    info = (_read_json(out / "provenance.json") or {}).get(step)
+    got = info.get("stand_ins") if isinstance(info, Mapping) else None
+    return {str(x).lower() for x in got} if isinstance(got, list) else set()
+
+
+_STAND_IN = "random latent standing in (no usable photo)"
+
+
 def _styles(doc: _Doc, out: Path) -> int:
     folder = out / "styles"
+    random_for = _stand_ins(out, "03_style_transfer")
     imgs = _images(folder)
     if not imgs:
         return 0
@@ -439,7 +450,8 @@ def _styles(doc: _Doc, out: Path) -> int:
         doc.para(f"{len(imgs)} image(s) in `out/styles/` (no `transferred_<style>.jpg` results to tabulate).")
         return len(imgs)
     photo_row = [_Img(p, f"style photo {n}") if (p := _find(imgs, n, f"{n}_photo")) else None for n in cols]
-    proj_row = [_Img(p, f"{n}: projection", edited=True) if (p := _find(imgs, f"{n}_style")) else None for n in cols]
+    what = _STAND_IN if "styles" in random_for else "projection"
+    proj_row = [_Img(p, f"{n}: {what}", edited=True) if (p := _find(imgs, f"{n}_style")) else None for n in cols]
     res_row = [_Img(p, f"transferred {n}", edited=True) if (p := _find(imgs, f"transferred_{n}", f"transfered_{n}"))
                else None for n in cols]
     rows = [["style photo", *photo_row], ["style (projection)", *proj_row], ["transferred onto the face", *res_row]]
@@ -467,10 +479,13 @@ def _expressions(doc: _Doc, out: Path) -> int:
     order = ["neutral", "happy", "sad", "fear"]
     emotions.sort(key=lambda e: (order.index(e) if e in order else len(order), e))
     cols = ["neutral", *emotions]
+    random_for = _stand_ins(out, "04_expressions")
     photo = [(_Img(p, f"{c} photo") if (p := _find(imgs, f"{c}_photo", f"{c} copy")) else None) for c in cols]
-    proj = [(_Img(p, f"{c}: projection", edited=True) if (p := _find(imgs, c)) else None) for c in cols]
+    proj = [(_Img(p, f"{c}: {_STAND_IN if c in random_for else 'projection'}", edited=True)
+             if (p := _find(imgs, c)) else None) for c in cols]
     target = _find(imgs, "target") or (out / "init_style.jpg" if (out / "init_style.jpg").is_file() else None)
-    res = [_Img(target, "target (projection)", edited=True) if target else None] + [
+    target_what = "random latent standing in (no projection)" if "targets" in random_for else "projection"
+    res = [_Img(target, f"target ({target_what})", edited=True) if target else None] + [
         (_Img(p, f"{c} transferred", edited=True) if (p := _find(imgs, f"transferred_{c}", f"transfered_{c}"))
          else None) for c in emotions]
     unmasked = [None] + [(_Img(p, f"{c}, every row", edited=True)

@@ -55,6 +55,7 @@ Saved format (:meth:`SwapResult.save` / :func:`load_swap`)::
 from __future__ import annotations
 
 import dataclasses
+import glob
 import logging
 import math
 import os
@@ -941,10 +942,14 @@ def _aligned_photo(aligned_dir: Path | None, name: str) -> Path | None:
         return None
     from .align import IMAGE_EXTENSIONS
 
-    for ext in IMAGE_EXTENSIONS:
-        p = aligned_dir / f"{name}{ext}"
-        if p.is_file():
-            return p
+    base = aligned_dir / name
+    if not base.parent.is_dir():
+        return None
+    for ext in IMAGE_EXTENSIONS:  # any case of any image extension: 2.jpg, 2.JPEG, 2.png
+        hit = sorted(p for p in base.parent.glob(f"{glob.escape(base.name)}.*")
+                     if p.suffix.lower() == ext and p.is_file())
+        if hit:
+            return hit[0]
     return None
 
 

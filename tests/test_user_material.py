@@ -35,6 +35,7 @@ class _RecordingBar:
         pass
 
 
+@pytest.mark.slow
 def test_progress_bar_shows_loss_and_lr_of_every_step(small_generator, monkeypatch):
     import tqdm.auto
 
@@ -158,3 +159,221 @@ def test_data_status_reads_the_reference_nvidia_pickle():
     if not ref.is_file():
         pytest.skip(f"{ref} is absent")
     assert classify_file(ref).detail.startswith("64 px, 10 W+ rows, style dim 512")
+
+
+# ----------------------------------------------------------------------------------------
+# The report's own datasets, as attached (hostile but valid layouts)
+# ----------------------------------------------------------------------------------------
+
+def _photo(path, seed=0, size=48):
+    import numpy as np
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    img = Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
+    fmt = {".png": "PNG"}.get(path.suffix.lower(), "JPEG")
+    img.save(path, format=fmt)
+    return path
+
+
+def test_emotion_labels_from_any_name():
+    from facelib.data import emotion_label, is_emotion_name
+
+    cases = {"Neutral copy": "neutral", "Happy copy": "happy", "Sad copy": "sad", "Fear copy": "fear",
+             "HAPPY COPY (2)": "happy", "sadness_3": "sad", "Fear - Copy": "fear", "happy2": "happy",
+             "Angry копия": "angry", "surprised-final": "surprise", "Smug copy": "smug", "very happy": "very_happy"}
+    assert {k: emotion_label(k) for k in cases} == cases
+    assert is_emotion_name("Neutral copy") and is_emotion_name("FEARFUL")
+    assert not is_emotion_name("bad_trip1") and not is_emotion_name("green") and emotion_label("IMG_1234") == ""
+
+
+def test_expression_photos_flat_nested_any_case(tmp_path):
+    from facelib.edits import expression_photos
+
+    root = tmp_path / "styles-expressions" / "out" / "expressions"
+    flat = ["Neutral copy.jpg", "Happy copy.JPEG", "sadness (2).png", "Fear - Copy.Jpg", "Smug copy.jpg"]
+    for i, name in enumerate(flat):
+        _photo(root / name, i)
+    _photo(root / "HAPPY" / "1.PNG", 10)
+    _photo(root / "person1" / "Neutral" / "2.jpeg", 11)   # emotion folder below a non-emotion one
+    _photo(root / "Confused" / "3.jpg", 12)              # an emotion facelib has no word for
+    (root / "notes.txt").write_text("not a photo")
+    groups = expression_photos(root)
+    assert list(groups) == ["neutral", "happy", "sad", "fear", "confused", "smug"]
+    names = {k: sorted(p.relative_to(root).as_posix() for p in v) for k, v in groups.items()}
+    assert names["neutral"] == ["Neutral copy.jpg", "person1/Neutral/2.jpeg"]
+    assert names["happy"] == ["HAPPY/1.PNG", "Happy copy.JPEG"]
+    assert names["sad"] == ["sadness (2).png"] and names["fear"] == ["Fear - Copy.Jpg"]
+    assert names["confused"] == ["Confused/3.jpg"] and names["smug"] == ["Smug copy.jpg"]
+
+
+def test_located_datasets_are_found_with_the_reports_layouts(tmp_path):
+    from facelib.data import locate
+    from facelib.edits import aligned_dir, reference_dir
+
+    kaggle = tmp_path / "input"
+    for i, name in enumerate(["Neutral copy.jpg", "Happy copy.jpg", "Sad copy.jpg", "Fear copy.jpg"]):
+        _photo(kaggle / "styles-expressions" / "expressions" / name, i)
+    for i, name in enumerate(["bad_trip1.jpeg", "bad_trip2.JPEG", "green.jpeg"]):
+        _photo(kaggle / "bad-trip-styles" / name, 10 + i)
+    for i, name in enumerate(["AJoly/2.jpg", "LDCaprio/0.JPG", "Stethem/3.png"]):
+        _photo(kaggle / "aligned-data" / name, 20 + i)
+    inv = locate([kaggle])
+    roles = {f.path.relative_to(kaggle).as_posix(): f.role for f in inv.image_folders}
+    assert roles["styles-expressions/expressions"] == "expressions"
+    assert roles["bad-trip-styles"] == "styles"
+    assert roles["aligned-data/AJoly"] == roles["aligned-data/LDCaprio"] == "aligned"
+    assert reference_dir("missing/dir", role="expressions", inventory=inv) == kaggle / "styles-expressions" / "expressions"
+    assert reference_dir("", role="styles", inventory=inv) == kaggle / "bad-trip-styles"
+    assert aligned_dir("", out_dir=tmp_path / "out", inventory=inv) == kaggle / "aligned-data"
+    # a folder whose name says nothing: its photos' names make it the expressions folder
+    _photo(tmp_path / "mine" / "my-photos" / "Happy copy.jpg", 30)
+    _photo(tmp_path / "mine" / "my-photos" / "Sad copy.jpg", 31)
+    assert reference_dir(None, role="expressions", inventory=locate([tmp_path / "mine"])) == \
+        tmp_path / "mine" / "my-photos"
+    # an <emotion>/ folder layout: the folder holding the emotion folders
+    nested = tmp_path / "nested"
+    _photo(nested / "expressions-set" / "Happy" / "1.jpg")
+    inv2 = locate([nested])
+    assert reference_dir(None, role="expressions", inventory=inv2) == nested / "expressions-set"
+    # an aligned folder of notebook 01 wins over the dataset
+    _photo(tmp_path / "out" / "aligned" / "me" / "0.png")
+    assert aligned_dir("", out_dir=tmp_path / "out", inventory=inv) == tmp_path / "out" / "aligned"
+
+
+def test_swap_sources_find_aligned_photos_in_any_case(tmp_path):
+    from facelib.swap import _aligned_photo
+
+    _photo(tmp_path / "AJoly" / "2.JPG")
+    _photo(tmp_path / "Stethem" / "3.Jpeg")
+    assert _aligned_photo(tmp_path, "AJoly/2") == tmp_path / "AJoly" / "2.JPG"
+    assert _aligned_photo(tmp_path, "Stethem/3") == tmp_path / "Stethem" / "3.Jpeg"
+    assert _aligned_photo(tmp_path, "LDCaprio/0") is None
+
+
+@pytest.mark.slow
+def test_expression_and_style_inputs_use_the_attached_photos(tmp_path, small_generator):
+    from facelib import edits
+
+    G = small_generator
+    expr = tmp_path / "expressions"
+    for i, name in enumerate(["Neutral copy.jpg", "Happy copy.JPG", "sad copy.png", "FEAR copy.jpeg"]):
+        _photo(expr / name, i)
+    inputs = edits.expression_inputs(G, latents_dir=tmp_path / "none", expressions_dir=expr,
+                                     work_dir=tmp_path / "work", project_steps=2, progress=False)
+    assert list(inputs.references) == ["neutral", "happy", "sad", "fear"]
+    assert all(not any(k.startswith("random") for k in refs) for refs in inputs.references.values())
+    assert inputs.stand_in_for == ("targets",)  # only the targets (no projections given) are random
+    assert set(inputs.photos) == {"neutral", "happy", "sad", "fear"}
+    assert "random latents stand in for: targets" in inputs.stand_in_note()
+    # given in another case and form, and an emotion without photos: that one (only) stands in
+    again = edits.expression_inputs(G, latents_dir=tmp_path / "none", expressions_dir=expr,
+                                    work_dir=tmp_path / "work", emotions=["Neutral", "happiness", "Angry"],
+                                    project_steps=2, progress=False)
+    assert list(again.references) == ["neutral", "happy", "angry"]
+    assert again.stand_in_for == ("targets", "angry")
+    styles = tmp_path / "bad-trip-styles"
+    for i, name in enumerate(["bad_trip1.jpeg", "GREEN.JPEG", "more/bad_trip2.png"]):
+        _photo(styles / name, 10 + i)
+    sin = edits.style_inputs(G, latents_dir=tmp_path / "none", styles_dir=styles, work_dir=tmp_path / "sw",
+                             project_steps=2, progress=False)
+    assert list(sin.references["styles"]) == ["GREEN", "bad_trip1", "more/bad_trip2"]
+    assert sin.stand_in_for == ("targets",)
+    assert set(sin.photos) == set(sin.references["styles"])
+
+
+def test_report_labels_stand_ins_as_such(tmp_path):
+    import json
+
+    from facelib.report import build_report
+
+    out = tmp_path / "out"
+    for i, name in enumerate(["neutral", "happy", "target", "transferred_happy"]):
+        _photo(out / "expressions" / f"{name}.jpg", i)
+    (out / "provenance.json").write_text(json.dumps({"04_expressions": {"smoke": False,
+                                                                        "stand_ins": ["targets", "neutral"]}}))
+    md = build_report(out).markdown.read_text()
+    assert "neutral: random latent standing in (no usable photo)" in md
+    assert "happy: projection" in md
+    assert "target (random latent standing in (no projection))" in md
+
+
+# ----------------------------------------------------------------------------------------
+# The notebooks' kernel check (Kaggle's image lacks lpips and face_recognition_models)
+# ----------------------------------------------------------------------------------------
+
+_KAGGLE_LACKS = {"lpips", "face_recognition_models"}
+
+
+def _kaggle_like(module: str) -> bool:
+    return module not in _KAGGLE_LACKS
+
+
+def test_kernel_check_installs_exactly_what_is_missing_when_online(tmp_path, monkeypatch):
+    from facelib import kernel
+
+    def no_network_probe(*a, **k):
+        raise AssertionError("the network is probed only when something is missing")
+
+    monkeypatch.setattr(kernel, "_online", no_network_probe)
+    assert kernel.missing_packages(importable=lambda m: True, search=[tmp_path]) == []
+    monkeypatch.setattr(kernel, "_online", lambda *a, **k: True)
+    assert kernel.missing_packages(importable=_kaggle_like, search=[tmp_path]) == ["lpips", "face_recognition_models"]
+    # dlib missing too: the prebuilt wheel's name
+    assert kernel.missing_packages(importable=lambda m: m not in _KAGGLE_LACKS | {"dlib"},
+                                   search=[tmp_path]) == ["lpips", "dlib-bin", "face_recognition_models"]
+    # the landmark model attached as a dataset: face_recognition_models is not needed
+    (tmp_path / "dlib-models").mkdir()
+    (tmp_path / "dlib-models" / kernel.LANDMARK_MODEL).write_bytes(b"model")
+    assert kernel.missing_packages(importable=_kaggle_like, search=[tmp_path / "dlib-models"]) == ["lpips"]
+
+
+def test_kernel_check_offline_installs_attached_wheels_or_says_what_to_attach(tmp_path, monkeypatch, caplog):
+    import logging
+
+    from facelib import kernel
+
+    monkeypatch.setattr(kernel, "_online", lambda *a, **k: False)
+    caplog.set_level(logging.WARNING, logger="facelib.kernel")
+    assert kernel.missing_packages(importable=_kaggle_like, search=[tmp_path]) == []
+    text = caplog.text
+    assert "lpips" in text and "face_recognition_models" in text and kernel.LANDMARK_MODEL in text
+    assert "no internet" in text and "attach" in text
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    (wheels / "lpips-0.1.4-py3-none-any.whl").write_bytes(b"PK")
+    caplog.clear()
+    got = kernel.missing_packages(importable=_kaggle_like, search=[tmp_path, wheels])
+    assert got == ["--no-index", "--find-links", str(wheels), "lpips"]
+    assert kernel.LANDMARK_MODEL in caplog.text and "lpips (" not in caplog.text
+    check = kernel.check_kernel(importable=_kaggle_like, search=[wheels], online=False)
+    assert check.missing == ("lpips", "face_recognition_models") and check.online is False
+
+
+def test_kernel_check_imports_nothing_heavy():
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+
+    code = ("import sys, facelib.kernel; facelib.kernel.check_kernel(online=False); "
+            "print(sorted(m for m in ('torch', 'numpy', 'PIL', 'dlib', 'lpips') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_bootstrap_cell_is_identical_in_every_notebook_and_installs_what_is_missing():
+    import json
+
+    from .conftest import REPO
+
+    boots = {}
+    for nb in sorted((REPO / "notebooks").glob("0*.ipynb")):
+        cells = [c for c in json.loads(nb.read_text())["cells"] if c["cell_type"] == "code"]
+        boots[nb.name] = "".join(cells[0]["source"])
+    assert len(boots) == 5 and len(set(boots.values())) == 1
+    boot = next(iter(boots.values()))
+    assert "facelib.kernel.missing_packages()" in boot
+    assert '%pip install -q {" ".join(MISSING)}' in boot
+    assert boot.index("sys.path.insert") < boot.index("import facelib.kernel")
