@@ -426,7 +426,7 @@ def _run_swap(args: argparse.Namespace) -> int:
 
     from .data import RANDOM_ID_STAMP, SMOKE_STAMP, identity_network
     from .grids import save_image, stamp, to_pil
-    from .swap import face_swap
+    from .swap import UNCHANGED_STAMP, face_swap
 
     (target,), G, g_source = _latents_and_generator([args.target], args.weights, args.device)
     source_path = Path(args.source)
@@ -449,6 +449,8 @@ def _run_swap(args: argparse.Namespace) -> int:
         image = stamp(image, SMOKE_STAMP)
     elif ident.random:
         image = stamp(image, RANDOM_ID_STAMP)
+    if result.unchanged[0]:
+        image = stamp(image, UNCHANGED_STAMP)
     result = dataclasses.replace(result, source_names=[str(args.source)] * len(result),
                                  target_names=[str(args.target)] * len(result))
     pt = out.with_suffix(".pt")
@@ -456,6 +458,8 @@ def _run_swap(args: argparse.Namespace) -> int:
     save_image(image, out)
     print(f"wrote {out}, {pt} and {meta} ({g_source}; {ident.describe()}; rows {args.rows or 'default'})")
     print(result.caption(0) + ("" if not result.interrupted else "  [interrupted: best steps so far]"))
+    if result.unchanged[0]:
+        print(f"warning: {result.no_change_note(0)}")
     return 0
 
 

@@ -855,7 +855,7 @@ def _thumb(images: torch.Tensor, size: int) -> torch.Tensor:
 def row_effects(G: torch.nn.Module, target_wplus: Any, *, delta: torch.Tensor | None = None,
                 style_wplus: Any = None, strength: float = 1.0, mask_region: Any = None,
                 target_image: Any = None, noise: Any = None, batch_size: int = 6, thumb_size: int = 96,
-                progress: bool = True) -> RowEffects:
+                progress: bool = True, cache_dir: "str | os.PathLike[str] | None" = None) -> RowEffects:
     """Apply an edit to one W+ row at a time and measure the change inside and outside the face.
 
     Exactly one of ``delta`` (an expression-style edit, :func:`apply_delta`) or ``style_wplus``
@@ -878,6 +878,9 @@ def row_effects(G: torch.nn.Module, target_wplus: Any, *, delta: torch.Tensor | 
         noise: noise for :func:`render` (default: the Projection's maps, else G's buffers).
         batch_size: variants per synthesis call.
         thumb_size: side of the stored thumbnails.
+        cache_dir: reuse / store the measurement there, keyed by the generator, the target, the
+            edit, the strength, the region and photo given, the noise maps and ``thumb_size``
+            (:func:`row_effects_cache_key`); a hit is returned without rendering anything.
     Returns:
         :class:`RowEffects`; :attr:`RowEffects.region_source` says which region was used.
     Raises:
@@ -916,6 +919,16 @@ def row_effects(G: torch.nn.Module, target_wplus: Any, *, delta: torch.Tensor | 
         def edit(mask: LayerMask) -> torch.Tensor:
             return mix_styles(t, s, rows=mask, strength=k)
 
+    cache_path = None
+    if cache_dir is not None:
+        key = row_effects_cache_key(G, t, d if delta is not None else s, kind=kind, strength=k,
+                                    mask_region=mask_region, target_image=target_image, noise=noise,
+                                    thumb_size=thumb_size)
+        cache_path = Path(cache_dir) / key[:2] / f"{key}.pt"
+        hit = _load_row_effects(cache_path)
+        if hit is not None:
+            log.info("row effects: reusing the measurement %s", cache_path)
+            return hit
     variants = [edit(LayerMask.from_rows([r], n)) for r in range(n)]
     for v in variants:
         if v.ndim != 2:
@@ -954,9 +967,78 @@ def row_effects(G: torch.nn.Module, target_wplus: Any, *, delta: torch.Tensor | 
             r = todo[idx]
             inside[r], outside[r], colour[r] = float(ins[j]), float(outs[j]), float(cols[j])
             thumbs[r] = th[j]
-    return RowEffects(kind=kind, inside=tuple(inside), outside=tuple(outside), colour=tuple(colour),
-                      full=full_vals, strength=k, region_source=source, region=region, base=base_thumb,
-                      thumbnails=thumbs, full_thumbnail=full_thumb, skipped=skipped)
+    result = RowEffects(kind=kind, inside=tuple(inside), outside=tuple(outside), colour=tuple(colour),
+                        full=full_vals, strength=k, region_source=source, region=region, base=base_thumb,
+                        thumbnails=thumbs, full_thumbnail=full_thumb, skipped=skipped)
+    if cache_path is not None:
+        with atomic_path(cache_path) as tmp:
+            torch.save({"format": "facelib.row_effects", **result.to_dict(), "region": region.float(),
+                        "base": base_thumb.float(), "thumbnails": thumbs.float(), "full_thumbnail": full_thumb.float()},
+                       tmp)
+    return result
+
+
+def _digest(x: Any) -> Any:
+    """A JSON-ready stand-in of a cache-key part: tensors, arrays and images by their bytes' SHA-256."""
+    import hashlib
+
+    if x is None or isinstance(x, (str, int, float, bool)):
+        return x
+    if isinstance(x, os.PathLike):
+        p = Path(x)
+        return {"file": str(p), "sha256": hashlib.sha256(p.read_bytes()).hexdigest()} if p.is_file() else str(p)
+    if isinstance(x, (list, tuple)):
+        return [_digest(v) for v in x]
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().float().contiguous().numpy()
+    if isinstance(x, np.ndarray):
+        return {"shape": list(x.shape), "sha256": hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()}
+    if hasattr(x, "tobytes") and hasattr(x, "size"):  # a PIL image
+        return {"size": list(x.size), "mode": getattr(x, "mode", ""), "sha256": hashlib.sha256(x.tobytes()).hexdigest()}
+    fields = getattr(x, "__dataclass_fields__", None)
+    if fields:
+        return {name: _digest(getattr(x, name)) for name in fields}
+    return repr(x)
+
+
+def row_effects_cache_key(G: torch.nn.Module, target: torch.Tensor, edit: torch.Tensor, *, kind: str,
+                          strength: float, mask_region: Any = None, target_image: Any = None, noise: Any = None,
+                          thumb_size: int = 96) -> str:
+    """SHA-256 (hex) over everything that determines a :func:`row_effects` measurement.
+
+    Args:
+        target: (n_latent, D) the target latent; edit: the delta (n_latent, D) or the style latent.
+        kind: "delta" or "style"; the rest as for :func:`row_effects`.
+    """
+    import hashlib
+
+    from . import __version__
+    from ._optim import generator_id
+
+    parts = {"format": "facelib.row_effects", "facelib": __version__, "generator": generator_id(G),
+             "target": _digest(target), "edit": _digest(edit), "kind": kind, "strength": float(strength),
+             "mask_region": _digest(mask_region), "target_image": _digest(target_image), "noise": _digest(noise),
+             "thumb_size": int(thumb_size)}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _load_row_effects(path: Path) -> RowEffects | None:
+    """A measurement stored by :func:`row_effects` (None when absent or unreadable, logged)."""
+    if not path.is_file():
+        return None
+    try:
+        d = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(d, dict) or d.get("format") != "facelib.row_effects":
+            raise ValueError("not a row-effects cache entry")
+        return RowEffects(kind=str(d["kind"]), inside=tuple(map(float, d["inside"])),
+                          outside=tuple(map(float, d["outside"])), colour=tuple(map(float, d["colour"])),
+                          full=tuple(map(float, d["full"])), strength=float(d["strength"]),
+                          region_source=str(d["region_source"]), region=d["region"], base=d["base"],
+                          thumbnails=d["thumbnails"], full_thumbnail=d["full_thumbnail"],
+                          skipped=tuple(int(r) for r in d["skipped"]))
+    except Exception as e:  # noqa: BLE001 - any unreadable entry is recomputed
+        log.warning("ignoring unreadable row-effects cache entry %s (%s)", path, e)
+        return None
 
 
 # ----------------------------------------------------------------------------------------

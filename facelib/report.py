@@ -356,7 +356,7 @@ def build_report(out_dir: "str | os.PathLike[str]" = "out", *, title: str = "fac
         facts = [f"{k} {_fmt(v, '.4g') if isinstance(v, float) else v}" for k, v in sorted(info.items())
                  if k not in _PROVENANCE_META and isinstance(v, (int, float, str, bool)) and str(v) != ""]
         if facts:
-            doc.para("Recorded by the notebook: " + ", ".join(facts)[:600] + ".", cls="note")
+            doc.para("Recorded by the notebook: " + _join_whole(facts, 600) + ".", cls="note")
         for g in grids:
             doc.figure(_Img(g, f"grid {g.name}", edited=name in _GENERATIVE))
         doc.md += body_md
@@ -522,6 +522,22 @@ def _named(out: Path, names: Any) -> Path | None:
     return next((base.with_suffix(e) for e in _IMAGE_EXT if base.with_suffix(e).is_file()), None)
 
 
+def _join_whole(items: Iterable[str], limit: int) -> str:
+    """``items`` comma-separated, whole items only, up to ``limit`` characters (never a cut item or a trailing comma)."""
+    parts: list[str] = []
+    for item in items:
+        if len(", ".join([*parts, item])) > limit:
+            break
+        parts.append(item)
+    return ", ".join(parts)
+
+
+def _metric_text(m: Mapping[str, Any], limit: int = 200) -> str:
+    """The "name value" pairs of a swap's numeric metrics, as much as fits in ``limit`` characters."""
+    return _join_whole((f"{k} {_fmt(v, '.3f')}" for k, v in m.items()
+                        if isinstance(v, (int, float)) and not isinstance(v, bool)), limit)
+
+
 def _face_swap(doc: _Doc, out: Path) -> int:
     imgs = _images(out / "face_swap")
     results = [p for p in imgs if "_on_" in p.stem]
@@ -535,11 +551,14 @@ def _face_swap(doc: _Doc, out: Path) -> int:
         tgt = _find(imgs, f"{p.stem}_target") or _named(out, meta.get("target_names")) or _aligned_of(out, target)
         m = meta.get("metrics")
         m = m[0] if isinstance(m, list) and m else m if isinstance(m, Mapping) else {}
-        facts = ", ".join(f"{k} {_fmt(v, '.3f')}" for k, v in m.items() if isinstance(v, (int, float))
-                          and not isinstance(v, bool))[:200]
+        facts = _metric_text(m)
+        unchanged = bool(m.get("unchanged", m.get("best_step", 1) in (0, -1)))
+        if unchanged:
+            facts = "UNCHANGED: the swap did nothing (best step 0; the result is the target as it was). " + facts
         rows.append([_Img(src, f"source {source}") if src else None,
                      _Img(tgt, f"target {target}") if tgt else None,
-                     _Img(p, f"{source} on {target}", edited=True), facts or "-"])
+                     _Img(p, f"{source} on {target}" + (": UNCHANGED, the swap did nothing" if unchanged else ""),
+                          edited=True), facts or "-"])
     doc.para("Face swap (`out/face_swap/<source>_on_<target>.jpg`): the source's identity on the target, "
              "optimised with an ArcFace identity loss.")
     doc.table(["source", "target", "result", "metrics"], rows)

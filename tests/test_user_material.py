@@ -377,3 +377,140 @@ def test_bootstrap_cell_is_identical_in_every_notebook_and_installs_what_is_miss
     assert "facelib.kernel.missing_packages()" in boot
     assert '%pip install -q {" ".join(MISSING)}' in boot
     assert boot.index("sys.path.insert") < boot.index("import facelib.kernel")
+
+
+# ----------------------------------------------------------------------------------------
+# Caches: row effects (03, 04) and face swaps (05)
+# ----------------------------------------------------------------------------------------
+
+def _latents(G, n, seed):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        return G.mapping(torch.randn(n, G.style_dim, generator=g))[:, None].repeat(1, G.n_latent, 1)
+
+
+@pytest.mark.slow
+def test_row_effects_are_cached_by_their_inputs(small_generator, tmp_path, monkeypatch):
+    from facelib import edits
+
+    G = small_generator
+    t, style = _latents(G, 2, 3)
+    cache = tmp_path / "cache"
+    first = edits.row_effects(G, t, style_wplus=style, mask_region="ellipse", progress=False, cache_dir=cache)
+    assert len(list(cache.rglob("*.pt"))) == 1
+    real_render = edits.render
+
+    def no_render(*a, **k):
+        raise AssertionError("a cached measurement is not rendered again")
+
+    monkeypatch.setattr(edits, "render", no_render)
+    again = edits.row_effects(G, t, style_wplus=style, mask_region="ellipse", progress=False, cache_dir=cache)
+    assert again.to_dict() == first.to_dict()
+    assert torch.equal(again.thumbnails, first.thumbnails) and torch.equal(again.region, first.region)
+    # another strength, edit or generator is measured anew
+    monkeypatch.setattr(edits, "render", real_render)
+    other = edits.row_effects(G, t, style_wplus=style, strength=0.5, mask_region="ellipse", progress=False,
+                              cache_dir=cache)
+    assert other.strength == 0.5 and len(list(cache.rglob("*.pt"))) == 2
+    delta = edits.row_effects(G, t, delta=style - t, mask_region="ellipse", progress=False, cache_dir=cache)
+    assert delta.kind == "delta" and len(list(cache.rglob("*.pt"))) == 3
+    from .conftest import make_small_generator
+
+    edits.row_effects(make_small_generator(seed=5), t, style_wplus=style, mask_region="ellipse", progress=False,
+                      cache_dir=cache)
+    assert len(list(cache.rglob("*.pt"))) == 4
+    # an unreadable entry is recomputed, not an error
+    for p in cache.rglob("*.pt"):
+        p.write_bytes(b"garbage")
+    assert edits.row_effects(G, t, style_wplus=style, mask_region="ellipse", progress=False,
+                             cache_dir=cache).to_dict() == first.to_dict()
+
+
+@pytest.fixture(scope="module")
+def swap_setup():
+    from .conftest import make_small_generator
+    from .test_losses import TinyIdNet
+
+    G = make_small_generator()
+    targets = _latents(G, 1, 11)
+    with torch.no_grad():
+        sources = G.synthesis(_latents(G, 1, 12)).clamp(-1, 1)
+    return G, TinyIdNet(), sources, targets
+
+
+@pytest.mark.slow
+def test_face_swaps_are_cached_by_inputs_weights_and_settings(swap_setup, tmp_path, monkeypatch):
+    import facelib.swap as swap_mod
+
+    G, id_net, sources, targets = swap_setup
+    cache = tmp_path / "swaps"
+    opts = dict(steps=3, lpips=None, judge=False, progress=False, cache_dir=cache)
+    first = swap_mod.face_swap(G, id_net, sources, targets, **opts)
+    assert len(list(cache.rglob("*.pt"))) == 1
+    real = swap_mod.optimise
+
+    def no_optimise(*a, **k):
+        raise AssertionError("a cached swap is not optimised again")
+
+    monkeypatch.setattr(swap_mod, "optimise", no_optimise)
+    again = swap_mod.face_swap(G, id_net, sources, targets, **opts)
+    assert torch.equal(again.wplus, first.wplus) and again.metrics == first.metrics
+    monkeypatch.setattr(swap_mod, "optimise", real)
+    swap_mod.face_swap(G, id_net, sources, targets, **{**opts, "steps": 4})          # settings
+    from .test_losses import TinyIdNet
+
+    other_net = TinyIdNet()
+    with torch.no_grad():
+        other_net.fc.weight.add_(0.1)
+    swap_mod.face_swap(G, other_net, sources, targets, **opts)                        # identity weights
+    swap_mod.face_swap(G, id_net, sources.flip(-1), targets, **opts)                  # inputs
+    assert len(list(cache.rglob("*.pt"))) == 4
+
+
+# ----------------------------------------------------------------------------------------
+# A swap that did nothing
+# ----------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_a_swap_that_did_nothing_says_so(swap_setup, tmp_path, capsys):
+    import json
+
+    from facelib.cli import main
+    from facelib.grids import save_image
+    from facelib.report import build_report
+    from facelib.swap import face_swap, load_swap
+    from facelib.weights import save_generator
+
+    G, id_net, sources, targets = swap_setup
+    still = face_swap(G, id_net, sources, targets, steps=3, lr=1e-30, scheduler="constant", lpips=None, judge=False,
+                      progress=False)
+    assert still.unchanged == [True] and still.metrics[0]["best_step"] == 0
+    assert torch.equal(still.wplus, still.target_wplus)
+    assert "did nothing" in still.no_change_note(0) and "best step 0" in still.no_change_note(0)
+    assert "UNCHANGED" in still.caption(0) and "UNCHANGED" in repr(still)
+    moved = face_swap(G, id_net, sources, targets, steps=6, lpips=None, judge=False, progress=False)
+    assert moved.unchanged == [False] and moved.no_change_note(0) == "" and "UNCHANGED" not in moved.caption(0)
+    # saved and loaded, old results without the flag read it from best_step
+    still.save(tmp_path / "s.pt")
+    assert load_swap(tmp_path / "s.pt").unchanged == [True]
+    # the command line says so and stamps the image
+    save_generator(G, tmp_path / "g.pt")
+    torch.save(id_net.state_dict(), tmp_path / "arcface.pth")
+    proj = facelib.project(G, G.synthesis(targets).clamp(-1, 1).detach(), steps=2, lpips=None, progress=False)
+    proj.save(tmp_path / "target.pt")
+    save_image(sources[0], tmp_path / "source.png")
+    out = tmp_path / "out" / "face_swap" / "AJoly_2_on_LDCaprio_0.png"
+    rc = main(["swap", str(tmp_path / "source.png"), str(tmp_path / "target.pt"), str(out), "--weights",
+               str(tmp_path / "g.pt"), "--steps", "3", "--lr", "1e-30", "--lpips", "none", "--no-judge", "--quiet"])
+    text = capsys.readouterr().out
+    assert rc == 0 and "did nothing" in text and "UNCHANGED" in text
+    from PIL import Image
+
+    assert Image.open(out).height > G.resolution  # the stamp's banner sits above the image
+    # the report says so next to the image, and its metrics end cleanly
+    md = build_report(tmp_path / "out").markdown.read_text()
+    line = next(l for l in md.splitlines() if "AJoly_2 on LDCaprio_0" in l)
+    assert "UNCHANGED" in line and "did nothing" in line
+    metrics_cell = line.rstrip(" |").rsplit("|", 1)[-1].strip()
+    assert metrics_cell and not metrics_cell.endswith(",")
+    json.loads(out.with_suffix(".json").read_text())
