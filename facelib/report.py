@@ -221,8 +221,8 @@ table.images { border-collapse: collapse; margin: 1em 0; }
 table.images td, table.images th { border: 1px solid #ddd; padding: 4px; vertical-align: top; text-align: center; }
 table.status td, table.status th { border: 1px solid #ddd; padding: 2px 8px; }
 figure { margin: .5em; display: inline-block; } figure img { display: block; max-width: 100%; height: auto; }
-figure .frame { position: relative; display: inline-block; }
-figure .badge { position: absolute; top: 0; left: 0; font-size: 11px; padding: 1px 4px; color: #fff; background: #555; }
+figure .frame { display: inline-block; }
+figure .badge { display: block; width: fit-content; font-size: 11px; padding: 1px 4px; color: #fff; background: #555; }
 figure.edited .badge { background: #1f5fbf; }
 figure.smoke .badge { background: #c80000; font-weight: bold; }
 figure.smoke .frame { outline: 3px solid #c80000; }

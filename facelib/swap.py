@@ -587,9 +587,7 @@ class SwapResult:
     def caption(self, i: int = 0) -> str:
         """A short text of image ``i``'s identity and pose figures (for grids)."""
         m = self.metrics[i]
-        if self.unchanged[i]:
-            return "UNCHANGED: the swap did nothing (best step 0)"
-        parts = []
+        parts = ["UNCHANGED: the swap did nothing (best step 0)"] if self.unchanged[i] else []
         if "id_to_source" in m:
             parts.append(f"id src {m['id_to_source']:.2f} (was {m['id_target_to_source']:.2f}) "
                          f"tgt {m['id_to_target']:.2f}")

@@ -514,3 +514,50 @@ def test_a_swap_that_did_nothing_says_so(swap_setup, tmp_path, capsys):
     metrics_cell = line.rstrip(" |").rsplit("|", 1)[-1].strip()
     assert metrics_cell and not metrics_cell.endswith(",")
     json.loads(out.with_suffix(".json").read_text())
+
+
+# ----------------------------------------------------------------------------------------
+# Report layout: badges beside (not over) images, stamps wrapped
+# ----------------------------------------------------------------------------------------
+
+def test_long_stamps_and_titles_wrap_instead_of_running_off_the_image():
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    from facelib.data import SMOKE_HINT, SMOKE_STAMP
+    from facelib.grids import _font, make_grid, stamp, wrap_text
+
+    img = Image.new("RGB", (128, 128), (0, 128, 0))
+    text = SMOKE_STAMP + " | " + SMOKE_HINT
+    out = stamp(img, text)
+    font = _font(max(12, img.width // 40))
+    lines = wrap_text(text, font, img.width - 8)
+    assert len(lines) > 1 and " ".join(lines).split() == text.split()  # every word kept, in order
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    assert all(measure.textlength(l, font=font) <= img.width - 8 for l in lines)
+    banner = out.height - img.height
+    assert banner >= len(lines) * 18  # room for every line
+    assert np.array_equal(np.asarray(out)[banner:], np.asarray(img))  # the image itself is not covered
+    short = stamp(img, "SMOKE")
+    assert short.height - img.height < banner
+    grid = make_grid([[img]], cell=64, title=text)
+    assert grid.width == 64 + 8  # the title does not widen or overflow the grid: it wraps
+    assert grid.height > 64 + 4 * 18
+    assert wrap_text("averyveryverylongwordwithoutspaces" * 3, font, 40)  # cut, never clipped
+    assert all(measure.textlength(l, font=font) <= 40
+               for l in wrap_text("averyveryverylongwordwithoutspaces" * 3, font, 40))
+
+
+def test_report_badges_sit_above_the_images_not_over_them(tmp_path):
+    import re
+
+    from facelib.report import _CSS, build_report
+
+    rule = re.search(r"figure \.badge \{([^}]*)\}", _CSS).group(1)
+    assert "absolute" not in rule and "display: block" in rule  # its own line above the image
+    assert "position: relative" not in re.search(r"figure \.frame \{([^}]*)\}", _CSS).group(1)
+    out = tmp_path / "out"
+    _photo(out / "grids" / "03_style_transfer.jpg")
+    html = build_report(out).html.read_text()
+    fig = re.search(r'<figure class="[^"]*"><div class="frame">(<span class="badge">[^<]*</span>)(<img [^>]*>)', html)
+    assert fig, "badge first, then the image, inside the frame"
