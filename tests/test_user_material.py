@@ -561,3 +561,41 @@ def test_report_badges_sit_above_the_images_not_over_them(tmp_path):
     html = build_report(out).html.read_text()
     fig = re.search(r'<figure class="[^"]*"><div class="frame">(<span class="badge">[^<]*</span>)(<img [^>]*>)', html)
     assert fig, "badge first, then the image, inside the frame"
+
+
+# ----------------------------------------------------------------------------------------
+# CLI rows: the report's 18-row numbers adapt to smaller generators as in the notebooks
+# ----------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_cli_rows_and_masks_adapt_like_the_notebooks(small_generator, tmp_path, capsys):
+    import json
+
+    from facelib import edits
+    from facelib.cli import main
+    from facelib.edits import LayerMask
+    from facelib.weights import load_generator, save_generator
+
+    weights = tmp_path / "G.pt"
+    save_generator(small_generator, weights)
+    G = load_generator(weights)
+    assert G.n_latent < 18
+    lat = edits.random_latents(G, 3, seed=2)
+    for i, name in enumerate(["content", "style", "neutral"]):
+        torch.save({"wplus": lat[i:i + 1]}, tmp_path / f"{name}.pt")
+    out = tmp_path / "mix.png"
+    assert main(["mix", str(tmp_path / "content.pt"), str(tmp_path / "style.pt"), str(out), "--rows", "9-17",
+                 "--weights", str(weights)]) == 0
+    notebook_rows = LayerMask.scaled("9-17", G.n_latent)  # what notebook 03 uses for ROWS = "9-17"
+    assert json.loads((tmp_path / "mix.edit.json").read_text())["rows"] == str(notebook_rows)
+    assert torch.equal(edits.load_latents(out.with_suffix(".pt")).wplus,
+                       edits.mix_styles(lat[:1], lat[1:2], rows=notebook_rows))
+    out2 = tmp_path / "exp.png"
+    assert main(["express", str(tmp_path / "content.pt"), str(tmp_path / "neutral.pt"), str(tmp_path / "style.pt"),
+                 str(out2), "--mask", "1-17", "--weights", str(weights)]) == 0
+    assert json.loads((tmp_path / "exp.edit.json").read_text())["mask"] == str(LayerMask.scaled("1-17", G.n_latent))
+    capsys.readouterr()
+    assert main(["express", str(tmp_path / "content.pt"), str(tmp_path / "neutral.pt"), str(tmp_path / "style.pt"),
+                 str(out2), "--mask", "1-25", "--weights", str(weights)]) == 1
+    err = capsys.readouterr().err
+    assert "--mask '1-25'" in err and "Traceback" not in err
