@@ -1722,9 +1722,10 @@ def _references(G: torch.nn.Module, photos: Any, work: Path, steps: int, progres
     """:func:`reference_projections` of ``photos``, and the aligned photo of each projected one
     ({name: path}, in the photos' order)."""
     from PIL import Image, ImageOps
+    from tqdm.auto import tqdm
 
     from .align import align_faces, load_image
-    from .errors import DependencyError, FacelibError
+    from .errors import FacelibError
     from .project import project_folder
 
     named = reference_photo_names(photos)
@@ -1732,20 +1733,15 @@ def _references(G: torch.nn.Module, photos: Any, work: Path, steps: int, progres
         return {}, {}
     aligned = work / "aligned"
     size = max(256, G.resolution)
-    ready: dict[str, Path] = {}
-    todo = [(n, p) for n, p in named.items() if not (aligned / f"{n}.png").is_file()]
-    for name, path in named.items():
-        if (aligned / f"{name}.png").is_file():
-            ready[name] = aligned / f"{name}.png"
-    from tqdm.auto import tqdm
-
+    ready = {n: aligned / f"{n}.png" for n in named if (aligned / f"{n}.png").is_file()}  # aligned before
+    todo = [(n, p) for n, p in named.items() if n not in ready]
     for name, path in tqdm(todo, desc="align", unit="img", disable=not progress or not todo):
         out = aligned / f"{name}.png"
         try:
             img = align_faces(path, output_size=size, max_faces=1)[0].image
         except DependencyError:
             raise  # a missing model affects every photo: stop with the clear message
-        except FacelibError as why:
+        except (FacelibError, OSError, RuntimeError, ValueError) as why:  # no face (a painting), or dlib failed
             try:
                 img = ImageOps.fit(load_image(path), (size, size), Image.Resampling.LANCZOS)
             except InputError as e:

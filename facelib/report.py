@@ -523,7 +523,7 @@ def _named(out: Path, names: Any) -> Path | None:
 
 
 def _join_whole(items: Iterable[str], limit: int) -> str:
-    """``items`` comma-separated, whole items only, up to ``limit`` characters (never a cut item or a trailing comma)."""
+    """``items`` comma-separated, whole items only, up to ``limit`` characters (no cut item, no trailing comma)."""
     parts: list[str] = []
     for item in items:
         if len(", ".join([*parts, item])) > limit:

@@ -182,7 +182,8 @@ def test_emotion_labels_from_any_name():
 
     cases = {"Neutral copy": "neutral", "Happy copy": "happy", "Sad copy": "sad", "Fear copy": "fear",
              "HAPPY COPY (2)": "happy", "sadness_3": "sad", "Fear - Copy": "fear", "happy2": "happy",
-             "Angry копия": "angry", "surprised-final": "surprise", "Smug copy": "smug", "very happy": "very_happy"}
+             "Angry копия": "angry", "surprised-final": "surprise", "Smug copy": "smug",
+             "very happy": "very_happy"}
     assert {k: emotion_label(k) for k in cases} == cases
     assert is_emotion_name("Neutral copy") and is_emotion_name("FEARFUL")
     assert not is_emotion_name("bad_trip1") and not is_emotion_name("green") and emotion_label("IMG_1234") == ""
@@ -224,7 +225,8 @@ def test_located_datasets_are_found_with_the_reports_layouts(tmp_path):
     assert roles["styles-expressions/expressions"] == "expressions"
     assert roles["bad-trip-styles"] == "styles"
     assert roles["aligned-data/AJoly"] == roles["aligned-data/LDCaprio"] == "aligned"
-    assert reference_dir("missing/dir", role="expressions", inventory=inv) == kaggle / "styles-expressions" / "expressions"
+    expressions = kaggle / "styles-expressions" / "expressions"
+    assert reference_dir("missing/dir", role="expressions", inventory=inv) == expressions
     assert reference_dir("", role="styles", inventory=inv) == kaggle / "bad-trip-styles"
     assert aligned_dir("", out_dir=tmp_path / "out", inventory=inv) == kaggle / "aligned-data"
     # a folder whose name says nothing: its photos' names make it the expressions folder
@@ -599,3 +601,12 @@ def test_cli_rows_and_masks_adapt_like_the_notebooks(small_generator, tmp_path, 
                  str(out2), "--mask", "1-25", "--weights", str(weights)]) == 1
     err = capsys.readouterr().err
     assert "--mask '1-25'" in err and "Traceback" not in err
+
+
+def test_weight_fingerprints_cover_zero_dim_buffers():
+    from facelib.weights import state_fingerprint
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))  # num_batches_tracked: 0-d long
+    a = state_fingerprint(net.state_dict())
+    net[1].num_batches_tracked += 1
+    assert state_fingerprint(net.state_dict()) != a
