@@ -818,7 +818,7 @@ _EMOTION_SYNONYMS = {
     "neutral": "neutral", "happy": "happy", "happiness": "happy", "sad": "sad", "sadness": "sad",
     "fear": "fear", "fearful": "fear", "afraid": "fear", "scared": "fear", "angry": "angry", "anger": "angry",
     "surprise": "surprise", "surprised": "surprise", "disgust": "disgust", "disgusted": "disgust",
-    "contempt": "contempt", "smile": "smile", "smiling": "smile", "calm": "calm", "joy": "joy",
+    "contempt": "contempt", "smile": "smile", "smiling": "smile", "calm": "calm",
 }
 
 #: Name parts that carry no meaning: copy markers (several languages), counters, camera prefixes.
