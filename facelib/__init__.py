@@ -83,6 +83,12 @@ _LAZY = {
     "quality_card": "quality",
     "QualityCard": "quality",
     "PUBLISHED_INVERSION": "quality",
+    # the user's own material: emotion names of photo files, reference inputs, the kernel check
+    "emotion_label": "data",
+    "expression_photos": "edits",
+    "aligned_dir": "edits",
+    "check_kernel": "kernel",
+    "missing_packages": "kernel",
 }
 
 __all__ = sorted(set(_LAZY) | {

@@ -204,11 +204,12 @@ def optimise(opt: torch.optim.Optimizer, best: BestSteps, evaluate: Callable[[in
             if after_step is not None:
                 after_step()
             steps_done = step + 1
-            bar.update(1)
             ids = [1.0 - h["id"][-1] for h in best.history] if "id" in ev.terms else None
-            if progress and (step % 10 == 0 or steps_done == total):
+            if progress:  # every step, drawn with the update below (tqdm limits redraws by time, not steps)
                 extra = {} if ids is None else {"id": f"{sum(ids) / len(ids):.3f}"}
-                bar.set_postfix(loss=f"{sum(losses) / len(losses):.4g}", lr=f"{lr:.3g}", **extra)
+                shown_lr = lr_at(steps_done) if steps_done < total else lr  # the rate the next step uses
+                bar.set_postfix(loss=f"{sum(losses) / len(losses):.4g}", lr=f"{shown_lr:.3g}", refresh=False, **extra)
+            bar.update(1)
             if on_step is not None:
                 on_step(steps_done, total, StepState(
                     step=steps_done, total=total, lr=lr, losses=losses, best_losses=best.loss.cpu().tolist(),

@@ -308,8 +308,9 @@ def _add_mix(sub: argparse._SubParsersAction) -> None:
     p.add_argument("style", help="style latents (.pt); a batch of 1 applies to every content")
     p.add_argument("out", help="output image (.png/.jpg)")
     p.add_argument("--rows", default="style",
-                   help="rows taken from STYLE: '9-17', '0,2,4-6' or a preset (coarse, middle, fine, style); "
-                        "default 'style' = 9-17 of an 18-row generator, scaled to others")
+                   help="rows taken from STYLE, in the report's 18-row (1024 px) terms, scaled to smaller "
+                        "generators as the notebooks do: '9-17', '0,2,4-6' or a preset (coarse, middle, fine, "
+                        "style); default 'style' = 9-17")
     _add_latent_edit_options(p, strength_help="1 replaces the rows, 0..1 interpolates")
     p.set_defaults(func=_run_mix)
 
@@ -362,11 +363,23 @@ def _write_edit(G, source: str, wplus, noises, out: str, **meta) -> None:
     print(f"wrote {out} and {pt} ({images.shape[0]} image(s), {source})")
 
 
+def _rows_option(spec: str, n_latent: int, option: str):
+    """``--rows`` / ``--mask``: written in the report's 18-row (1024 px) terms and carried over to
+    the generator's rows by :meth:`facelib.edits.LayerMask.scaled`, as the notebooks do."""
+    from .edits import LayerMask
+    from .errors import FacelibError
+
+    try:
+        return LayerMask.scaled(spec, n_latent)
+    except FacelibError as e:
+        raise InputError(f"{option} {spec!r}: {e} (rows are given in 18-row terms, 0-17)") from None
+
+
 def _run_mix(args: argparse.Namespace) -> int:
-    from .edits import LayerMask, mix_styles
+    from .edits import mix_styles
 
     (content, style), G, source = _latents_and_generator([args.content, args.style], args.weights, args.device)
-    mask = LayerMask.coerce(args.rows, G.n_latent, name="--rows")
+    mask = _rows_option(args.rows, G.n_latent, "--rows")
     mixed = mix_styles(content.wplus, style.wplus, rows=mask, strength=args.strength)
     _write_edit(G, source, mixed, content.noises, args.out, edit="mix", content=str(args.content),
                 style=str(args.style), rows=str(mask), strength=args.strength)
@@ -383,18 +396,19 @@ def _add_express(sub: argparse._SubParsersAction) -> None:
     p.add_argument("emotion", help="emotion reference latents (.pt)")
     p.add_argument("out", help="output image (.png/.jpg)")
     p.add_argument("--mask", default="expression",
-                   help="rows that get the delta: '1-17', '0,2,4-6', 'all' or a preset (expression, happy, sad, "
-                        "fear, ...); default 'expression' = every row but 0 (lighting/glasses artefacts)")
+                   help="rows that get the delta, in the report's 18-row terms, scaled to smaller generators as "
+                        "the notebooks do: '1-17', '0,2,4-6', 'all' or a preset (expression, happy, sad, fear, "
+                        "...); default 'expression' = every row but 0 (lighting/glasses artefacts)")
     _add_latent_edit_options(p, strength_help="scale of the delta")
     p.set_defaults(func=_run_express)
 
 
 def _run_express(args: argparse.Namespace) -> int:
-    from .edits import LayerMask, apply_delta, expression_delta
+    from .edits import apply_delta, expression_delta
 
     (target, neutral, emotion), G, source = _latents_and_generator([args.target, args.neutral, args.emotion],
                                                                    args.weights, args.device)
-    mask = LayerMask.coerce(args.mask, G.n_latent, name="--mask")
+    mask = _rows_option(args.mask, G.n_latent, "--mask")
     delta = expression_delta(neutral.wplus, emotion.wplus)
     edited = apply_delta(target.wplus, delta, mask=mask, strength=args.strength)
     _write_edit(G, source, edited, target.noises, args.out, edit="express", target=str(args.target),
@@ -439,7 +453,7 @@ def _run_swap(args: argparse.Namespace) -> int:
 
     from .data import RANDOM_ID_STAMP, SMOKE_STAMP, identity_network
     from .grids import save_image, stamp, to_pil
-    from .swap import face_swap
+    from .swap import UNCHANGED_STAMP, face_swap
 
     (target,), G, g_source = _latents_and_generator([args.target], args.weights, args.device)
     source_path = Path(args.source)
@@ -462,6 +476,8 @@ def _run_swap(args: argparse.Namespace) -> int:
         image = stamp(image, SMOKE_STAMP)
     elif ident.random:
         image = stamp(image, RANDOM_ID_STAMP)
+    if result.unchanged[0]:
+        image = stamp(image, UNCHANGED_STAMP)
     result = dataclasses.replace(result, source_names=[str(args.source)] * len(result),
                                  target_names=[str(args.target)] * len(result))
     pt = out.with_suffix(".pt")
@@ -469,6 +485,8 @@ def _run_swap(args: argparse.Namespace) -> int:
     save_image(image, out)
     print(f"wrote {out}, {pt} and {meta} ({g_source}; {ident.describe()}; rows {args.rows or 'default'})")
     print(result.caption(0) + ("" if not result.interrupted else "  [interrupted: best steps so far]"))
+    if result.unchanged[0]:
+        print(f"warning: {result.no_change_note(0)}")
     return 0
 
 

@@ -37,8 +37,10 @@ import importlib.util
 import io
 import json
 import logging
+import math
 import os
 import pickle
+import re
 import shutil
 import zipfile
 from dataclasses import dataclass
@@ -608,6 +610,67 @@ def _read_head(path: Path, n: int) -> bytes:
         return f.read(n)
 
 
+_ARCHIVE_MAGIC = ((b"\x1f\x8b", "gzip", (".tar.gz", ".tgz"), "tar -xzf", "gunzip -k"),
+                  (b"\xfd7zXZ\x00", "xz", (".tar.xz", ".txz"), "tar -xJf", "unxz -k"),
+                  (b"7z\xbc\xaf\x27\x1c", "7-Zip", (), "", "7z x"),
+                  (b"Rar!\x1a\x07", "RAR", (), "", "unrar x"),
+                  (b"(\xb5/\xfd", "zstd", (".tar.zst",), "tar --zstd -xf", "unzstd"))
+
+
+def _archive_problem(path: Path, head: bytes) -> Problem | None:
+    """A still-packed download (gzip, xz, 7-Zip, RAR, zstd, tar), with the command that unpacks it; else None.
+
+    bz2 and zip are handled by :func:`classify_file` itself (a bz2 dlib model is named as such; a
+    zip may be a ``torch.save`` file).
+    """
+    name = path.name.lower()
+    for magic, what, tar_suffixes, tar_cmd, cmd in _ARCHIVE_MAGIC:
+        if head.startswith(magic):
+            how = tar_cmd if name.endswith(tar_suffixes) and tar_suffixes else cmd
+            return Problem(path, f"a {what}-compressed file (a download not unpacked yet): "
+                                 f"unpack it first: {how} '{path.name}'")
+    if len(head) >= 262 and head[257:262] == b"ustar":
+        return Problem(path, f"a tar archive (a download not unpacked yet): unpack it first: tar -xf '{path.name}'")
+    return None
+
+
+def _nvidia_detail(head: bytes) -> str:
+    """Resolution and W+ rows read from an NVIDIA network pickle's constructor arguments.
+
+    The pickle's opcodes are walked with :mod:`pickletools` (nothing is unpickled); the first
+    ``img_resolution`` / ``num_ws`` / ``w_dim`` values (the generator's) are taken, ``num_ws``
+    computed from the resolution when absent. Returns "" when the head holds none of them.
+    """
+    import pickletools
+
+    wanted = {"img_resolution": None, "num_ws": None, "w_dim": None}
+    pending: str | None = None
+    try:
+        for op, arg, _pos in pickletools.genops(head):
+            if isinstance(arg, str) and arg in wanted and wanted[arg] is None:
+                pending = arg
+            elif pending is not None and op.name in ("BINPUT", "LONG_BINPUT", "MEMOIZE", "PUT"):
+                continue
+            elif pending is not None:
+                if op.name in ("BININT", "BININT1", "BININT2", "INT", "LONG1") and isinstance(arg, int):
+                    wanted[pending] = int(arg)
+                pending = None
+            if all(v is not None for v in wanted.values()):
+                break
+    except Exception:  # noqa: BLE001  the head ends mid-opcode (or is not a pickle): keep what was read
+        pass
+    res = wanted["img_resolution"]
+    if not res:
+        return ""
+    rows = wanted["num_ws"] or (2 * int(math.log2(res)) - 2 if res & (res - 1) == 0 and res >= 4 else None)
+    parts = [f"{res} px"]
+    if rows:
+        parts.append(f"{rows} W+ rows")
+    if wanted["w_dim"]:
+        parts.append(f"style dim {wanted['w_dim']}")
+    return ", ".join(parts)
+
+
 def classify_file(path: "str | os.PathLike[str]") -> FoundFile | Problem | None:
     """Recognise one file by its content.
 
@@ -626,6 +689,9 @@ def classify_file(path: "str | os.PathLike[str]") -> FoundFile | Problem | None:
     weightish = suffix in _WEIGHT_EXTENSIONS
     if suffix in IMAGE_EXTENSIONS:
         return None
+    packed = _archive_problem(path, _read_head(path, 512))
+    if packed is not None:
+        return packed
     kind = sniff_file(path)
     if kind == "empty":
         return Problem(path, "empty file (an interrupted download?)") if weightish else None
@@ -644,8 +710,9 @@ def classify_file(path: "str | os.PathLike[str]") -> FoundFile | Problem | None:
                         npz = any(n.endswith(".npy") for n in zf.namelist())
                 except zipfile.BadZipFile:
                     npz = False
-                return Problem(path, "a NumPy .npz archive" if npz else "a zip archive that is not a torch.save "
-                                                                         "file (unzip it?)")
+                return Problem(path, "a NumPy .npz file of arrays" if npz else
+                               f"a zip archive that is not a torch.save file (a download not unpacked yet): "
+                               f"unpack it first: unzip '{path.name}'")
             return Problem(path, e.problem)
         for kind_name, test in (("generator", _classify_generator), ("arcface", _classify_arcface),
                                 ("vgg16", _classify_vgg16)):
@@ -657,8 +724,9 @@ def classify_file(path: "str | os.PathLike[str]") -> FoundFile | Problem | None:
         head = _read_head(path, _NVIDIA_SCAN)
         if b"torch_utils.persistence" in head and b"_reconstruct_persistent_obj" in head:
             if b"G_ema" in head or b"synthesis" in head:
+                shape = _nvidia_detail(head)
                 return FoundFile(path, "generator", "nvidia-pickle",
-                                 "NVIDIA stylegan2-ada-pytorch network pickle"
+                                 (f"{shape}, " if shape else "") + "NVIDIA stylegan2-ada-pytorch network pickle"
                                  + (" (G_ema)" if b"G_ema" in head else " (no G_ema: the training generator G)"),
                                  size)
             return Problem(path, "an NVIDIA persistence pickle without a generator")
@@ -675,8 +743,6 @@ def classify_file(path: "str | os.PathLike[str]") -> FoundFile | Problem | None:
         dl = _dlib_header(inner)
         what = f"a bz2-compressed dlib model ({dl[0]})" if dl else "a bz2-compressed file"
         return Problem(path, f"{what}: decompress it first (bunzip2 -k '{path.name}')")
-    if head.startswith(b"\x1f\x8b"):
-        return Problem(path, "a gzip-compressed file: decompress it first") if weightish else None
     found = _classify_dlib(path, head, size)
     if found is not None:
         return found
@@ -754,19 +820,59 @@ def default_roots(*, data_dir: "str | os.PathLike[str] | None" = None, kaggle: b
     return out
 
 
-_EMOTION_NAMES = {"neutral", "happy", "happiness", "sad", "sadness", "fear", "angry", "anger", "surprise",
-                  "surprised", "disgust", "smile", "calm"}
+#: Emotion words facelib recognises in file and folder names, each mapped to its label (noun and
+#: adjective forms of one emotion share a label). Any other name still works as an emotion label
+#: inside an expressions folder; these only decide a folder's role and the meaning of ambiguous names.
+_EMOTION_SYNONYMS = {
+    "neutral": "neutral", "happy": "happy", "happiness": "happy", "sad": "sad", "sadness": "sad",
+    "fear": "fear", "fearful": "fear", "afraid": "fear", "scared": "fear", "angry": "angry", "anger": "angry",
+    "surprise": "surprise", "surprised": "surprise", "disgust": "disgust", "disgusted": "disgust",
+    "contempt": "contempt", "smile": "smile", "smiling": "smile", "calm": "calm",
+}
+
+#: Name parts that carry no meaning: copy markers (several languages), counters, camera prefixes.
+_NAME_NOISE = re.compile(r"^(?:copy|copie|copia|kopie|kopia|копия|final|edited|edit|img|image|photo|pic|"
+                         r"\(?\d*\)?)$")
 
 
-def _guess_role(folder: Path, root: Path) -> str:
-    """Role of a photo folder from its own name and its parents' (deepest first), then the root's."""
+def emotion_label(name: str) -> str:
+    """The emotion a photo or folder name stands for: lower case, copy markers, counters and
+    separators dropped, noun forms mapped to one label ("" when nothing is left).
+
+    >>> [emotion_label(n) for n in ("Neutral copy", "HAPPY_2", "sadness (1)", "Fear - Copy (3)", "very happy")]
+    ['neutral', 'happy', 'sad', 'fear', 'very_happy']
+    """
+    kept = []
+    for token in re.split(r"[\s_\-.+,]+", str(name).strip().lower()):
+        if not token or _NAME_NOISE.match(token):
+            continue
+        token = token.strip("()[]{}").rstrip("0123456789")
+        if token and not _NAME_NOISE.match(token):
+            kept.append(token)
+    label = "_".join(kept)
+    return _EMOTION_SYNONYMS.get(label, label)
+
+
+def is_emotion_name(name: str) -> bool:
+    """True when ``name`` (a file stem or folder name, any case, with copy markers) names a known emotion."""
+    return emotion_label(name) in _EMOTION_SYNONYMS.values()
+
+
+def _guess_role(folder: Path, root: Path, stems: Sequence[str] = ()) -> str:
+    """Role of a photo folder from its own name and its parents' (deepest first), then from its
+    photos' names (mostly emotion names: expressions), then from the root's name."""
     try:
         parts = folder.relative_to(root).parts
     except ValueError:
         parts = folder.parts
-    for part in [*reversed(parts), root.name]:
+    by_content = ("expressions" if stems and 2 * sum(is_emotion_name(s) for s in stems) >= len(stems) else None)
+    for part in [*reversed(parts), None, root.name]:
+        if part is None:
+            if by_content:
+                return by_content
+            continue
         text = part.lower()
-        if "express" in text or "emotion" in text or text in _EMOTION_NAMES:
+        if "express" in text or "emotion" in text or is_emotion_name(part):
             return "expressions"
         if "style" in text.replace("stylegan", "").replace("style-gan", "").replace("style_gan", ""):
             return "styles"
@@ -819,7 +925,7 @@ def locate(roots: "Sequence[str | os.PathLike[str]] | None" = None, *, kaggle: b
         if not root.exists:
             continue
         for folder, files in _walk(root.path):
-            n_images = 0
+            stems: list[str] = []
             for name in files:
                 path = folder / name
                 if name.startswith(".") or not path.is_file():
@@ -829,7 +935,7 @@ def locate(roots: "Sequence[str | os.PathLike[str]] | None" = None, *, kaggle: b
                     continue
                 seen_files.add(real)
                 if path.suffix.lower() in IMAGE_EXTENSIONS:
-                    n_images += 1
+                    stems.append(path.stem)
                     continue
                 try:
                     res = classify_file(path)
@@ -839,11 +945,11 @@ def locate(roots: "Sequence[str | os.PathLike[str]] | None" = None, *, kaggle: b
                 if isinstance(res, FoundFile):
                     buckets[res.kind].append(res)
                 elif isinstance(res, Problem):
-                    serious = any(w in res.problem for w in ("HTML", "empty", "compressed", "truncated",
+                    serious = any(w in res.problem for w in ("HTML", "empty", "compressed", "not unpacked", "truncated",
                                                              "corrupt", "cannot be read", "TensorFlow"))
                     (problems if serious else unrecognised).append(res)
-            if n_images:
-                folders.append(ImageFolder(folder, n_images, _guess_role(folder, root.path)))
+            if stems:
+                folders.append(ImageFolder(folder, len(stems), _guess_role(folder, root.path, stems)))
     return DataInventory(generators=tuple(buckets["generator"]), arcface=tuple(buckets["arcface"]),
                          dlib=tuple(buckets["dlib"]), vgg16=tuple(buckets["vgg16"]),
                          image_folders=tuple(folders), unrecognised=tuple(unrecognised),

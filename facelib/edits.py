@@ -855,7 +855,7 @@ def _thumb(images: torch.Tensor, size: int) -> torch.Tensor:
 def row_effects(G: torch.nn.Module, target_wplus: Any, *, delta: torch.Tensor | None = None,
                 style_wplus: Any = None, strength: float = 1.0, mask_region: Any = None,
                 target_image: Any = None, noise: Any = None, batch_size: int = 6, thumb_size: int = 96,
-                progress: bool = True) -> RowEffects:
+                progress: bool = True, cache_dir: "str | os.PathLike[str] | None" = None) -> RowEffects:
     """Apply an edit to one W+ row at a time and measure the change inside and outside the face.
 
     Exactly one of ``delta`` (an expression-style edit, :func:`apply_delta`) or ``style_wplus``
@@ -878,6 +878,9 @@ def row_effects(G: torch.nn.Module, target_wplus: Any, *, delta: torch.Tensor | 
         noise: noise for :func:`render` (default: the Projection's maps, else G's buffers).
         batch_size: variants per synthesis call.
         thumb_size: side of the stored thumbnails.
+        cache_dir: reuse / store the measurement there, keyed by the generator, the target, the
+            edit, the strength, the region and photo given, the noise maps and ``thumb_size``
+            (:func:`row_effects_cache_key`); a hit is returned without rendering anything.
     Returns:
         :class:`RowEffects`; :attr:`RowEffects.region_source` says which region was used.
     Raises:
@@ -916,6 +919,16 @@ def row_effects(G: torch.nn.Module, target_wplus: Any, *, delta: torch.Tensor | 
         def edit(mask: LayerMask) -> torch.Tensor:
             return mix_styles(t, s, rows=mask, strength=k)
 
+    cache_path = None
+    if cache_dir is not None:
+        key = row_effects_cache_key(G, t, d if delta is not None else s, kind=kind, strength=k,
+                                    mask_region=mask_region, target_image=target_image, noise=noise,
+                                    thumb_size=thumb_size)
+        cache_path = Path(cache_dir) / key[:2] / f"{key}.pt"
+        hit = _load_row_effects(cache_path)
+        if hit is not None:
+            log.info("row effects: reusing the measurement %s", cache_path)
+            return hit
     variants = [edit(LayerMask.from_rows([r], n)) for r in range(n)]
     for v in variants:
         if v.ndim != 2:
@@ -954,9 +967,78 @@ def row_effects(G: torch.nn.Module, target_wplus: Any, *, delta: torch.Tensor | 
             r = todo[idx]
             inside[r], outside[r], colour[r] = float(ins[j]), float(outs[j]), float(cols[j])
             thumbs[r] = th[j]
-    return RowEffects(kind=kind, inside=tuple(inside), outside=tuple(outside), colour=tuple(colour),
-                      full=full_vals, strength=k, region_source=source, region=region, base=base_thumb,
-                      thumbnails=thumbs, full_thumbnail=full_thumb, skipped=skipped)
+    result = RowEffects(kind=kind, inside=tuple(inside), outside=tuple(outside), colour=tuple(colour),
+                        full=full_vals, strength=k, region_source=source, region=region, base=base_thumb,
+                        thumbnails=thumbs, full_thumbnail=full_thumb, skipped=skipped)
+    if cache_path is not None:
+        with atomic_path(cache_path) as tmp:
+            torch.save({"format": "facelib.row_effects", **result.to_dict(), "region": region.float(),
+                        "base": base_thumb.float(), "thumbnails": thumbs.float(), "full_thumbnail": full_thumb.float()},
+                       tmp)
+    return result
+
+
+def _digest(x: Any) -> Any:
+    """A JSON-ready stand-in of a cache-key part: tensors, arrays and images by their bytes' SHA-256."""
+    import hashlib
+
+    if x is None or isinstance(x, (str, int, float, bool)):
+        return x
+    if isinstance(x, os.PathLike):
+        p = Path(x)
+        return {"file": str(p), "sha256": hashlib.sha256(p.read_bytes()).hexdigest()} if p.is_file() else str(p)
+    if isinstance(x, (list, tuple)):
+        return [_digest(v) for v in x]
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().float().contiguous().numpy()
+    if isinstance(x, np.ndarray):
+        return {"shape": list(x.shape), "sha256": hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()}
+    if hasattr(x, "tobytes") and hasattr(x, "size"):  # a PIL image
+        return {"size": list(x.size), "mode": getattr(x, "mode", ""), "sha256": hashlib.sha256(x.tobytes()).hexdigest()}
+    fields = getattr(x, "__dataclass_fields__", None)
+    if fields:
+        return {name: _digest(getattr(x, name)) for name in fields}
+    return repr(x)
+
+
+def row_effects_cache_key(G: torch.nn.Module, target: torch.Tensor, edit: torch.Tensor, *, kind: str,
+                          strength: float, mask_region: Any = None, target_image: Any = None, noise: Any = None,
+                          thumb_size: int = 96) -> str:
+    """SHA-256 (hex) over everything that determines a :func:`row_effects` measurement.
+
+    Args:
+        target: (n_latent, D) the target latent; edit: the delta (n_latent, D) or the style latent.
+        kind: "delta" or "style"; the rest as for :func:`row_effects`.
+    """
+    import hashlib
+
+    from . import __version__
+    from ._optim import generator_id
+
+    parts = {"format": "facelib.row_effects", "facelib": __version__, "generator": generator_id(G),
+             "target": _digest(target), "edit": _digest(edit), "kind": kind, "strength": float(strength),
+             "mask_region": _digest(mask_region), "target_image": _digest(target_image), "noise": _digest(noise),
+             "thumb_size": int(thumb_size)}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _load_row_effects(path: Path) -> RowEffects | None:
+    """A measurement stored by :func:`row_effects` (None when absent or unreadable, logged)."""
+    if not path.is_file():
+        return None
+    try:
+        d = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(d, dict) or d.get("format") != "facelib.row_effects":
+            raise ValueError("not a row-effects cache entry")
+        return RowEffects(kind=str(d["kind"]), inside=tuple(map(float, d["inside"])),
+                          outside=tuple(map(float, d["outside"])), colour=tuple(map(float, d["colour"])),
+                          full=tuple(map(float, d["full"])), strength=float(d["strength"]),
+                          region_source=str(d["region_source"]), region=d["region"], base=d["base"],
+                          thumbnails=d["thumbnails"], full_thumbnail=d["full_thumbnail"],
+                          skipped=tuple(int(r) for r in d["skipped"]))
+    except Exception as e:  # noqa: BLE001 - any unreadable entry is recomputed
+        log.warning("ignoring unreadable row-effects cache entry %s (%s)", path, e)
+        return None
 
 
 # ----------------------------------------------------------------------------------------
@@ -1485,30 +1567,119 @@ def find_projections(folder: "str | os.PathLike[str]", *, G: torch.nn.Module | N
 
 
 def reference_dir(preferred: "str | os.PathLike[str] | None", *, role: str, inventory: Any = None) -> Path | None:
-    """Where the reference photos are: ``preferred`` when it is a folder, else one that
-    :func:`facelib.data.locate` found for ``role`` ("styles": the photo folder itself;
-    "expressions": the folder holding ``<emotion>/`` sub-folders), else None.
+    """Where the photos of a role are: ``preferred`` when it is a folder holding photos, else one
+    that :func:`facelib.data.locate` found for ``role``, else None.
+
+    Found folders: "styles": the photo folder itself; "expressions": the folder itself when it
+    holds the photos flat (``Happy copy.jpg``), its parent when it is an ``<emotion>/`` folder;
+    "aligned": the folder itself when its name says "aligned", else its parent (the folder
+    holding ``<person>/<n>.jpg``).
 
     Args:
         inventory: a :class:`facelib.data.DataInventory` (default: a fresh :func:`~facelib.data.locate`).
     """
-    if role not in ("styles", "expressions"):
-        raise InputError(f"role: expected 'styles' or 'expressions', got {role!r}")
-    if preferred and Path(preferred).is_dir():
+    from .align import list_images
+    from .data import is_emotion_name
+
+    if role not in ("styles", "expressions", "aligned"):
+        raise InputError(f"role: expected 'styles', 'expressions' or 'aligned', got {role!r}")
+    if preferred and Path(preferred).is_dir() and list_images(Path(preferred)):
         return Path(preferred)
     if inventory is None:
         from .data import locate
 
         inventory = locate()
-    emotions = {e.lower() for e in EMOTIONS}
     for folder in getattr(inventory, "image_folders", ()):
         if folder.role != role:
             continue
-        if role == "styles":
-            return Path(folder.path)
-        if Path(folder.path).name.lower() in emotions:
-            return Path(folder.path).parent
-    return None
+        path = Path(folder.path)
+        if role == "expressions":
+            return path.parent if is_emotion_name(path.name) else path
+        if role == "aligned":
+            return path if "align" in path.name.lower() else path.parent
+        return path
+    return Path(preferred) if preferred and Path(preferred).is_dir() else None
+
+
+def aligned_dir(preferred: "str | os.PathLike[str] | None" = "", *, out_dir: "str | os.PathLike[str]" = "out",
+                inventory: Any = None) -> Path | None:
+    """The aligned photos to use: ``preferred`` when given, else ``<out_dir>/aligned`` when it holds
+    photos (notebook 01), else an attached aligned dataset (``<person>/<n>.jpg``, any case and
+    image extension; :func:`reference_dir` with role "aligned"), else None."""
+    from .align import list_images
+
+    if preferred:
+        return Path(preferred)
+    own = Path(out_dir) / "aligned"
+    if own.is_dir() and list_images(own):
+        return own
+    return reference_dir(None, role="aligned", inventory=inventory)
+
+
+def reference_photo_names(photos: "str | os.PathLike[str] | Sequence[str | os.PathLike[str]]") -> dict[str, Path]:
+    """Photos by the name their results are kept under.
+
+    Args:
+        photos: a folder (searched recursively, any case of :data:`facelib.align.IMAGE_EXTENSIONS`;
+            names are paths relative to it without the suffix: ``bad_trip1``, ``set2/green``), or
+            a list of photo files (names are their stems; a repeated stem gets its folder's name
+            in front: ``a/1`` and ``b/1`` -> ``1``, ``b_1``).
+    Returns:
+        {name: path}, in sorted path order; empty for a missing folder.
+    """
+    from .align import list_images
+
+    if isinstance(photos, (str, os.PathLike)):
+        root = Path(photos)
+        if not root.is_dir():
+            return {}
+        return {p.relative_to(root).with_suffix("").as_posix(): p for p in list_images(root, recursive=True)}
+    named: dict[str, Path] = {}
+    for p in sorted(Path(x) for x in photos):
+        name = p.stem
+        if name in named:
+            name = f"{p.parent.name}_{p.stem}"
+        k = 2
+        while name in named:
+            name, k = f"{p.stem}_{k}", k + 1
+        named[name] = p
+    return named
+
+
+def expression_photos(folder: "str | os.PathLike[str]") -> dict[str, list[Path]]:
+    """Expression photos under ``folder`` grouped by emotion label (:func:`facelib.data.emotion_label`).
+
+    A photo's emotion is its deepest folder that names a known emotion (``Happy/1.jpg``), else its
+    own name when that names one (``Happy copy.jpg``, ``sadness (2).PNG``), else its folder under
+    ``folder`` (``Smug/1.jpg``), else its own name (``Smug copy.jpg``): so any emotion name works,
+    flat or in folders, in any case.
+
+    Returns:
+        {emotion: [photo, ...]}: "neutral" first, then the report's emotions (happy, sad, fear)
+        as present, then the others alphabetically; empty for a missing folder.
+    """
+    from .align import list_images
+    from .data import emotion_label, is_emotion_name
+
+    root = Path(folder)
+    if not root.is_dir():
+        return {}
+    groups: dict[str, list[Path]] = {}
+    for p in list_images(root, recursive=True):
+        dirs = p.relative_to(root).parts[:-1]
+        known = [d for d in reversed(dirs) if is_emotion_name(d)]
+        if known:
+            label = emotion_label(known[0])
+        elif is_emotion_name(p.stem):
+            label = emotion_label(p.stem)
+        else:
+            label = emotion_label(dirs[-1]) if dirs else emotion_label(p.stem)
+        if not label:
+            log.warning("skipping %s: its name names no emotion", p)
+            continue
+        groups.setdefault(label, []).append(p)
+    order = {e: i for i, e in enumerate(EMOTIONS)}
+    return {k: groups[k] for k in sorted(groups, key=lambda e: (order.get(e, len(order)), e))}
 
 
 @torch.no_grad()
@@ -1525,66 +1696,69 @@ def random_latents(G: torch.nn.Module, n: int, *, seed: int = 0, truncation: flo
     return w[:, None].repeat(1, G.n_latent, 1).cpu()
 
 
-def reference_projections(G: torch.nn.Module, photos: "str | os.PathLike[str]",
+def reference_projections(G: torch.nn.Module, photos: "str | os.PathLike[str] | Sequence[str | os.PathLike[str]]",
                           work_dir: "str | os.PathLike[str]", *, steps: int = 500, progress: bool = True,
                           **project_options: Any) -> dict[str, Any]:
-    """Align and project the photos in a folder, reusing earlier results.
+    """Align and project reference photos, reusing earlier results.
 
-    Photos are FFHQ-aligned into ``work_dir/aligned`` (a photo without a detectable face,
-    such as a painting, is centre-cropped instead, with a warning), projected into
-    ``work_dir/latents`` (skipped when already there) and returned by file stem.
+    Photos are FFHQ-aligned into ``work_dir/aligned/<name>.png`` (a photo without a detectable
+    face, such as a painting, is centre-cropped instead, with a warning; an aligned file already
+    there is reused), projected into ``work_dir/latents`` (skipped when already there with the
+    same settings) and returned by name (:func:`reference_photo_names`).
 
     Args:
         G: the generator.
-        photos: folder of photos (searched without sub-folders).
+        photos: a folder of photos (recursively; any case of .jpg/.jpeg/.png/...) or a list of files.
         work_dir: where aligned images and projections are kept.
         steps, project_options: projection settings (:func:`facelib.project`).
     Returns:
-        {stem: Projection}, sorted; empty when the folder holds no photos.
+        {name: Projection}, sorted; empty when there are no photos.
     """
-    from PIL import Image, ImageOps
+    return _references(G, photos, Path(work_dir), steps, progress, project_options)[0]
 
-    from .align import align_folder, list_images, load_image
+
+def _references(G: torch.nn.Module, photos: Any, work: Path, steps: int, progress: bool,
+                options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Path]]:
+    """:func:`reference_projections` of ``photos``, and the aligned photo of each projected one
+    ({name: path}, in the photos' order)."""
+    from PIL import Image, ImageOps
+    from tqdm.auto import tqdm
+
+    from .align import align_faces, load_image
+    from .errors import FacelibError
     from .project import project_folder
 
-    src = Path(photos)
-    if not src.is_dir():
-        return {}
-    images = list_images(src, recursive=False)
-    if not images:
-        return {}
-    work = Path(work_dir)
+    named = reference_photo_names(photos)
+    if not named:
+        return {}, {}
     aligned = work / "aligned"
     size = max(256, G.resolution)
-    result = align_folder(src, aligned, output_size=size, progress=progress)
-    for path, why in result.failed:
+    ready = {n: aligned / f"{n}.png" for n in named if (aligned / f"{n}.png").is_file()}  # aligned before
+    todo = [(n, p) for n, p in named.items() if n not in ready]
+    for name, path in tqdm(todo, desc="align", unit="img", disable=not progress or not todo):
+        out = aligned / f"{name}.png"
         try:
-            img = ImageOps.fit(load_image(path), (size, size), Image.Resampling.LANCZOS)
-        except InputError as e:
-            log.warning("skipping %s: %s", path, e)
-            continue
-        log.warning("%s: %s; using a centre crop instead", path.name, why)
-        out = aligned / path.relative_to(src).parent / f"{path.stem}.png"
+            img = align_faces(path, output_size=size, max_faces=1)[0].image
+        except DependencyError:
+            raise  # a missing model affects every photo: stop with the clear message
+        except (FacelibError, OSError, RuntimeError, ValueError) as why:  # no face (a painting), or dlib failed
+            try:
+                img = ImageOps.fit(load_image(path), (size, size), Image.Resampling.LANCZOS)
+            except InputError as e:
+                log.warning("skipping %s: %s", path, e)
+                continue
+            log.warning("%s: %s; using a centre crop instead", path.name, why)
         with atomic_path(out) as tmp:
             img.save(tmp, format="PNG")
-    projected = project_folder(aligned, work / "latents", G, progress=progress, steps=steps, **project_options)
+        ready[name] = out
+    if not ready:
+        return {}, {}
+    projected = project_folder(aligned, work / "latents", G, progress=progress, steps=steps, **options)
     if projected.failed:
         log.warning("%s", projected.summary())
     found = find_projections(work / "latents", G=G)
-    return {Path(k).name: v for k, v in found.items()}
-
-
-def _references(G: torch.nn.Module, folder: Path, work: Path, steps: int, progress: bool,
-                options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Path]]:
-    """:func:`reference_projections` of ``folder``, and the aligned photo of each projected one
-    ({stem: path}, in the folder's file order)."""
-    from .align import list_images
-
-    found = reference_projections(G, folder, work, steps=steps, progress=progress, **options)
-    aligned = work / "aligned"
-    photos = {p.stem: aligned / f"{p.stem}.png" for p in list_images(folder, recursive=False)
-              if p.stem in found and (aligned / f"{p.stem}.png").is_file()}
-    return found, photos
+    result = {n: found[n] for n in named if n in found and n in ready}
+    return result, {n: ready[n] for n in result}
 
 
 @dataclass(frozen=True)
@@ -1598,6 +1772,8 @@ class EditInputs:
         photos: {reference name: its aligned photo} for the table's photo row (empty without photos).
         notes: human-readable lines on what was used (and what stood in for missing inputs).
         stand_ins: True when random latents replaced missing projections or photos.
+        stand_in_for: what the random latents replaced: "targets", "styles", or the emotion
+            labels without usable photos (empty when every input is real).
     """
 
     targets: dict[str, Any]
@@ -1605,6 +1781,11 @@ class EditInputs:
     photos: dict[str, Path] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
     stand_ins: bool = False
+    stand_in_for: tuple[str, ...] = ()
+
+    def stand_in_note(self) -> str:
+        """The grid-title note " | random latents stand in for: targets, sad" ("" when every input is real)."""
+        return f" | random latents stand in for: {', '.join(self.stand_in_for)}" if self.stand_in_for else ""
 
 
 def _pick_targets(G: torch.nn.Module, latents_dir: Any, target: str | None, n_targets: int,
@@ -1643,63 +1824,82 @@ def style_inputs(G: torch.nn.Module, *, latents_dir: Any = "out/latents", styles
     sdir = Path(styles_dir) if styles_dir else None
     if sdir is not None and sdir.is_dir():
         styles, photos = _references(G, sdir, Path(work_dir), project_steps, progress, project_options)
-        notes.append(f"styles: {len(styles)} photo(s) from {sdir}, projected into {Path(work_dir) / 'latents'}")
+        notes.append(f"styles: {len(styles)} photo(s) from {sdir} ({', '.join(styles) or 'none usable'}), "
+                     f"projected into {Path(work_dir) / 'latents'}")
     where = f"in {sdir}" if sdir is not None else "(no style photo folder found)"
     if not styles and others:
         styles = dict(list(others.items())[:n_styles])
         notes.append(f"styles: no photos {where}; using other projections {list(styles)}")
-    if not styles:
+    random_styles = not styles
+    if random_styles:
         w = random_latents(G, n_styles, seed=seed + 1000)
         styles = {f"random_style_{i}": w[i:i + 1] for i in range(n_styles)}
-        stand = True
         notes.append(f"styles: no photos {where} and no other projections; {n_styles} random latents stand in")
+    random_for = (("targets",) if stand else ()) + (("styles",) if random_styles else ())
     return EditInputs(targets=targets, references={"styles": styles}, photos=photos, notes=tuple(notes),
-                      stand_ins=stand)
+                      stand_ins=bool(random_for), stand_in_for=random_for)
 
 
 def expression_inputs(G: torch.nn.Module, *, latents_dir: Any = "out/latents",
-                      expressions_dir: Any = "data/expressions",
-                      work_dir: Any = "out/expressions", emotions: Sequence[str] = EMOTIONS, target: str | None = None,
-                      n_targets: int = 1, project_steps: int = 500, seed: int = 0, progress: bool = True,
+                      expressions_dir: Any = "data/expressions", work_dir: Any = "out/expressions",
+                      emotions: Sequence[str] | None = None, target: str | None = None, n_targets: int = 1,
+                      project_steps: int = 500, seed: int = 0, progress: bool = True,
                       **project_options: Any) -> EditInputs:
     """Targets and reference emotions for notebook 04.
 
-    References come from ``expressions_dir/<emotion>/`` photos (aligned and projected into
-    ``work_dir/<emotion>/``, reused on re-runs). ``emotions[0]`` is the neutral one. Emotions
-    without photos get random latents (their deltas are then meaningless; noted). Targets as
-    in :func:`style_inputs`.
+    References are the photos of :func:`expression_photos` (``<emotion>/`` folders or flat files
+    named after the emotion, such as ``Happy copy.jpg``; any case), aligned and projected into
+    ``work_dir/<emotion>/``, reused on re-runs. ``references`` is keyed by emotion label, the
+    neutral one first. Targets as in :func:`style_inputs`.
+
+    Args:
+        emotions: which emotions, the neutral one first (any case and form: "Happy",
+            "happiness"); None or empty: every emotion found among the photos, "neutral" first
+            (:data:`EMOTIONS` when there are no photos). An emotion without photos gets a random
+            latent (its delta is then meaningless; noted, ``stand_ins`` True).
     """
-    if len(emotions) < 2:
-        raise InputError("emotions: expected the neutral one and at least one more, e.g. ('neutral', 'happy')")
+    from .data import emotion_label
+
+    root = Path(expressions_dir) if expressions_dir else None
+    groups = expression_photos(root) if root is not None else {}
+    if emotions:
+        labels = [emotion_label(e) or str(e) for e in emotions]
+    elif groups:
+        labels = list(groups) if "neutral" in groups else ["neutral", *groups]
+    else:
+        labels = list(EMOTIONS)
+    labels = list(dict.fromkeys(labels))
+    if len(labels) < 2:
+        raise InputError(f"emotions: expected the neutral one and at least one more, e.g. ('neutral', 'happy'); "
+                         f"got {labels} (photos found for: {sorted(groups) or 'none'})")
     notes: list[str] = []
     targets, _, stand = _pick_targets(G, latents_dir, target, n_targets, seed, notes)
     refs: dict[str, dict[str, Any]] = {}
     photos: dict[str, Path] = {}
-    root = Path(expressions_dir) if expressions_dir else None
-    missing = []
-    for k, emo in enumerate(emotions):
+    missing, used = [], []
+    for k, emo in enumerate(labels):
         found: dict[str, Any] = {}
-        folder = root / emo if root is not None else None
-        if folder is not None and not folder.is_dir() and root.is_dir():  # tolerate "Happy" vs "happy"
-            folder = next((d for d in root.iterdir() if d.is_dir() and d.name.lower() == emo.lower()), folder)
-        if folder is not None and folder.is_dir():
-            found, aligned = _references(G, folder, Path(work_dir) / emo, project_steps, progress, project_options)
+        files = groups.get(emo, [])
+        if files:
+            found, aligned = _references(G, files, Path(work_dir) / _safe_name(emo), project_steps, progress,
+                                         project_options)
             if aligned:
                 photos[emo] = next(iter(aligned.values()))
+                used.append(f"{emo} ({', '.join(p.name for p in files)})")
         if not found:
             missing.append(emo)
             w = random_latents(G, 1, seed=seed + 2000 + k)
             found = {f"random_{emo}": w}
         refs[emo] = found
+    if used:
+        notes.append(f"references: photos from {root}: " + "; ".join(used))
     if missing:
-        stand = True
-        where = f"under {root}/<emotion>/" if root is not None else "(no expression photo folder found)"
-        notes.append(f"references: no photos for {missing} {where}; random latents stand in, so those deltas "
-                     "are meaningless")
-    present = [e for e in emotions if e not in missing]
-    if present:
-        notes.append(f"references: photos for {present} from {expressions_dir}")
-    return EditInputs(targets=targets, references=refs, photos=photos, notes=tuple(notes), stand_ins=stand)
+        where = f"in {root}" if root is not None else "(no expression photo folder found)"
+        notes.append(f"references: no usable photos for {missing} {where} (photos found for: "
+                     f"{sorted(groups) or 'none'}); random latents stand in, so those deltas are meaningless")
+    random_for = (("targets",) if stand else ()) + tuple(missing)
+    return EditInputs(targets=targets, references=refs, photos=photos, notes=tuple(notes), stand_ins=bool(random_for),
+                      stand_in_for=random_for)
 
 
 # ----------------------------------------------------------------------------------------

@@ -48,6 +48,30 @@ def _font(size: int) -> ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
+def wrap_text(text: str, font: ImageFont.ImageFont, width: int) -> list[str]:
+    """``text`` broken into lines that fit ``width`` pixels in ``font`` (at spaces; a word longer
+    than the width is split). Existing line breaks are kept; an empty text gives no lines."""
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    fits = lambda t: measure.textlength(t, font=font) <= width  # noqa: E731
+    lines: list[str] = []
+    for para in str(text).splitlines():
+        current = ""
+        for word in para.split(" "):
+            trial = f"{current} {word}" if current else word
+            if fits(trial):
+                current = trial
+                continue
+            if current:
+                lines.append(current)
+            while word and not fits(word):  # a word wider than the line: cut it
+                k = max(1, next((i for i in range(len(word), 0, -1) if fits(word[:i])), 1))
+                lines.append(word[:k])
+                word = word[k:]
+            current = word
+        lines.append(current)
+    return lines
+
+
 def make_grid(rows: Sequence[Sequence["Image.Image | torch.Tensor | None"]], *, cell: int = 256,
               row_labels: Sequence[str] | None = None, col_labels: Sequence[str] | None = None,
               captions: Sequence[Sequence[str]] | None = None, title: str | None = None,
@@ -68,14 +92,15 @@ def make_grid(rows: Sequence[Sequence["Image.Image | torch.Tensor | None"]], *, 
     line = max(12, cell // 14)
     left = (max((len(s) for s in row_labels), default=0) * line * 6 // 10 + 2 * pad) if row_labels else 0
     top = (line + 2 * pad) if col_labels else 0
-    head = (line + 2 * pad) * (len(title.splitlines()) if title else 0)
     cap = (line + pad) if captions else 0
     width = left + n_cols * (cell + pad) + pad
+    title_lines = wrap_text(title, font, max(width, 1) - 2 * pad) if title else []  # never clipped at the edge
+    head = (line + 2 * pad) * len(title_lines)
     height = head + top + len(rows) * (cell + cap + pad) + pad
     canvas = Image.new("RGB", (max(width, 1), max(height, 1)), "white")
     draw = ImageDraw.Draw(canvas)
-    if title:
-        for k, text in enumerate(title.splitlines()):
+    if title_lines:
+        for k, text in enumerate(title_lines):
             draw.text((pad, pad + k * (line + 2 * pad)), text, fill=(200, 0, 0), font=font)
     if col_labels:
         for j, text in enumerate(col_labels):
@@ -96,13 +121,18 @@ def make_grid(rows: Sequence[Sequence["Image.Image | torch.Tensor | None"]], *, 
 
 
 def stamp(image: Image.Image, text: str) -> Image.Image:
-    """Return ``image`` with a red banner holding ``text`` added above it (nothing is covered)."""
+    """Return ``image`` with a red banner holding ``text`` added above it (nothing is covered;
+    a text wider than the image is wrapped onto more lines, never clipped)."""
     image = image.convert("RGB")
     font = _font(max(12, image.width // 40))
-    h = max(18, image.width // 30) + 6
+    line = max(18, image.width // 30)
+    lines = wrap_text(text, font, image.width - 8) or [""]
+    h = line * len(lines) + 6
     out = Image.new("RGB", (image.width, image.height + h), (200, 0, 0))
     out.paste(image, (0, h))
-    ImageDraw.Draw(out).text((4, 3), text, fill="white", font=font)
+    draw = ImageDraw.Draw(out)
+    for k, text_line in enumerate(lines):
+        draw.text((4, 3 + k * line), text_line, fill="white", font=font)
     return out
 
 

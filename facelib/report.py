@@ -221,8 +221,8 @@ table.images { border-collapse: collapse; margin: 1em 0; }
 table.images td, table.images th { border: 1px solid #ddd; padding: 4px; vertical-align: top; text-align: center; }
 table.status td, table.status th { border: 1px solid #ddd; padding: 2px 8px; }
 figure { margin: .5em; display: inline-block; } figure img { display: block; max-width: 100%; height: auto; }
-figure .frame { position: relative; display: inline-block; }
-figure .badge { position: absolute; top: 0; left: 0; font-size: 11px; padding: 1px 4px; color: #fff; background: #555; }
+figure .frame { display: inline-block; }
+figure .badge { display: block; width: fit-content; font-size: 11px; padding: 1px 4px; color: #fff; background: #555; }
 figure.edited .badge { background: #1f5fbf; }
 figure.smoke .badge { background: #c80000; font-weight: bold; }
 figure.smoke .frame { outline: 3px solid #c80000; }
@@ -356,7 +356,7 @@ def build_report(out_dir: "str | os.PathLike[str]" = "out", *, title: str = "fac
         facts = [f"{k} {_fmt(v, '.4g') if isinstance(v, float) else v}" for k, v in sorted(info.items())
                  if k not in _PROVENANCE_META and isinstance(v, (int, float, str, bool)) and str(v) != ""]
         if facts:
-            doc.para("Recorded by the notebook: " + ", ".join(facts)[:600] + ".", cls="note")
+            doc.para("Recorded by the notebook: " + _join_whole(facts, 600) + ".", cls="note")
         for g in grids:
             doc.figure(_Img(g, f"grid {g.name}", edited=name in _GENERATIVE))
         doc.md += body_md
@@ -441,8 +441,19 @@ def _projection(doc: _Doc, out: Path) -> int:
     return len(rows)
 
 
+def _stand_ins(out: Path, step: str) -> set[str]:
+    """What random latents stood in for in a step (``stand_ins`` in ``out/provenance.json``)."""
+    info = (_read_json(out / "provenance.json") or {}).get(step)
+    got = info.get("stand_ins") if isinstance(info, Mapping) else None
+    return {str(x).lower() for x in got} if isinstance(got, list) else set()
+
+
+_STAND_IN = "random latent standing in (no usable photo)"
+
+
 def _styles(doc: _Doc, out: Path) -> int:
     folder = out / "styles"
+    random_for = _stand_ins(out, "03_style_transfer")
     imgs = _images(folder)
     if not imgs:
         return 0
@@ -453,7 +464,8 @@ def _styles(doc: _Doc, out: Path) -> int:
         doc.para(f"{len(imgs)} image(s) in `out/styles/` (no `transferred_<style>.jpg` results to tabulate).")
         return len(imgs)
     photo_row = [_Img(p, f"style photo {n}") if (p := _find(imgs, n, f"{n}_photo")) else None for n in cols]
-    proj_row = [_Img(p, f"{n}: projection", edited=True) if (p := _find(imgs, f"{n}_style")) else None for n in cols]
+    what = _STAND_IN if "styles" in random_for else "projection"
+    proj_row = [_Img(p, f"{n}: {what}", edited=True) if (p := _find(imgs, f"{n}_style")) else None for n in cols]
     res_row = [_Img(p, f"transferred {n}", edited=True) if (p := _find(imgs, f"transferred_{n}", f"transfered_{n}"))
                else None for n in cols]
     rows = [["style photo", *photo_row], ["style (projection)", *proj_row], ["transferred onto the face", *res_row]]
@@ -481,10 +493,13 @@ def _expressions(doc: _Doc, out: Path) -> int:
     order = ["neutral", "happy", "sad", "fear"]
     emotions.sort(key=lambda e: (order.index(e) if e in order else len(order), e))
     cols = ["neutral", *emotions]
+    random_for = _stand_ins(out, "04_expressions")
     photo = [(_Img(p, f"{c} photo") if (p := _find(imgs, f"{c}_photo", f"{c} copy")) else None) for c in cols]
-    proj = [(_Img(p, f"{c}: projection", edited=True) if (p := _find(imgs, c)) else None) for c in cols]
+    proj = [(_Img(p, f"{c}: {_STAND_IN if c in random_for else 'projection'}", edited=True)
+             if (p := _find(imgs, c)) else None) for c in cols]
     target = _find(imgs, "target") or (out / "init_style.jpg" if (out / "init_style.jpg").is_file() else None)
-    res = [_Img(target, "target (projection)", edited=True) if target else None] + [
+    target_what = "random latent standing in (no projection)" if "targets" in random_for else "projection"
+    res = [_Img(target, f"target ({target_what})", edited=True) if target else None] + [
         (_Img(p, f"{c} transferred", edited=True) if (p := _find(imgs, f"transferred_{c}", f"transfered_{c}"))
          else None) for c in emotions]
     unmasked = [None] + [(_Img(p, f"{c}, every row", edited=True)
@@ -521,6 +536,22 @@ def _named(out: Path, names: Any) -> Path | None:
     return next((base.with_suffix(e) for e in _IMAGE_EXT if base.with_suffix(e).is_file()), None)
 
 
+def _join_whole(items: Iterable[str], limit: int) -> str:
+    """``items`` comma-separated, whole items only, up to ``limit`` characters (no cut item, no trailing comma)."""
+    parts: list[str] = []
+    for item in items:
+        if len(", ".join([*parts, item])) > limit:
+            break
+        parts.append(item)
+    return ", ".join(parts)
+
+
+def _metric_text(m: Mapping[str, Any], limit: int = 200) -> str:
+    """The "name value" pairs of a swap's numeric metrics, as much as fits in ``limit`` characters."""
+    return _join_whole((f"{k} {_fmt(v, '.3f')}" for k, v in m.items()
+                        if isinstance(v, (int, float)) and not isinstance(v, bool)), limit)
+
+
 def _face_swap(doc: _Doc, out: Path) -> int:
     imgs = _images(out / "face_swap")
     results = [p for p in imgs if "_on_" in p.stem]
@@ -534,11 +565,14 @@ def _face_swap(doc: _Doc, out: Path) -> int:
         tgt = _find(imgs, f"{p.stem}_target") or _named(out, meta.get("target_names")) or _aligned_of(out, target)
         m = meta.get("metrics")
         m = m[0] if isinstance(m, list) and m else m if isinstance(m, Mapping) else {}
-        facts = ", ".join(f"{k} {_fmt(v, '.3f')}" for k, v in m.items() if isinstance(v, (int, float))
-                          and not isinstance(v, bool))[:200]
+        facts = _metric_text(m)
+        unchanged = bool(m.get("unchanged", m.get("best_step", 1) in (0, -1)))
+        if unchanged:
+            facts = "UNCHANGED: the swap did nothing (best step 0; the result is the target as it was). " + facts
         rows.append([_Img(src, f"source {source}") if src else None,
                      _Img(tgt, f"target {target}") if tgt else None,
-                     _Img(p, f"{source} on {target}", edited=True), facts or "-"])
+                     _Img(p, f"{source} on {target}" + (": UNCHANGED, the swap did nothing" if unchanged else ""),
+                          edited=True), facts or "-"])
     doc.para("Face swap (`out/face_swap/<source>_on_<target>.jpg`): the source's identity on the target, "
              "optimised with an ArcFace identity loss.")
     doc.table(["source", "target", "result", "metrics"], rows)

@@ -55,6 +55,7 @@ Saved format (:meth:`SwapResult.save` / :func:`load_swap`)::
 from __future__ import annotations
 
 import dataclasses
+import glob
 import logging
 import math
 import os
@@ -486,6 +487,10 @@ class SwapConfig:
         return lr_schedule(self.scheduler, step, self.steps, self.lr)
 
 
+#: Stamp on a saved swap result that is the target unchanged (no step improved on the start).
+UNCHANGED_STAMP = "SWAP DID NOTHING - this is the target unchanged (best step 0)"
+
+
 @dataclass(frozen=True, repr=False)
 class SwapResult:
     """Result of :func:`face_swap` for N (source, target) pairs.
@@ -502,7 +507,8 @@ class SwapResult:
         metrics: per image: "id_to_source", "id_to_target", "id_target_to_source", "id_moved"
             (optimised network), "mse_to_target", "mse_outside_face", "lpips_to_target" (when
             LPIPS ran), the dlib judge's figures when it ran (see :class:`SwapJudgement`),
-            "best_step", "best_loss", "interrupted", "mask".
+            "best_step", "best_loss", "interrupted", "mask", "unchanged" (True: no step improved on
+            the start, the result is the target as it was; see :attr:`unchanged`).
         history: per image per-step lists "lr", "loss", "id", "mse", "lpips", "latent".
         config: the :class:`SwapConfig` (``rows`` resolved).
         source_names / target_names: per image names or None.
@@ -533,8 +539,10 @@ class SwapResult:
 
     def __repr__(self) -> str:
         ids = ", ".join(f"{m.get('id_to_source', float('nan')):.2f}" for m in self.metrics[:8])
+        same = sum(self.unchanged)
         return (f"SwapResult(n={len(self)}, rows={_rows_label(self.config.rows or ())}, steps_done="
-                f"{self.steps_done}/{self.config.steps}, id_to_source=[{ids}], interrupted={self.interrupted})")
+                f"{self.steps_done}/{self.config.steps}, id_to_source=[{ids}], interrupted={self.interrupted}"
+                + (f", UNCHANGED (the swap did nothing)={same}" if same else "") + ")")
 
     def select(self, index: "int | slice | Sequence[int]") -> "SwapResult":
         """Some of the pairs: an int, a slice or a list of indices."""
@@ -558,10 +566,28 @@ class SwapResult:
 
         return to_pil(self.images)
 
+    @property
+    def unchanged(self) -> list[bool]:
+        """Per pair: True when the swap did nothing, i.e. no step improved on the start (best
+        step 0), so the result is the target's own latent (metric "unchanged"; results saved
+        without it: ``best_step`` 0 or less)."""
+        return [bool(m.get("unchanged", int(m.get("best_step", 1)) <= 0)) for m in self.metrics]
+
+    def no_change_note(self, i: int = 0) -> str:
+        """A sentence saying pair ``i``'s swap did nothing ("" when it changed the face)."""
+        if not self.unchanged[i]:
+            return ""
+        m = self.metrics[i]
+        moved = m.get("id_moved")
+        return ("the swap did nothing: no step improved on the start (best step 0"
+                + (f", identity moved {moved:.3f}" if isinstance(moved, (int, float)) else "")
+                + "), so the result is the target unchanged; try more steps, a higher id_weight, "
+                  "another lr or other rows")
+
     def caption(self, i: int = 0) -> str:
         """A short text of image ``i``'s identity and pose figures (for grids)."""
         m = self.metrics[i]
-        parts = []
+        parts = ["UNCHANGED: the swap did nothing (best step 0)"] if self.unchanged[i] else []
         if "id_to_source" in m:
             parts.append(f"id src {m['id_to_source']:.2f} (was {m['id_target_to_source']:.2f}) "
                          f"tgt {m['id_to_target']:.2f}")
@@ -610,6 +636,8 @@ class SwapResult:
             if "yaw_change" in m:
                 under_target += f" dyaw {m['yaw_change']:+.2f}"
             under_result = f"id {m['id_target_to_source']:.2f}->{m['id_to_source']:.2f}"
+            if self.unchanged[i]:
+                under_result = "UNCHANGED: swap did nothing"
             if "dlib_to_source" in m:
                 det = m.get("dlib_detected", {})
                 under_result += f" dlib {m['dlib_to_source']:.2f}" + ("" if all(det.values()) else " no face")
@@ -735,7 +763,7 @@ def _target_latents(G: nn.Module, target: Any) -> tuple[torch.Tensor, list[torch
 def face_swap(G: nn.Module, id_net: nn.Module, source: Any, target: Any, *, config: SwapConfig | None = None,
               on_step: StepCallback | None = None, progress: bool = True, judge: bool = True,
               vgg_path: "str | os.PathLike[str] | None" = None, desc: str | None = None,
-              **options: Any) -> SwapResult:
+              cache_dir: "str | os.PathLike[str] | None" = None, **options: Any) -> SwapResult:
     """Put the source's identity onto the target by optimising the target's W+ rows.
 
     See the module docstring for the loss, the face region and the default rows.
@@ -759,6 +787,10 @@ def face_swap(G: nn.Module, id_net: nn.Module, source: Any, target: Any, *, conf
             is always there). Without dlib installed this logs a warning and is skipped.
         vgg_path: VGG16 weights for LPIPS (file or folder; otherwise searched, never downloaded).
         desc: progress-bar label.
+        cache_dir: reuse / store finished results there (:func:`swap_cache_key`: keyed by the
+            generator, the identity network's weights, the source images, the target latents and
+            noise maps, the settings, LPIPS and the judge; interrupted runs are not stored). A
+            hit returns the stored result (its images stored in float16) without optimising.
     Returns:
         A :class:`SwapResult`.
     Raises:
@@ -830,6 +862,18 @@ def face_swap(G: nn.Module, id_net: nn.Module, source: Any, target: Any, *, conf
         lpips_loss, lpips_label = resolve_lpips_option(lpips_module, cfg.lpips, vgg_path=vgg_path, device=device,
                                                        size=cfg.lpips_size)
         use_lpips = lpips_loss is not None and cfg.lpips_weight > 0
+        cache_path = None
+        if cache_dir is not None:
+            key = swap_cache_key(G, id_net, src_images, w_target, noises, cfg, lpips_loss=lpips_loss, judge=judge)
+            cache_path = Path(cache_dir) / key[:2] / f"{key}.pt"
+            if cache_path.is_file() and cache_path.with_suffix(".json").is_file():
+                try:
+                    hit = load_swap(cache_path)
+                except CheckpointError as e:
+                    log.warning("ignoring unreadable swap cache entry %s (%s)", cache_path, e.problem)
+                else:
+                    log.info("face swap: reusing the finished result %s", cache_path)
+                    return dataclasses.replace(hit, source_names=list(source_names), target_names=list(target_names))
         with torch.no_grad():
             target_feats = lpips_loss.features(target_raw) if use_lpips else None
         row_idx = torch.tensor(rows, dtype=torch.long, device=device)
@@ -885,7 +929,7 @@ def face_swap(G: nn.Module, id_net: nn.Module, source: Any, target: Any, *, conf
             if dlib_verdict is not None:
                 m.update(dlib_verdict.metrics(i))
             m.update(best_step=best.step[i], best_loss=float(best.loss[i]), interrupted=run.interrupted,
-                     mask=mask_kinds[i])
+                     mask=mask_kinds[i], unchanged=best.step[i] <= 0)
             metrics.append(m)
         result = SwapResult(
             wplus=w_best.cpu().float(), target_wplus=w_target.cpu().float().clone(),
@@ -898,7 +942,37 @@ def face_swap(G: nn.Module, id_net: nn.Module, source: Any, target: Any, *, conf
     if run.failure is not None:
         raise OptimisationError(f"face swap failed: {run.failure}; .best holds the best steps before that",
                                 best=result)
+    if cache_path is not None and not result.interrupted:
+        result.save(cache_path)
     return result
+
+
+def swap_cache_key(G: nn.Module, id_net: nn.Module, source_images: torch.Tensor, target_wplus: torch.Tensor,
+                   noises: Sequence[torch.Tensor], config: SwapConfig, *, lpips_loss: nn.Module | None = None,
+                   judge: bool = True) -> str:
+    """SHA-256 (hex) over everything that determines a :func:`face_swap` result.
+
+    Args:
+        source_images: (N, 3, H, W) in [-1, 1], the identity donors as optimised against.
+        target_wplus: (N, n_latent, D); noises: per layer (N, 1, r, r), the maps used.
+        config: the settled :class:`SwapConfig` (``rows`` resolved).
+        lpips_loss: the LPIPS network used (its weights are part of the key), or None.
+    """
+    import hashlib
+    import json
+
+    from . import __version__
+    from .weights import state_fingerprint
+
+    def sha(x: torch.Tensor) -> str:
+        return hashlib.sha256(x.detach().cpu().float().contiguous().numpy().tobytes()).hexdigest()
+
+    parts = {"format": _FORMAT, "version": _VERSION, "facelib": __version__, "generator": generator_id(G),
+             "id_net": state_fingerprint(id_net.state_dict()), "sources": sha(source_images),
+             "targets": sha(target_wplus), "noises": [sha(nz) for nz in noises], "config": config.to_dict(),
+             "lpips": state_fingerprint(lpips_loss.state_dict()) if lpips_loss is not None else None,
+             "judge": bool(judge), "device_type": G.device.type if hasattr(G, "device") else "cpu"}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
 # ----------------------------------------------------------------------------------------
@@ -941,10 +1015,14 @@ def _aligned_photo(aligned_dir: Path | None, name: str) -> Path | None:
         return None
     from .align import IMAGE_EXTENSIONS
 
-    for ext in IMAGE_EXTENSIONS:
-        p = aligned_dir / f"{name}{ext}"
-        if p.is_file():
-            return p
+    base = aligned_dir / name
+    if not base.parent.is_dir():
+        return None
+    for ext in IMAGE_EXTENSIONS:  # any case of any image extension: 2.jpg, 2.JPEG, 2.png
+        hit = sorted(p for p in base.parent.glob(f"{glob.escape(base.name)}.*")
+                     if p.suffix.lower() == ext and p.is_file())
+        if hit:
+            return hit[0]
     return None
 
 

@@ -464,12 +464,13 @@ def test_cli_mix_and_express_round_trip(small_generator, tmp_path, capsys):
     out = tmp_path / "mixed.png"
     assert main(["mix", str(tmp_path / "content.pt"), str(tmp_path / "style.pt"), str(out), "--rows", "4-7",
                  "--strength", "1.0", "--weights", str(weights), "--device", "cpu"]) == 0
-    expect_w = mix_styles(content, style, rows="4-7")
+    rows = LayerMask.scaled("4-7", G.n_latent)  # the report's 18-row terms, as in the notebooks
+    expect_w = mix_styles(content, style, rows=rows)
     assert np.abs(_png(out) - _expected(G, expect_w[None])).max() <= 1
     saved = edits.load_latents(out.with_suffix(".pt"))
     assert torch.equal(saved.wplus[0], expect_w)
     meta = json.loads((tmp_path / "mixed.edit.json").read_text())
-    assert meta["rows"] == "4-7" and meta["weights_sha256"] == G.weights_sha256
+    assert meta["rows"] == str(rows) and meta["weights_sha256"] == G.weights_sha256
 
     # chain: express on the mixed latent; the generator is found from the recorded weights path
     torch.save({"wplus": lat[2:4]}, tmp_path / "neutral.pt")
@@ -478,7 +479,7 @@ def test_cli_mix_and_express_round_trip(small_generator, tmp_path, capsys):
     assert main(["express", str(out.with_suffix(".pt")), str(tmp_path / "neutral.pt"), str(tmp_path / "happy.pt"),
                  str(out2), "--mask", "1-7", "--strength", "0.8"]) == 0
     delta = ((lat[3] - lat[2]) + (lat[0] - lat[3])) / 2
-    expect2 = apply_delta(expect_w, delta, mask="1-7", strength=0.8)
+    expect2 = apply_delta(expect_w, delta, mask=LayerMask.scaled("1-7", G.n_latent), strength=0.8)
     assert torch.allclose(edits.load_latents(out2.with_suffix(".pt")).wplus[0], expect2, atol=1e-6)
     assert np.abs(_png(out2) - _expected(G, expect2[None])).max() <= 1
     capsys.readouterr()
@@ -494,10 +495,11 @@ def test_cli_mix_and_express_round_trip(small_generator, tmp_path, capsys):
     expect3 = mix_styles(proj.wplus, style, rows="fine")
     assert np.abs(_png(out3) - _expected(G, expect3, proj.noises)).max() <= 1
 
-    # errors: rows beyond the generator, unknown generator, not a latent file
+    # errors: rows beyond the report's 18, unknown generator, not a latent file
     assert main(["mix", str(tmp_path / "content.pt"), str(tmp_path / "style.pt"), str(tmp_path / "x.png"),
-                 "--rows", "9-17", "--weights", str(weights)]) == 1
-    assert "do not exist" in capsys.readouterr().err
+                 "--rows", "9-20", "--weights", str(weights)]) == 1
+    err = capsys.readouterr().err
+    assert "do not exist" in err and "--rows" in err
     assert main(["mix", str(tmp_path / "content.pt"), str(tmp_path / "style.pt"), str(tmp_path / "x.png")]) == 1
     assert "--weights" in capsys.readouterr().err
     torch.save({"something": torch.zeros(3)}, tmp_path / "bad.pt")
