@@ -76,6 +76,21 @@ _LAZY = {
     # grids
     "to_pil": "grids",
     "make_grid": "grids",
+    # edit directions (SeFa, InterFaceGAN, GANSpace) and the attributes that label them
+    "Direction": "directions",
+    "Directions": "directions",
+    "sefa_directions": "directions",
+    "pca_directions": "directions",
+    "fit_direction": "directions",
+    "conditional_direction": "directions",
+    "label_latents": "directions",
+    "latents_with_scores": "directions",
+    "apply_direction": "directions",
+    "direction_strip": "directions",
+    "load_directions": "directions",
+    "measure_attributes": "attributes",
+    "landmark_attributes": "attributes",
+    "read_scores": "attributes",
 }
 
 __all__ = sorted(set(_LAZY) | {
