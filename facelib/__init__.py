@@ -88,6 +88,7 @@ _LAZY = {
     "apply_direction": "directions",
     "direction_strip": "directions",
     "load_directions": "directions",
+    "find_directions": "directions",
     "measure_attributes": "attributes",
     "landmark_attributes": "attributes",
     "read_scores": "attributes",

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from ._io import atomic_path, jsonable
+from ._optim import generator_id
 from .edits import LayerMask, MaskSpec
 from .errors import CheckpointError, InputError, ShapeError
 
@@ -56,6 +57,7 @@ __all__ = [
     "apply_direction",
     "direction_strip",
     "load_directions",
+    "find_directions",
 ]
 
 log = logging.getLogger(__name__)
@@ -301,7 +303,7 @@ def sefa_directions(G: Any, rows: MaskSpec = "all", k: int = 10, *, sigma_sample
     sigmas = latent_sigmas(G, vectors, n=sigma_samples, seed=seed) if sigma_samples else np.full(int(k), np.nan)
     names = tuple(f"sefa_{i}" for i in range(int(k)))
     return Directions(vectors, values, sigmas, tuple(sorted(layers)), "sefa", names,
-                      getattr(G, "weights_sha256", None), None, {"layers": prefixes})
+                      generator_id(G), None, {"layers": prefixes})
 
 
 @torch.no_grad()
@@ -333,7 +335,7 @@ def pca_directions(G: Any, k: int = 10, *, n: int = 10000, seed: int = 0, batch:
     values = vals[order].clamp_min(0).numpy()
     names = tuple(f"pca_{i}" for i in range(int(k)))
     return Directions(vectors, values, np.sqrt(values), None, "pca", names,
-                      getattr(G, "weights_sha256", None), None, {"samples": int(n), "seed": int(seed)})
+                      generator_id(G), None, {"samples": int(n), "seed": int(seed)})
 
 
 # ----------------------------------------------------------------------------------------
@@ -542,18 +544,26 @@ def latents_with_scores(latents: Mapping[str, Any], scores: Mapping[str, float],
 
     Args:
         latents: {name: projection / W+ (n_latent, D) or (1, n_latent, D)}, e.g. from
-            :func:`facelib.edits.find_projections`.
-        scores: {name (file stem): value}.
+            :func:`facelib.edits.find_projections` (names like "anna/0").
+        scores: {name: value}; a latent matches by its full name or its last part ("0").
     Returns:
         :class:`LabelledLatents` over the names present in both (W+ rows averaged to one w).
     Raises:
         InputError: no name in common.
     """
-    common = [k for k in latents if k in scores]
+    def score_key(name: str) -> str | None:
+        for key in (name, Path(name).name):
+            if key in scores:
+                return key
+        return None
+
+    pairs = [(k, score_key(k)) for k in latents]
+    pairs = [(k, s) for k, s in pairs if s is not None]
+    common = [k for k, _ in pairs]
     if not common:
         raise InputError(f"scores: none of the {len(scores)} names match the {len(latents)} latents "
                          f"(e.g. {sorted(scores)[:3]} vs {sorted(latents)[:3]}); names are file stems")
-    missing = sorted(set(scores) - set(common))
+    missing = sorted(set(scores) - {s for _, s in pairs})
     if missing:
         log.warning("scores: %d names have no latent: %s", len(missing), missing[:5])
     ws = []
@@ -561,7 +571,7 @@ def latents_with_scores(latents: Mapping[str, Any], scores: Mapping[str, float],
         x = getattr(latents[k], "wplus", latents[k])
         x = torch.as_tensor(x).detach().double().cpu()
         ws.append(x.reshape(-1, x.shape[-1]).mean(0) if x.ndim >= 2 else x)
-    return LabelledLatents(torch.stack(ws).float(), {attribute: np.array([scores[k] for k in common], dtype=np.float64)},
+    return LabelledLatents(torch.stack(ws).float(), {attribute: np.array([scores[s] for _, s in pairs], dtype=np.float64)},
                            0, tuple(common))
 
 
@@ -638,3 +648,28 @@ def direction_strip(G: Any, wplus: Any, direction: "Direction | torch.Tensor", *
     unit = (direction.sigma if isinstance(direction, Direction) and direction.sigma else 1.0)
     edited = torch.stack([apply_direction(w, direction, s * unit, mask=mask) for s in sigmas])
     return render(G, edited.to(G.device), noise=noise, batch_size=batch_size).clamp(-1, 1).cpu()
+
+
+def find_directions(folder: "str | os.PathLike[str]" = "out/directions", *, G: Any = None) -> dict[str, Directions]:
+    """Saved directions under ``folder`` by file stem (sorted); unreadable files are skipped with a warning.
+
+    With ``G``, files made for another generator (a different recorded hash) are skipped too.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        return {}
+    gid = generator_id(generator_of(G)) if G is not None else None
+    found: dict[str, Directions] = {}
+    for pt in sorted(root.glob("*.pt")):
+        if pt.name.startswith("."):
+            continue
+        try:
+            d = load_directions(pt)
+        except CheckpointError as e:
+            log.warning("skipping %s", e)
+            continue
+        if gid and d.weights_sha256 and d.weights_sha256 != gid:
+            log.info("skipping %s: made for another generator (%s...)", pt, d.weights_sha256[:12])
+            continue
+        found[pt.stem] = d
+    return found
