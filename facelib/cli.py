@@ -527,8 +527,8 @@ def _run_directions(args: argparse.Namespace) -> int:
 def _fit_from_args(G, args: argparse.Namespace, name: str):
     """The fit of ``directions fit``: user scores on projections, or an attribute measured on samples."""
     from ._optim import generator_id
-    from .attributes import read_scores
-    from .directions import fit_direction, label_latents, latents_with_scores
+    from .attributes import label_latents, latents_with_scores, read_scores
+    from .directions import fit_direction
     from .edits import find_projections
 
     if args.scores:

@@ -12,8 +12,8 @@ and for any generator:
   by the chosen W+ rows are stacked into one ``A``. ToRGB layers are left out. No sampling.
 * :func:`fit_direction` (InterFaceGAN, Shen et al. 2020): the normal of a linear boundary in W
   between labelled latents, with the held-out accuracy; :func:`conditional_direction` projects
-  other directions out ("more smile, same yaw"). :func:`label_latents` makes the labels by
-  sampling, rendering and measuring (:mod:`facelib.attributes`).
+  other directions out ("more smile, same yaw"). :func:`facelib.attributes.label_latents` makes
+  the labels by sampling, rendering and measuring.
 * :func:`pca_directions` (GANSpace, Harkonen et al. 2020): principal axes of mapped w samples.
 
 Results are :class:`Directions` (several, e.g. the top k) or :class:`Direction` (one); both
@@ -51,9 +51,6 @@ __all__ = [
     "pca_directions",
     "fit_direction",
     "conditional_direction",
-    "LabelledLatents",
-    "label_latents",
-    "latents_with_scores",
     "apply_direction",
     "direction_strip",
     "load_directions",
@@ -475,104 +472,6 @@ def conditional_direction(primary: "Direction | torch.Tensor", *conditions: "Dir
                      name or f"{base.name if base else 'direction'}|{','.join(cond_names)}",
                      base.rows if base else None, None, None, base.accuracy if base else None,
                      base.weights_sha256 if base else None, {"conditions": cond_names})
-
-
-@dataclass(frozen=True, eq=False)
-class LabelledLatents:
-    """Output of :func:`label_latents` / :func:`latents_with_scores`.
-
-    Attributes:
-        w: (N, style_dim) latents (rows of W+ averaged for projections).
-        scores: {attribute: (N,) float64}, NaN where not measured (no face).
-        skipped: images without a detectable face.
-        names: per latent, where it came from ("seed 0 #12", a projection's stem).
-    """
-
-    w: torch.Tensor
-    scores: Mapping[str, np.ndarray]
-    skipped: int
-    names: tuple[str, ...] = ()
-
-
-def label_latents(G: Any, n: int, attributes: Sequence[str] = ("smile",), *, seed: int = 0,
-                  truncation: float = 0.7, batch_size: int = 8, progress: bool = True,
-                  reference: torch.Tensor | None = None, arcface: torch.nn.Module | None = None) -> LabelledLatents:
-    """Sample ``n`` latents, render them and measure ``attributes`` (:mod:`facelib.attributes`).
-
-    Args:
-        G: generator (or an object with ``.generator``).
-        n: number of samples; z ~ N(0, I) drawn with ``seed``, truncated towards the mean w.
-        attributes: names from :data:`facelib.attributes.ATTRIBUTES`.
-        batch_size: render batch.
-        reference, arcface: for the ``identity`` attribute.
-    Returns:
-        :class:`LabelledLatents`; images in which dlib finds no face (all of them for an
-        untrained generator) are NaN and counted in ``skipped``.
-    """
-    from tqdm.auto import tqdm
-
-    from .attributes import measure_attributes
-
-    G = generator_of(G)
-    if int(n) < 1:
-        raise InputError(f"n: expected a positive number of samples, got {n}")
-    g = torch.Generator().manual_seed(int(seed))
-    z = torch.randn(int(n), G.style_dim, generator=g)
-    with torch.no_grad():
-        w = G.mapping(z.to(G.device))
-        if truncation < 1:
-            avg = G.latent_avg if getattr(G, "latent_avg", None) is not None else G.mean_latent(4096)
-            w = avg.to(w) + truncation * (w - avg.to(w))
-    scores = {a: [] for a in attributes}
-    skipped = 0
-    for start in tqdm(range(0, int(n), batch_size), desc="label latents", disable=not progress):
-        with torch.no_grad():
-            images = G.synthesis(w[start:start + batch_size]).clamp(-1, 1).cpu()
-        m = measure_attributes(images, attributes, reference=reference, arcface=arcface)
-        skipped += m.skipped
-        for a in attributes:
-            scores[a].append(m.values[a])
-    if skipped:
-        log.warning("label_latents: no face found in %d of %d samples (skipped)", skipped, n)
-    return LabelledLatents(w.detach().cpu(), {a: np.concatenate(v) for a, v in scores.items()}, skipped,
-                           tuple(f"seed {seed} #{i}" for i in range(int(n))))
-
-
-def latents_with_scores(latents: Mapping[str, Any], scores: Mapping[str, float], *,
-                        attribute: str = "score") -> LabelledLatents:
-    """Pair a user's projected photos with their scores (e.g. from :func:`facelib.attributes.read_scores`).
-
-    Args:
-        latents: {name: projection / W+ (n_latent, D) or (1, n_latent, D)}, e.g. from
-            :func:`facelib.edits.find_projections` (names like "anna/0").
-        scores: {name: value}; a latent matches by its full name or its last part ("0").
-    Returns:
-        :class:`LabelledLatents` over the names present in both (W+ rows averaged to one w).
-    Raises:
-        InputError: no name in common.
-    """
-    def score_key(name: str) -> str | None:
-        for key in (name, Path(name).name):
-            if key in scores:
-                return key
-        return None
-
-    pairs = [(k, score_key(k)) for k in latents]
-    pairs = [(k, s) for k, s in pairs if s is not None]
-    common = [k for k, _ in pairs]
-    if not common:
-        raise InputError(f"scores: none of the {len(scores)} names match the {len(latents)} latents "
-                         f"(e.g. {sorted(scores)[:3]} vs {sorted(latents)[:3]}); names are file stems")
-    missing = sorted(set(scores) - {s for _, s in pairs})
-    if missing:
-        log.warning("scores: %d names have no latent: %s", len(missing), missing[:5])
-    ws = []
-    for k in common:
-        x = getattr(latents[k], "wplus", latents[k])
-        x = torch.as_tensor(x).detach().double().cpu()
-        ws.append(x.reshape(-1, x.shape[-1]).mean(0) if x.ndim >= 2 else x)
-    return LabelledLatents(torch.stack(ws).float(), {attribute: np.array([scores[s] for _, s in pairs], dtype=np.float64)},
-                           0, tuple(common))
 
 
 # ----------------------------------------------------------------------------------------

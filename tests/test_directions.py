@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from facelib.directions import (Direction, apply_direction, conditional_direction, direction_strip,
-                                fit_direction, label_latents, latents_with_scores, load_directions,
-                                pca_directions, sefa_directions, sefa_layers)
+                                fit_direction, load_directions, pca_directions, sefa_directions, sefa_layers)
+from facelib.attributes import label_latents, latents_with_scores
 from facelib.edits import LayerMask
 from facelib.errors import CheckpointError, InputError, ShapeError
 from tests.conftest import make_small_generator
