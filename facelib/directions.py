@@ -54,7 +54,6 @@ __all__ = [
     "apply_direction",
     "direction_strip",
     "load_directions",
-    "find_directions",
 ]
 
 log = logging.getLogger(__name__)
@@ -547,28 +546,3 @@ def direction_strip(G: Any, wplus: Any, direction: "Direction | torch.Tensor", *
     unit = (direction.sigma if isinstance(direction, Direction) and direction.sigma else 1.0)
     edited = torch.stack([apply_direction(w, direction, s * unit, mask=mask) for s in sigmas])
     return render(G, edited.to(G.device), noise=noise, batch_size=batch_size).clamp(-1, 1).cpu()
-
-
-def find_directions(folder: "str | os.PathLike[str]" = "out/directions", *, G: Any = None) -> dict[str, Directions]:
-    """Saved directions under ``folder`` by file stem (sorted); unreadable files are skipped with a warning.
-
-    With ``G``, files made for another generator (a different recorded hash) are skipped too.
-    """
-    root = Path(folder)
-    if not root.is_dir():
-        return {}
-    gid = generator_id(generator_of(G)) if G is not None else None
-    found: dict[str, Directions] = {}
-    for pt in sorted(root.glob("*.pt")):
-        if pt.name.startswith("."):
-            continue
-        try:
-            d = load_directions(pt)
-        except CheckpointError as e:
-            log.warning("skipping %s", e)
-            continue
-        if gid and d.weights_sha256 and d.weights_sha256 != gid:
-            log.info("skipping %s: made for another generator (%s...)", pt, d.weights_sha256[:12])
-            continue
-        found[pt.stem] = d
-    return found
