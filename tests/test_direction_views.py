@@ -76,3 +76,19 @@ def test_direction_sliders_drive_the_preview(single_thread):
     assert np.abs(np.asarray(shown[1], dtype=float) - np.asarray(shown[0], dtype=float)).mean() > 0.1
     with pytest.raises(InputError):
         direction_sliders([], 8)
+
+
+def test_report_lists_direction_files_and_chosen_edits(tmp_path, single_thread):
+    from facelib.report import build_report
+
+    G = make_small_generator()
+    out = tmp_path / "out"
+    d, _, _ = directions_for(G, "sefa", rows="fine", k=2, folder=out / "directions")
+    _, target, _ = pick_target(G, None)
+    export_edits(G, target, d, [[0, 2.0]], out / "directions" / "edits", cell=32)
+    rep = build_report(out)
+    section = next(s for s in rep.sections if s.name == "06_directions")
+    assert section.status == "ok" and section.n_images == 1
+    md = rep.markdown.read_text()
+    assert "`sefa_" in md and "sefa, 2 direction(s), rows [" in md
+    assert "directions/edits/00_sefa_0_%2B2.jpg" in md or "directions/edits/00_sefa_0_+2.jpg" in md
