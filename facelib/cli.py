@@ -494,31 +494,32 @@ def _add_directions(sub: argparse._SubParsersAction) -> None:
 def _run_directions(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .directions import conditional_direction, fit_direction, load_directions, pca_directions, sefa_directions
+    from .direction_views import directions_for
+    from .directions import conditional_direction, load_directions
     from .weights import resolve_device
 
     G = _generator(args.weights, resolve_device(args.device), seed=args.seed)
-    if args.method == "sefa":
-        name = args.name or f"sefa_{args.rows.replace(',', '_').replace('-', 'to')}"
-    elif args.method == "pca":
-        name = args.name or "pca"
-    else:
-        name = args.name or ("scores" if args.scores else args.attribute)
+    if args.method in ("sefa", "pca"):
+        kept, path, loaded = directions_for(G, args.method, rows=getattr(args, "rows", "all"), k=args.k,
+                                            folder=args.out_dir, samples=getattr(args, "samples", 10000),
+                                            seed=args.seed, name=args.name, overwrite=args.overwrite)
+        if loaded:
+            raise InputError(f"{path}: exists for this generator; pass --overwrite to recompute it or --name "
+                             "for another file")
+        print(f"wrote {path} and {path.with_suffix('.json')} ({len(kept)} directions, rows "
+              f"{'all' if kept.rows is None else list(kept.rows)})")
+        return 0
+    name = args.name or ("scores" if args.scores else args.attribute)
     if not name or "/" in name or "\\" in name or name.startswith("."):
         raise InputError(f"--name {name!r}: expected a plain file name")
     path = Path(args.out_dir) / f"{name}.pt"
     if path.exists() and not args.overwrite:
         raise InputError(f"{path}: exists; pass --overwrite to replace it or --name for another file")
-    if args.method == "sefa":
-        result = sefa_directions(G, args.rows, args.k, seed=args.seed)
-    elif args.method == "pca":
-        result = pca_directions(G, args.k, n=args.samples, seed=args.seed)
-    else:
-        result = _fit_from_args(G, args, name)
-        if args.condition:
-            result = conditional_direction(result, *[load_directions(c)[0] for c in args.condition], name=name)
-        if result.accuracy is not None:
-            print(f"held-out accuracy {result.accuracy:.3f} ({result.meta.get('held_out', '?')} samples)")
+    result = _fit_from_args(G, args, name)
+    if args.condition:
+        result = conditional_direction(result, *[load_directions(c)[0] for c in args.condition], name=name)
+    if result.accuracy is not None:
+        print(f"held-out accuracy {result.accuracy:.3f} ({result.meta.get('held_out', '?')} samples)")
     result.save(path)
     print(f"wrote {path} and {path.with_suffix('.json')}")
     return 0

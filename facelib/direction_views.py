@@ -39,11 +39,14 @@ def _safe(text: str) -> str:
 
 def directions_for(G: Any, method: str = "sefa", *, rows: MaskSpec = "all", k: int = 10,
                    folder: "str | os.PathLike[str]" = "out/directions", samples: int = 10000, seed: int = 0,
-                   overwrite: bool = False) -> tuple[Directions, Path, bool]:
+                   overwrite: bool = False, name: str | None = None) -> tuple[Directions, Path, bool]:
     """SeFa or PCA directions of ``G``, loaded from ``folder`` when saved before for this generator.
 
-    The file is ``<folder>/sefa_<rows>.pt`` or ``<folder>/pca.pt``; a saved file is reused when
-    its generator hash, rows and method match and it holds at least ``k`` directions.
+    The file is ``<folder>/<name>.pt``, by default ``sefa_<rows>`` (e.g. ``sefa_0-3``) or ``pca``;
+    a saved file is reused when its generator hash, rows and method match and it holds at least
+    ``k`` directions (``overwrite=True`` always recomputes). A file made for another generator (or
+    other rows or fewer directions) is never replaced unasked: the new result goes to
+    ``<name>_<generator hash>.pt``.
 
     Returns:
         (directions (the first k), path of the file, True when loaded rather than computed).
@@ -57,17 +60,27 @@ def directions_for(G: Any, method: str = "sefa", *, rows: MaskSpec = "all", k: i
         raise InputError(f"method {method!r}: directions_for computes 'sefa' or 'pca'; learned ('fit') "
                          "directions come from facelib.fit_direction and are saved with Direction.save")
     chosen = LayerMask.coerce(rows, G.n_latent, name="rows").rows if method == "sefa" else None
-    name = f"sefa_{_safe(str(LayerMask.from_rows(chosen, G.n_latent)))}" if method == "sefa" else "pca"
+    if name is None:
+        name = f"sefa_{_safe(str(LayerMask.from_rows(chosen, G.n_latent)))}" if method == "sefa" else "pca"
+    elif _safe(name) != name:
+        raise InputError(f"name {name!r}: use letters, digits, '_', '-' and '.' only")
+    gid = generator_id(G)
     path = Path(folder) / f"{name}.pt"
-    if path.is_file() and not overwrite:
+    for candidate in (path, path.with_name(f"{name}_{_safe(gid)[:12]}.pt")):
+        if overwrite or not candidate.is_file():
+            path = candidate
+            break
         try:
-            saved = load_directions(path)
+            saved = load_directions(candidate)
         except CheckpointError as e:
-            log.warning("recomputing: %s", e)
-        else:
-            if (saved.method == method and saved.weights_sha256 == generator_id(G) and len(saved) >= k
-                    and saved.rows == (tuple(chosen) if chosen is not None else None)):
-                return _first(saved, k), path, True
+            log.warning("not reusing %s", e)
+            continue
+        if (saved.method == method and saved.weights_sha256 == gid and len(saved) >= k
+                and saved.rows == (tuple(chosen) if chosen is not None else None)):
+            return _first(saved, k), candidate, True
+    else:  # both names hold other results: never replaced unasked
+        raise InputError(f"{path}: holds directions of another generator, rows or size; pass overwrite=True "
+                         "or another name")
     d = sefa_directions(G, chosen, k, seed=seed) if method == "sefa" else pca_directions(G, k, n=samples, seed=seed)
     d.save(path)
     return d, path, False

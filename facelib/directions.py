@@ -439,11 +439,16 @@ def fit_direction(w: Any, labels: Any, *, name: str = "direction", holdout: floa
 
 
 def conditional_direction(primary: "Direction | torch.Tensor", *conditions: "Direction | torch.Tensor",
-                          name: str | None = None) -> Direction:
+                          name: str | None = None, w: Any = None) -> Direction:
     """InterFaceGAN's conditional edit: ``primary`` with the span of ``conditions`` projected out.
 
     Moving along the result changes the primary attribute while leaving the condition
     attributes' linear scores (``w . condition``) unchanged.
+
+    Args:
+        primary, conditions: :class:`Direction` or (style_dim,) tensors.
+        name: the result's name (default ``"<primary>|<conditions>"``).
+        w: optional (N, style_dim) latents (or W+, rows averaged) for the result's ``sigma``.
 
     Returns:
         :class:`Direction` (method "conditional", unit vector, the primary's accuracy and rows).
@@ -467,9 +472,11 @@ def conditional_direction(primary: "Direction | torch.Tensor", *conditions: "Dir
         raise InputError("conditional_direction: the primary direction lies in the span of the conditions")
     base = primary if isinstance(primary, Direction) else None
     cond_names = [c.name if isinstance(c, Direction) else "vector" for c in conditions]
-    return Direction((out / out.norm()).float(), "conditional",
+    unit = out / out.norm()
+    sigma = float((_as_w(w) @ unit).std()) if w is not None else None
+    return Direction(unit.float(), "conditional",
                      name or f"{base.name if base else 'direction'}|{','.join(cond_names)}",
-                     base.rows if base else None, None, None, base.accuracy if base else None,
+                     base.rows if base else None, sigma, None, base.accuracy if base else None,
                      base.weights_sha256 if base else None, {"conditions": cond_names})
 
 

@@ -20,10 +20,12 @@ def test_directions_for_saves_once_and_reuses(tmp_path, single_thread):
     assert loaded2 and path2 == path and path.stat().st_mtime_ns == stamp
     assert torch.equal(d2.vectors, d.vectors[:3])
     other = make_small_generator(seed=1)  # another generator: recomputed, not reused
-    d3, _, loaded3 = directions_for(other, "sefa", rows="coarse", k=3, folder=tmp_path)
+    d3, path3, loaded3 = directions_for(other, "sefa", rows="coarse", k=3, folder=tmp_path)
     assert not loaded3 and not torch.allclose(d3.vectors, d.vectors[:3])
-    assert set(find_directions(tmp_path, G=other)) == {path.stem}
-    assert find_directions(tmp_path, G=G) == {}
+    assert path3 != path and path.stat().st_mtime_ns == stamp  # the first generator's file is kept
+    assert set(find_directions(tmp_path, G=other)) == {path3.stem}
+    assert set(find_directions(tmp_path, G=G)) == {path.stem}
+    assert directions_for(other, "sefa", rows="coarse", k=3, folder=tmp_path)[1:] == (path3, True)
     with pytest.raises(InputError, match="fit"):
         directions_for(G, "fit", folder=tmp_path)
 
