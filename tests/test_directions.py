@@ -210,3 +210,34 @@ def test_latents_with_scores_matches_names():
     assert lab.names == ("anna",) and lab.scores["age"].tolist() == [2.0]
     with pytest.raises(InputError, match="match"):
         latents_with_scores(lat, {"zed": 1.0})
+
+
+@pytest.mark.slow
+def test_cli_directions_and_edit(tmp_path, monkeypatch, capsys, single_thread):
+    from facelib.cli import main
+    from facelib.data import smoke_generator
+    from facelib.edits import load_latents, save_latents
+
+    monkeypatch.chdir(tmp_path)
+    G = smoke_generator(0)
+    w = G.mapping(torch.randn(1, G.style_dim, generator=torch.Generator().manual_seed(4)))
+    save_latents("lat.pt", w[:, None].repeat(1, G.n_latent, 1), weights_sha256=G.weights_sha256)
+    assert main(["directions", "sefa", "--rows", "coarse", "--k", "3"]) == 0
+    files = sorted(p.name for p in (tmp_path / "out" / "directions").iterdir())
+    assert len(files) == 2 and files[0].startswith("sefa_") and files[1].endswith(".pt")
+    path = tmp_path / "out" / "directions" / files[1]
+    assert main(["directions", "sefa", "--rows", "coarse", "--k", "3"]) == 1  # kept unless --overwrite
+    assert "exists" in capsys.readouterr().err
+    assert main(["edit", "lat.pt", "--direction", str(path), "--strength", "2", "--rows", "fine", "e.png"]) == 0
+    d = load_directions(path)[0]
+    edited = load_latents("e.pt").wplus
+    expected = apply_direction(load_latents("lat.pt").wplus, d, 2 * d.sigma, mask="fine")
+    assert torch.allclose(edited, expected) and (tmp_path / "e.png").is_file()
+    meta = json.loads((tmp_path / "e.edit.json").read_text())
+    assert meta["units"] == "sigma" and meta["rows"] == str(LayerMask.coerce("fine", G.n_latent))
+    assert main(["edit", "lat.pt", "--direction", "missing.pt", "x.png"]) == 1
+    assert main(["edit", "lat.pt", "--direction", str(path), "--index", "7", "x.png"]) == 1
+    assert main(["directions", "fit", "--samples", "2"]) == 1  # untrained samples have no faces
+    err = capsys.readouterr().err
+    assert "not found" in err and "out of range" in err and "no face" in err
+    assert "Traceback" not in err
