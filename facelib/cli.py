@@ -480,7 +480,10 @@ def _add_directions(sub: argparse._SubParsersAction) -> None:
     pc.add_argument("--samples", type=int, default=10000, help="mapped samples")
     ft = dsub.add_parser("fit", parents=[common], help="linear boundary between labelled latents (InterFaceGAN)")
     ft.add_argument("--attribute", default="smile",
-                    help="measured on rendered samples: smile, mouth_open, eyes_open, yaw, pitch")
+                    help="measured on rendered samples: smile, mouth_open, eyes_open, yaw, pitch, or identity "
+                         "(ArcFace similarity to --reference)")
+    ft.add_argument("--reference", help="aligned photo of the person for --attribute identity")
+    ft.add_argument("--arcface", help="ArcFace weights for --attribute identity (default: the first found)")
     ft.add_argument("--samples", type=int, default=500, help="samples to render and measure")
     ft.add_argument("--truncation", type=float, default=0.7)
     ft.add_argument("--scores", help="CSV of file,value rows for projected photos (instead of --attribute)")
@@ -539,12 +542,29 @@ def _fit_from_args(G, args: argparse.Namespace, name: str):
         labelled = latents_with_scores(latents, read_scores(args.scores), attribute="score")
         values = labelled.scores["score"]
     else:
-        labelled = label_latents(G, args.samples, [args.attribute], seed=args.seed, truncation=args.truncation)
+        ref, net = (None, None) if args.attribute != "identity" else _identity_reference(G, args)
+        labelled = label_latents(G, args.samples, [args.attribute], seed=args.seed, truncation=args.truncation,
+                                 reference=ref, arcface=net)
         values = labelled.scores[args.attribute]
         if labelled.skipped == len(values):
             raise InputError(f"--attribute {args.attribute}: dlib found no face in any of the {len(values)} "
                              "samples (an untrained generator makes no faces); pass real --weights")
     return fit_direction(labelled.w, values, name=name, seed=args.seed, weights_sha256=generator_id(G))
+
+
+def _identity_reference(G, args: argparse.Namespace):
+    """(reference image (1, 3, H, W) in [-1, 1], ArcFace network) for ``directions fit --attribute identity``."""
+    from .align import load_image
+    from .data import identity_network
+    from .grids import to_tensor
+
+    if not args.reference:
+        raise InputError("--attribute identity: pass --reference, an aligned photo of the person")
+    ident = identity_network(args.arcface, device=G.device)
+    if ident.path is None:
+        raise InputError("--attribute identity: no ArcFace weights found; pass --arcface FILE "
+                         "(a random network would make the labels meaningless)")
+    return to_tensor(load_image(args.reference), size=G.resolution), ident.net
 
 
 def _add_edit(sub: argparse._SubParsersAction) -> None:

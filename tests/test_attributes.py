@@ -68,6 +68,20 @@ def test_identity_needs_reference():
         measure_attributes(torch.zeros(1, 3, 64, 64), ["age"])
 
 
+def test_identity_similarity_with_a_small_network(single_thread):
+    import torch
+
+    from facelib.data import identity_network
+
+    net = identity_network(None, smoke=True).net.eval()
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(3, 3, 64, 64, generator=g) * 2 - 1
+    m = measure_attributes(images, ["identity"], reference=images[1:2], arcface=net)
+    sim = m.values["identity"]
+    assert m.skipped == 0 and sim.shape == (3,)
+    assert sim[1] == pytest.approx(1.0, abs=1e-5) and sim[0] < 0.9999 and sim[2] < 0.9999
+
+
 def test_read_scores(tmp_path):
     p = tmp_path / "s.csv"
     p.write_text("file,score\nphotos/anna.jpg, 0.5\n\n# comment\nben.png,2\n")

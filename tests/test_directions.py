@@ -238,6 +238,7 @@ def test_cli_directions_and_edit(tmp_path, monkeypatch, capsys, single_thread):
     assert main(["edit", "lat.pt", "--direction", "missing.pt", "x.png"]) == 1
     assert main(["edit", "lat.pt", "--direction", str(path), "--index", "7", "x.png"]) == 1
     assert main(["directions", "fit", "--samples", "2"]) == 1  # untrained samples have no faces
+    assert main(["directions", "fit", "--attribute", "identity", "--samples", "2"]) == 1
     err = capsys.readouterr().err
-    assert "not found" in err and "out of range" in err and "no face" in err
+    assert "not found" in err and "out of range" in err and "no face" in err and "--reference" in err
     assert "Traceback" not in err
