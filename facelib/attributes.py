@@ -260,23 +260,46 @@ class LabelledLatents:
 
 def label_latents(G: Any, n: int, attributes: Sequence[str] = ("smile",), *, seed: int = 0,
                   truncation: float = 0.7, batch_size: int = 8, progress: bool = True,
-                  reference: torch.Tensor | None = None, arcface: torch.nn.Module | None = None) -> LabelledLatents:
+                  reference: torch.Tensor | None = None, arcface: torch.nn.Module | None = None,
+                  measure_size: int = 256, cache: "str | os.PathLike[str] | None" = None) -> LabelledLatents:
     """Sample ``n`` latents, render them and measure ``attributes`` (:mod:`facelib.attributes`).
 
     Args:
-        G: generator (or an object with ``.generator``).
+        G: generator (or an object with ``.generator``: a tuning result renders through its own).
         n: number of samples; z ~ N(0, I) drawn with ``seed``, truncated towards the mean w.
-        attributes: names from :data:`facelib.attributes.ATTRIBUTES`.
+        attributes: names from :data:`ATTRIBUTES`.
         batch_size: render batch.
         reference, arcface: for the ``identity`` attribute.
+        measure_size: renders larger than this are area-downsampled to it before dlib looks at
+            them (the landmark measures are scale-free; 256 px keeps an FFHQ face near 150 px).
+        cache: a ``.pt`` file; when it holds the labels of the same generator, n, seed,
+            truncation and attributes they are loaded instead of rendered again, else they are
+            computed and written there.
     Returns:
         :class:`LabelledLatents`; images in which dlib finds no face (all of them for an
         untrained generator) are NaN and counted in ``skipped``.
     """
     from tqdm.auto import tqdm
-    G = getattr(G, "generator", G)  # a tuning result renders through its own generator
+
+    from ._io import atomic_path
+    from ._optim import generator_id
+
+    G = getattr(G, "generator", G)
     if int(n) < 1:
         raise InputError(f"n: expected a positive number of samples, got {n}")
+    attributes = [str(a) for a in attributes]
+    key = {"generator": generator_id(G), "n": int(n), "seed": int(seed), "truncation": float(truncation),
+           "attributes": attributes, "measure_size": int(measure_size),
+           "reference": None if reference is None else float(reference.double().sum())}
+    if cache is not None and Path(cache).is_file():
+        try:
+            saved = torch.load(cache, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - an unreadable cache is recomputed
+            log.warning("label cache %s unreadable (%s): measuring again", cache, e)
+            saved = None
+        if isinstance(saved, dict) and saved.get("key") == key:
+            return LabelledLatents(saved["w"], {a: saved["scores"][a].numpy() for a in attributes},
+                                   int(saved["skipped"]), tuple(f"seed {seed} #{i}" for i in range(int(n))))
     g = torch.Generator().manual_seed(int(seed))
     z = torch.randn(int(n), G.style_dim, generator=g)
     with torch.no_grad():
@@ -284,19 +307,26 @@ def label_latents(G: Any, n: int, attributes: Sequence[str] = ("smile",), *, see
         if truncation < 1:
             avg = G.latent_avg if getattr(G, "latent_avg", None) is not None else G.mean_latent(4096)
             w = avg.to(w) + truncation * (w - avg.to(w))
-    scores = {a: [] for a in attributes}
+    scores: dict[str, list[np.ndarray]] = {a: [] for a in attributes}
     skipped = 0
     for start in tqdm(range(0, int(n), batch_size), desc="label latents", disable=not progress):
         with torch.no_grad():
-            images = G.synthesis(w[start:start + batch_size]).clamp(-1, 1).cpu()
+            images = G.synthesis(w[start:start + batch_size]).clamp(-1, 1).float().cpu()
+        if images.shape[-1] > measure_size:
+            images = torch.nn.functional.interpolate(images, size=(measure_size, measure_size), mode="area")
         m = measure_attributes(images, attributes, reference=reference, arcface=arcface)
         skipped += m.skipped
         for a in attributes:
             scores[a].append(m.values[a])
     if skipped:
         log.warning("label_latents: no face found in %d of %d samples (skipped)", skipped, n)
-    return LabelledLatents(w.detach().cpu(), {a: np.concatenate(v) for a, v in scores.items()}, skipped,
-                           tuple(f"seed {seed} #{i}" for i in range(int(n))))
+    out = LabelledLatents(w.detach().float().cpu(), {a: np.concatenate(v) for a, v in scores.items()}, skipped,
+                          tuple(f"seed {seed} #{i}" for i in range(int(n))))
+    if cache is not None:
+        with atomic_path(cache) as tmp:
+            torch.save({"key": key, "w": out.w, "skipped": skipped,
+                        "scores": {a: torch.from_numpy(v) for a, v in out.scores.items()}}, tmp)
+    return out
 
 
 def latents_with_scores(latents: Mapping[str, Any], scores: Mapping[str, float], *,

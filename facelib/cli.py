@@ -530,6 +530,8 @@ def _run_directions(args: argparse.Namespace) -> int:
 
 def _fit_from_args(G, args: argparse.Namespace, name: str):
     """The fit of ``directions fit``: user scores on projections, or an attribute measured on samples."""
+    from pathlib import Path
+
     from ._optim import generator_id
     from .attributes import label_latents, latents_with_scores, read_scores
     from .directions import fit_direction
@@ -543,8 +545,9 @@ def _fit_from_args(G, args: argparse.Namespace, name: str):
         values = labelled.scores["score"]
     else:
         ref, net = (None, None) if args.attribute != "identity" else _identity_reference(G, args)
+        cache = Path(args.out_dir).parent / "cache" / f"labels_{args.attribute}.pt"  # reused when settings match
         labelled = label_latents(G, args.samples, [args.attribute], seed=args.seed, truncation=args.truncation,
-                                 reference=ref, arcface=net)
+                                 reference=ref, arcface=net, cache=cache)
         values = labelled.scores[args.attribute]
         if labelled.skipped == len(values):
             raise InputError(f"--attribute {args.attribute}: dlib found no face in any of the {len(values)} "

@@ -196,12 +196,15 @@ def test_strip_renders_through_a_wrapping_object(single_thread):
 
 
 @pytest.mark.slow
-def test_untrained_samples_have_no_faces_and_are_counted(single_thread):
+def test_untrained_samples_have_no_faces_and_are_counted(tmp_path, single_thread):
     pytest.importorskip("dlib")
     G = make_small_generator()
-    lab = label_latents(G, 4, ("smile", "yaw"), progress=False)
+    lab = label_latents(G, 4, ("smile", "yaw"), progress=False, cache=tmp_path / "labels.pt")
     assert lab.w.shape == (4, G.style_dim) and lab.skipped == 4
     assert np.isnan(lab.scores["smile"]).all()
+    G.synthesis = None  # a second call with the same settings must not render
+    again = label_latents(G, 4, ("smile", "yaw"), progress=False, cache=tmp_path / "labels.pt")
+    assert torch.equal(again.w, lab.w) and again.skipped == 4 and np.isnan(again.scores["yaw"]).all()
 
 
 def test_latents_with_scores_matches_names():
