@@ -6,7 +6,7 @@ import pytest
 
 from facelib.attributes import LANDMARK_ATTRIBUTES, landmark_attributes, measure_attributes, read_scores
 from facelib.errors import InputError, ShapeError
-from tests.conftest import shared_path
+from .conftest import shared_path
 
 
 @pytest.fixture(scope="module")

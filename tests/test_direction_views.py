@@ -8,7 +8,7 @@ from facelib.direction_views import (DirectionPreview, directions_for, export_ed
                                      pick_target, strip_grid)
 from facelib.directions import apply_direction
 from facelib.errors import InputError
-from tests.conftest import make_small_generator
+from .conftest import make_small_generator
 
 
 def test_directions_for_saves_once_and_reuses(tmp_path, single_thread):

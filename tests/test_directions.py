@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import re
 
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ from facelib.directions import (Direction, apply_direction, conditional_directio
 from facelib.attributes import label_latents, latents_with_scores
 from facelib.edits import LayerMask
 from facelib.errors import CheckpointError, InputError, ShapeError
-from tests.conftest import make_small_generator
+from .conftest import make_small_generator
 
 
 def _closed_form(state: dict, rows: list[int]) -> np.ndarray:
