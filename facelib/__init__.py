@@ -89,6 +89,23 @@ _LAZY = {
     "aligned_dir": "edits",
     "check_kernel": "kernel",
     "missing_packages": "kernel",
+    # edit directions (SeFa, InterFaceGAN, GANSpace) and the attributes that label them
+    "Direction": "directions",
+    "Directions": "directions",
+    "sefa_directions": "directions",
+    "pca_directions": "directions",
+    "fit_direction": "directions",
+    "conditional_direction": "directions",
+    "label_latents": "attributes",
+    "latents_with_scores": "attributes",
+    "apply_direction": "directions",
+    "direction_strip": "directions",
+    "load_directions": "directions",
+    "find_directions": "direction_views",
+    "directions_for": "direction_views",
+    "measure_attributes": "attributes",
+    "landmark_attributes": "attributes",
+    "read_scores": "attributes",
 }
 
 __all__ = sorted(set(_LAZY) | {

@@ -490,6 +490,156 @@ def _run_swap(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_directions(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("directions", help="find edit directions in W: sefa (from the weights), fit (from "
+                                          "measured or given labels), pca (of mapped samples)",
+                       description="Writes OUT_DIR/NAME.pt (the unit vectors) and OUT_DIR/NAME.json (method, rows, "
+                                   "generator hash, accuracy); an existing NAME is kept unless --overwrite.")
+    dsub = p.add_subparsers(dest="method", metavar="METHOD", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--weights", help="generator checkpoint; default: the small untrained configuration")
+    common.add_argument("--device", default="auto", help=_DEVICE_HELP)
+    common.add_argument("--out-dir", default="out/directions", help="folder of direction files")
+    common.add_argument("--name", help="file name (default: the method and its options)")
+    common.add_argument("--overwrite", action="store_true", help="replace an existing file of that name")
+    common.add_argument("--seed", type=int, default=0)
+    sf = dsub.add_parser("sefa", parents=[common], help="closed form from the style weights (no sampling)")
+    sf.add_argument("--rows", default="all", help="W+ rows: 'all', 'coarse', 'middle', 'fine', '0-3', ...")
+    sf.add_argument("--k", type=int, default=10, help="number of directions")
+    pc = dsub.add_parser("pca", parents=[common], help="principal axes of mapped w samples (GANSpace)")
+    pc.add_argument("--k", type=int, default=10, help="number of directions")
+    pc.add_argument("--samples", type=int, default=10000, help="mapped samples")
+    ft = dsub.add_parser("fit", parents=[common], help="linear boundary between labelled latents (InterFaceGAN)")
+    ft.add_argument("--attribute", default="smile",
+                    help="measured on rendered samples: smile, mouth_open, eyes_open, yaw, pitch, or identity "
+                         "(ArcFace similarity to --reference)")
+    ft.add_argument("--reference", help="aligned photo of the person for --attribute identity")
+    ft.add_argument("--arcface", help="ArcFace weights for --attribute identity (default: the first found)")
+    ft.add_argument("--samples", type=int, default=500, help="samples to render and measure")
+    ft.add_argument("--truncation", type=float, default=0.7)
+    ft.add_argument("--scores", help="CSV of file,value rows for projected photos (instead of --attribute)")
+    ft.add_argument("--latents", default="out/latents", help="saved projections that --scores names")
+    ft.add_argument("--condition", action="append", default=[],
+                    help="direction file whose direction is projected out (repeatable): change the "
+                         "attribute, keep this one")
+    p.set_defaults(func=_run_directions)
+
+
+def _run_directions(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .direction_views import directions_for
+    from .directions import conditional_direction, load_directions
+    from .weights import resolve_device
+
+    G = _generator(args.weights, resolve_device(args.device), seed=args.seed)
+    if args.method in ("sefa", "pca"):
+        kept, path, loaded = directions_for(G, args.method, rows=getattr(args, "rows", "all"), k=args.k,
+                                            folder=args.out_dir, samples=getattr(args, "samples", 10000),
+                                            seed=args.seed, name=args.name, overwrite=args.overwrite)
+        if loaded:
+            raise InputError(f"{path}: exists for this generator; pass --overwrite to recompute it or --name "
+                             "for another file")
+        print(f"wrote {path} and {path.with_suffix('.json')} ({len(kept)} directions, rows "
+              f"{'all' if kept.rows is None else list(kept.rows)})")
+        return 0
+    name = args.name or ("scores" if args.scores else args.attribute)
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        raise InputError(f"--name {name!r}: expected a plain file name")
+    path = Path(args.out_dir) / f"{name}.pt"
+    if path.exists() and not args.overwrite:
+        raise InputError(f"{path}: exists; pass --overwrite to replace it or --name for another file")
+    result = _fit_from_args(G, args, name)
+    if args.condition:
+        result = conditional_direction(result, *[load_directions(c)[0] for c in args.condition], name=name)
+    if result.accuracy is not None:
+        print(f"held-out accuracy {result.accuracy:.3f} ({result.meta.get('held_out', '?')} samples)")
+    result.save(path)
+    print(f"wrote {path} and {path.with_suffix('.json')}")
+    return 0
+
+
+def _fit_from_args(G, args: argparse.Namespace, name: str):
+    """The fit of ``directions fit``: user scores on projections, or an attribute measured on samples."""
+    from pathlib import Path
+
+    from ._optim import generator_id
+    from .attributes import label_latents, latents_with_scores, read_scores
+    from .directions import fit_direction
+    from .edits import find_projections
+
+    if args.scores:
+        latents = find_projections(args.latents, G=G)
+        if not latents:
+            raise InputError(f"--latents {args.latents}: no saved projections for this generator")
+        labelled = latents_with_scores(latents, read_scores(args.scores), attribute="score")
+        values = labelled.scores["score"]
+    else:
+        ref, net = (None, None) if args.attribute != "identity" else _identity_reference(G, args)
+        cache = Path(args.out_dir).parent / "cache" / f"labels_{args.attribute}.pt"  # reused when settings match
+        labelled = label_latents(G, args.samples, [args.attribute], seed=args.seed, truncation=args.truncation,
+                                 reference=ref, arcface=net, cache=cache)
+        values = labelled.scores[args.attribute]
+        if labelled.skipped == len(values):
+            raise InputError(f"--attribute {args.attribute}: dlib found no face in any of the {len(values)} "
+                             "samples (an untrained generator makes no faces); pass real --weights")
+    return fit_direction(labelled.w, values, name=name, seed=args.seed, weights_sha256=generator_id(G))
+
+
+def _identity_reference(G, args: argparse.Namespace):
+    """(reference image (1, 3, H, W) in [-1, 1], ArcFace network) for ``directions fit --attribute identity``."""
+    from .align import load_image
+    from .data import identity_network
+    from .grids import to_tensor
+
+    if not args.reference:
+        raise InputError("--attribute identity: pass --reference, an aligned photo of the person")
+    ident = identity_network(args.arcface, device=G.device)
+    if ident.path is None:
+        raise InputError("--attribute identity: no ArcFace weights found; pass --arcface FILE "
+                         "(a random network would make the labels meaningless)")
+    return to_tensor(load_image(args.reference), size=G.resolution), ident.net
+
+
+def _add_edit(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("edit", help="move saved latents along a direction: W+ + strength * sigma * direction "
+                                    "on the chosen rows, and render",
+                       description="Writes OUT, OUT with suffix .pt (the edited W+, chainable) and <OUT>.edit.json.")
+    p.add_argument("latent", help="latents to edit (.pt, e.g. a saved projection)")
+    p.add_argument("out", help="output image (.png/.jpg)")
+    p.add_argument("--direction", required=True, help="direction file (.pt with its .json, from `directions`)")
+    p.add_argument("--index", type=int, default=0, help="which direction of the file (0 = the top one)")
+    p.add_argument("--rows", help="rows to edit: 'coarse', 'fine', '0-3', 'all', ...; default: the rows the "
+                                  "direction was found for (all for pca and fit)")
+    p.add_argument("--units", choices=("sigma", "w"), default="sigma",
+                   help="sigma: --strength counts standard deviations of w along the direction (default); "
+                        "w: raw distance in W")
+    _add_latent_edit_options(p, strength_help="how far to move (see --units); negative moves the other way")
+    p.set_defaults(func=_run_edit)
+
+
+def _run_edit(args: argparse.Namespace) -> int:
+    from ._optim import generator_id
+    from .directions import apply_direction, load_directions
+    from .edits import LayerMask
+
+    (latent,), G, source = _latents_and_generator([args.latent], args.weights, args.device)
+    direction = load_directions(args.direction)[args.index]
+    if direction.weights_sha256 and direction.weights_sha256 != generator_id(G):
+        log.warning("%s was made for another generator (%s...); applying it anyway",
+                    args.direction, direction.weights_sha256[:12])
+    mask = LayerMask.coerce(args.rows if args.rows else (list(direction.rows) if direction.rows else None),
+                            G.n_latent, name="--rows")
+    unit = direction.sigma if args.units == "sigma" and direction.sigma else 1.0
+    if args.units == "sigma" and not direction.sigma:
+        log.warning("%s records no sigma: --strength is taken in W units", args.direction)
+    edited = apply_direction(latent.wplus, direction, args.strength * unit, mask=mask)
+    _write_edit(G, source, edited, latent.noises, args.out, edit="direction", latent=str(args.latent),
+                direction=str(args.direction), index=args.index, method=direction.method, rows=str(mask),
+                strength=args.strength, units=args.units, w_distance=args.strength * unit)
+    return 0
+
+
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_demo,
     _add_report,
@@ -501,6 +651,8 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_mix,
     _add_express,
     _add_swap,
+    _add_directions,
+    _add_edit,
 ]
 
 

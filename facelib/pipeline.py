@@ -1,4 +1,4 @@
-"""The main job: run the five notebooks headlessly, in order, then build the report.
+"""The main job: run the notebooks headlessly, in order, then build the report.
 
 :func:`run_series` executes ``notebooks/0*.ipynb`` with papermill into ``out/notebooks/``,
 passing each notebook the parameters it declares (``OUT_DIR``, ``SMOKE``, ``WEIGHTS``,
@@ -49,6 +49,7 @@ STEPS: tuple[Step, ...] = (
     Step("03_style_transfer", "Style transfer"),
     Step("04_expressions", "Expressions"),
     Step("05_face_swap", "Face swap"),
+    Step("06_directions", "Edit directions"),
 )
 
 #: Optimisation steps of a smoke run.

@@ -10,7 +10,9 @@ per-image files the notebooks wrote, and lays them out like the original Kaggle 
    (its projection), ``transferred_<style>.jpg`` (the style on the first face);
 4. the expression table: per expression the reference photo, its projection and the
    transferred result, neutral first;
-5. the face-swap table: source, target, ``out/face_swap/<source>_on_<target>.jpg``.
+5. the face-swap table: source, target, ``out/face_swap/<source>_on_<target>.jpg``;
+6. edit directions: the saved direction files (``out/directions/*.json``) and the chosen edits
+   (``out/directions/edits/*.jpg``).
 
 Every edited or generated image is labelled as such. When the run used the untrained
 generator (``out/run.json`` or ``out/provenance.json`` say so) the report opens with a
@@ -241,8 +243,9 @@ _STEP_TITLES = {
     "03_style_transfer": "3. Style transfer: the style table",
     "04_expressions": "4. Expressions: the expression table",
     "05_face_swap": "5. Face swap",
+    "06_directions": "6. Edit directions",
 }
-_GENERATIVE = ("02_projection", "03_style_transfer", "04_expressions", "05_face_swap")
+_GENERATIVE = ("02_projection", "03_style_transfer", "04_expressions", "05_face_swap", "06_directions")
 _PROVENANCE_META = {"smoke", "weights", "device", "seed", "facelib_version", "time"}
 
 
@@ -339,6 +342,7 @@ def build_report(out_dir: "str | os.PathLike[str]" = "out", *, title: str = "fac
         "03_style_transfer": _styles,
         "04_expressions": _expressions,
         "05_face_swap": _face_swap,
+        "06_directions": _directions,
     }
     for name, fn in builders.items():
         doc.heading(2, _STEP_TITLES[name])
@@ -577,3 +581,27 @@ def _face_swap(doc: _Doc, out: Path) -> int:
              "optimised with an ArcFace identity loss.")
     doc.table(["source", "target", "result", "metrics"], rows)
     return len(rows)
+
+
+def _directions(doc: _Doc, out: Path) -> int:
+    files = []
+    for meta_path in sorted((out / "directions").glob("*.json")):
+        info = _read_json(meta_path)
+        if not isinstance(info, Mapping) or "method" not in info:
+            continue
+        rows = info.get("rows")
+        acc = [a for a in (info.get("accuracy") or []) if isinstance(a, (int, float))]
+        files.append(f"`{meta_path.with_suffix('.pt').name}`: {info.get('method')}, {info.get('k', '?')} "
+                     f"direction(s), rows {'all' if rows is None else rows}"
+                     + (f", held-out accuracy {_fmt(acc[0], '.3f')}" if acc else "")
+                     + f", generator {str(info.get('weights_sha256') or '?')[:16]}")
+    edits = sorted((p for p in _images(out / "directions" / "edits") if p.stem != "grid"), key=_natural)
+    if files:
+        doc.para("Direction files (`out/directions/<name>.pt` with a `.json` sidecar), reusable with "
+                 "`python -m facelib edit LATENT.pt --direction FILE`:")
+        doc.bullets(files)
+    if edits:
+        doc.para("Chosen edits (`out/directions/edits/`): the target moved along a direction; the name "
+                 "says the direction and the strength in standard deviations of w along it.")
+        doc.table(["edit", "file"], [[_Img(p, p.stem, edited=True), p.name] for p in edits])
+    return len(edits)

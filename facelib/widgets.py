@@ -321,3 +321,41 @@ def progress_callback(total: int, *, description: str = "") -> tuple[Any, Callab
         bar.value = min(int(step), bar.max)
 
     return bar, on_step
+
+
+__all__.append("direction_sliders")
+
+
+def direction_sliders(names: Sequence[str], n_latent: int, *, rows: "Sequence[float] | None" = None,
+                      limit: float = 3.0, step: float = 0.25,
+                      description: str = "rows") -> tuple[Any, Callable[[], dict[str, Any]]]:
+    """One strength slider per edit direction (in sigma units) plus one checkbox per W+ row.
+
+    Args:
+        names: direction names (``[d.name for d in directions]``), one slider each, starting at 0.
+        n_latent: number of W+ rows for the row mask.
+        rows: (n_latent,) initial row mask in [0, 1]; default all rows on.
+        limit: sliders run from -limit to +limit.
+        step: slider step.
+        description: label of the row boxes.
+    Returns:
+        ``(widget, getter)``; ``getter()`` gives ``{"strengths": [float per direction],
+        "mask": [0.0 / 1.0 per row]}``, the keywords of ``facelib.direction_views.DirectionPreview``.
+    Raises:
+        InputError: no names, ``limit <= 0`` or a bad row mask.
+    """
+    W = _ipywidgets()
+    names = [str(n) for n in names]
+    if not names:
+        raise InputError("direction_sliders: no directions to make sliders for")
+    if not limit > 0:
+        raise InputError(f"direction_sliders: limit must be > 0, got {limit}")
+    sliders = [W.FloatSlider(value=0.0, min=-float(limit), max=float(limit), step=float(step), description=n,
+                             continuous_update=False, readout_format="+.2f", style=_style()) for n in names]
+    rows_box, get_rows = row_checkboxes(n_latent, rows, description=description)
+    widget = W.VBox([*sliders, rows_box])
+
+    def getter() -> dict[str, Any]:
+        return {"strengths": [float(s.value) for s in sliders], "mask": get_rows()}
+
+    return widget, getter

@@ -18,7 +18,7 @@ pytest.importorskip("papermill", reason="running the notebooks needs papermill")
 pytest.importorskip("ipykernel", reason="running the notebooks needs ipykernel")
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("0*.ipynb"))
-GENERATIVE = ("02", "03", "04", "05")
+GENERATIVE = ("02", "03", "04", "05", "06")
 SMOKE_STEPS = 3
 
 
@@ -143,15 +143,15 @@ def test_runner_reports_failures_and_missing_notebooks(tmp_path: Path) -> None:
     res = run_series(tmp_path / "out", notebooks_dir=nbs, smoke=True, steps=2, progress=False, echo=lines.append)
     assert [(s.name, s.status) for s in res.steps] == [
         ("01_alignment", "ok"), ("02_projection", "failed"), ("03_style_transfer", "missing"),
-        ("04_expressions", "missing"), ("05_face_swap", "missing")]
+        ("04_expressions", "missing"), ("05_face_swap", "missing"), ("06_directions", "missing")]
     assert not res.ok
     assert "ValueError: no latents: boom" in res.steps[1].error
     assert set(res.steps[0].parameters) == {"OUT_DIR", "SMOKE", "STEPS"}
     assert "WEIGHTS" in res.steps[0].ignored
     md = (tmp_path / "out" / "report.md").read_text()
     assert "FAILED: the notebook failed: ValueError: no latents: boom" in md
-    assert md.count("MISSING") == 3
-    assert sum("MISSING" in line for line in lines) == 3 and any("FAILED" in line for line in lines)
+    assert md.count("MISSING") == 4
+    assert sum("MISSING" in line for line in lines) == 4 and any("FAILED" in line for line in lines)
 
 
 def test_resolve_kernel_uses_this_python(tmp_path: Path, monkeypatch) -> None:

@@ -85,8 +85,8 @@ def test_smoke_report_tables_stamps_and_labels(tmp_path: Path) -> None:
     out = _fake_out(tmp_path / "out", smoke=True)
     rep = R.build_report(out)
     assert rep.smoke is True
-    assert [s.status for s in rep.sections] == ["ok"] * 5
-    assert [len(s.grids) for s in rep.sections] == [1] * 5
+    assert [s.status for s in rep.sections[:5]] == ["ok"] * 5
+    assert [len(s.grids) for s in rep.sections[:5]] == [1] * 5
     md, page = rep.markdown.read_text(), rep.html.read_text()
     for text in (md, page):
         assert SMOKE_STAMP in text
@@ -125,7 +125,7 @@ def test_real_report_and_missing_step(tmp_path: Path) -> None:
     assert rep.smoke is False
     md = rep.markdown.read_text()
     assert SMOKE_STAMP not in md and "edited (StyleGAN2)" in md
-    swap = rep.sections[-1]
+    swap = next(s for s in rep.sections if s.name == "05_face_swap")
     assert (swap.name, swap.status, swap.grids) == ("05_face_swap", "missing", ())
     assert "MISSING" in md and "05_face_swap.ipynb does not exist" in md
     assert "| 05_face_swap | missing |" in md
