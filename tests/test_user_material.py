@@ -374,7 +374,7 @@ def test_bootstrap_cell_is_identical_in_every_notebook_and_installs_what_is_miss
     for nb in sorted((REPO / "notebooks").glob("0*.ipynb")):
         cells = [c for c in json.loads(nb.read_text())["cells"] if c["cell_type"] == "code"]
         boots[nb.name] = "".join(cells[0]["source"])
-    assert len(boots) == 5 and len(set(boots.values())) == 1
+    assert len(boots) == 6 and len(set(boots.values())) == 1
     boot = next(iter(boots.values()))
     assert "facelib.kernel.missing_packages()" in boot
     assert '%pip install -q {" ".join(MISSING)}' in boot
