@@ -20,6 +20,7 @@ __all__ = [
     "MultipleFacesError",
     "DependencyError",
     "OptimisationError",
+    "BatchInterrupted",
 ]
 
 
@@ -82,6 +83,15 @@ class OptimisationError(FacelibError):
     def __init__(self, message: str, best: object = None) -> None:
         super().__init__(message)
         self.best = best
+
+
+class BatchInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a batch command. ``result`` holds what was finished, skipped and not reached
+    (its ``summary()`` says so); finished items are complete on disk."""
+
+    def __init__(self, result: object) -> None:
+        super().__init__("interrupted")
+        self.result = result
 
 
 def check_shape(name: str, x, spec: Sequence[int | None]) -> None:

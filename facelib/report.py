@@ -216,7 +216,7 @@ body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; 
 h1 { border-bottom: 2px solid #ccc; } h2 { margin-top: 2em; border-bottom: 1px solid #ddd; }
 p.banner { background: #c80000; color: #fff; padding: .8em 1em; font-weight: bold; }
 p.note { color: #555; font-style: italic; }
-p.status-missing, p.status-failed, p.status-norun, p.status-nooutput { background: #fff3cd; padding: .5em 1em; }
+p.status-missing, p.status-failed, p.status-norun, p.status-nooutput, p.status-stand-ins { background: #fff3cd; padding: .5em 1em; }
 table.images { border-collapse: collapse; margin: 1em 0; }
 table.images td, table.images th { border: 1px solid #ddd; padding: 4px; vertical-align: top; text-align: center; }
 table.status td, table.status th { border: 1px solid #ddd; padding: 2px 8px; }
@@ -257,11 +257,28 @@ def _smoke_state(run: Mapping | None, prov: Mapping | None) -> bool | None:
     return None
 
 
+def _stand_ins(out: Path, step: str) -> str | None:
+    """The earlier step ``step``'s notebook recorded it needed (it used random stand-ins), else None."""
+    try:
+        rec = json.loads((out / "provenance.json").read_text()).get(step)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(rec["stand_ins"]) if isinstance(rec, dict) and rec.get("stand_ins") else None
+
+
+def _latent_word(out: Path, step: str) -> str:
+    """How the report names a step's reference latents: "projection", or "stand-in" when random latents stood in."""
+    return "stand-in (random latent)" if _stand_ins(out, step) else "projection"
+
+
 def _step_status(name: str, out: Path, run: Mapping | None, has_output: bool, root: Path) -> tuple[str, str]:
     rec = next((s for s in (run or {}).get("steps", []) if s.get("name") == name), None)
     nb = root / "notebooks" / f"{name}.ipynb"
     if rec is not None:
         st = rec.get("status", "")
+        if st.startswith("ok, with stand-in"):
+            return "stand-ins", (f"{st}: random latents stood in for missing inputs; these images are not "
+                                 "projections of photos and are stamped")
         if st == "ok":
             return ("ok", "") if has_output else ("no output", "the notebook ran but wrote nothing this report uses")
         if st == "failed":
@@ -269,6 +286,9 @@ def _step_status(name: str, out: Path, run: Mapping | None, has_output: bool, ro
                 f"; executed copy: `{rec['output']}`" if rec.get("output") else "")
         if st == "missing":
             return "missing", f"no notebook for this step ({rec.get('error') or nb.name + ' does not exist'})"
+    if has_output and _stand_ins(out, name):
+        return "stand-ins", (f"random latents stood in for missing inputs (run {_stand_ins(out, name)} first); "
+                             "these images are not projections of photos and are stamped")
     if has_output:
         return "ok", ""
     if not nb.is_file():
@@ -439,10 +459,11 @@ def _styles(doc: _Doc, out: Path) -> int:
         doc.para(f"{len(imgs)} image(s) in `out/styles/` (no `transferred_<style>.jpg` results to tabulate).")
         return len(imgs)
     photo_row = [_Img(p, f"style photo {n}") if (p := _find(imgs, n, f"{n}_photo")) else None for n in cols]
-    proj_row = [_Img(p, f"{n}: projection", edited=True) if (p := _find(imgs, f"{n}_style")) else None for n in cols]
+    word = _latent_word(out, "03_style_transfer")
+    proj_row = [_Img(p, f"{n}: {word}", edited=True) if (p := _find(imgs, f"{n}_style")) else None for n in cols]
     res_row = [_Img(p, f"transferred {n}", edited=True) if (p := _find(imgs, f"transferred_{n}", f"transfered_{n}"))
                else None for n in cols]
-    rows = [["style photo", *photo_row], ["style (projection)", *proj_row], ["transferred onto the face", *res_row]]
+    rows = [["style photo", *photo_row], [f"style ({word})", *proj_row], ["transferred onto the face", *res_row]]
     rows = [r for r in rows if any(isinstance(x, _Img) for x in r[1:])]
     doc.para("Style table (as in the original report): the style photos, their projections, and the style rows "
              "of each mixed into the projected face (`out/styles/`).")
@@ -468,15 +489,16 @@ def _expressions(doc: _Doc, out: Path) -> int:
     emotions.sort(key=lambda e: (order.index(e) if e in order else len(order), e))
     cols = ["neutral", *emotions]
     photo = [(_Img(p, f"{c} photo") if (p := _find(imgs, f"{c}_photo", f"{c} copy")) else None) for c in cols]
-    proj = [(_Img(p, f"{c}: projection", edited=True) if (p := _find(imgs, c)) else None) for c in cols]
+    word = _latent_word(out, "04_expressions")
+    proj = [(_Img(p, f"{c}: {word}", edited=True) if (p := _find(imgs, c)) else None) for c in cols]
     target = _find(imgs, "target") or (out / "init_style.jpg" if (out / "init_style.jpg").is_file() else None)
-    res = [_Img(target, "target (projection)", edited=True) if target else None] + [
+    res = [_Img(target, f"target ({word})", edited=True) if target else None] + [
         (_Img(p, f"{c} transferred", edited=True) if (p := _find(imgs, f"transferred_{c}", f"transfered_{c}"))
          else None) for c in emotions]
     unmasked = [None] + [(_Img(p, f"{c}, every row", edited=True)
                           if (p := _find(imgs, f"transferred_{c}_unmasked", f"transfered_{c}_failed")) else None)
                          for c in emotions]
-    rows = [["reference photo", *photo], ["reference (projection)", *proj], ["onto the target", *res],
+    rows = [["reference photo", *photo], [f"reference ({word})", *proj], ["onto the target", *res],
             ["same delta on every row", *unmasked]]
     rows = [r for r in rows if any(isinstance(x, _Img) for x in r[1:])]
     doc.para("Expression table (as in the original report): reference photos, their projections, and each "
