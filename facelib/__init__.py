@@ -76,6 +76,13 @@ _LAZY = {
     # grids
     "to_pil": "grids",
     "make_grid": "grids",
+    # memory estimates and batch sizes; interrupted batch commands
+    "projection_bytes": "memory",
+    "free_bytes": "memory",
+    "plan_batch": "memory",
+    "BatchPlan": "memory",
+    "BatchInterrupted": "errors",
+    "MemoryLimitError": "errors",
 }
 
 __all__ = sorted(set(_LAZY) | {

@@ -1212,18 +1212,24 @@ class NotebookSetup:
 
     @property
     def stand_ins(self) -> str | None:
-        """The earlier step to run when this step went on with random stand-in inputs, else None."""
+        """What to do for real inputs when this step went on with random stand-ins (e.g. "run
+        02_projection first"), else None."""
         return _STAND_INS.get((str(self.out), self.step))
 
     def use_inputs(self, stand_ins: bool, *, allow: bool = False, run_first: str = "02_projection",
                    notes: Sequence[str] = ()) -> None:
-        """Accept or refuse inputs where random latents stood in for missing earlier results.
+        """Accept or refuse inputs where random latents stood in for missing earlier results or photos.
 
         In a smoke run, or with ``allow`` (the notebook's ``ALLOW_STAND_INS``), the step goes on:
         its images are stamped (:data:`STAND_IN_STAMP`), its record says so and the run status
-        reads "ok, with stand-in inputs: run <run_first> first". In a real run without ``allow``
-        it is an error.
+        reads "ok, with stand-in inputs: run <run_first> first" (or, when only reference photos
+        were missing, which ones to add). In a real run without ``allow`` it is an error.
 
+        Args:
+            stand_ins: whether random latents stood in (``EditInputs.stand_ins``).
+            allow: go on with them in a real run.
+            run_first: the notebook whose results were expected.
+            notes: the inputs' notes (``EditInputs.notes``), to say what was missing.
         Raises:
             InputError: stand-ins in a real run without ``allow``.
         """
@@ -1231,14 +1237,19 @@ class NotebookSetup:
         if not stand_ins:
             _STAND_INS.pop(key, None)
             return
+        missing = [n for n in notes if "random" in n or "stand" in n]
+        if not missing or any(n.startswith("targets:") for n in missing):
+            hint = f"run {run_first} first"
+        else:
+            hint = "add the missing reference photos (" + "; ".join(n.split(":", 1)[0] for n in missing) + ")"
         if not self.smoke and not allow:
-            detail = "; ".join(n for n in notes if "random" in n or "stand" in n) or "missing inputs"
+            detail = "; ".join(missing) or "missing inputs"
             raise InputError(f"{self.step}: earlier results are missing, random latents would stand in ({detail}). "
                              f"Run {run_first} first (and add the photos named above), or set ALLOW_STAND_INS = True "
                              "to go on with stamped stand-ins")
-        _STAND_INS[key] = run_first
-        log.warning("%s: going on with random stand-in inputs (run %s first for real results); "
-                    "its images are stamped", self.step, run_first)
+        _STAND_INS[key] = hint
+        log.warning("%s: going on with random stand-in inputs (%s for real results); its images are stamped",
+                    self.step, hint)
 
     def label(self, image: Any, text: str | None = None) -> Any:
         """Stamp a PIL image with the smoke-run or stand-in label (unchanged in a real run on real inputs)."""

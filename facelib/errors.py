@@ -21,6 +21,7 @@ __all__ = [
     "DependencyError",
     "OptimisationError",
     "BatchInterrupted",
+    "MemoryLimitError",
 ]
 
 
@@ -49,6 +50,10 @@ class ShapeError(InputError):
 
 class RangeError(InputError):
     """A value lies outside its allowed range."""
+
+
+class MemoryLimitError(RangeError):
+    """The estimated memory of a run exceeds what the device has free (raised before allocating)."""
 
 
 class CheckpointError(FacelibError):

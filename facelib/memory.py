@@ -21,9 +21,10 @@ from typing import Any
 
 import torch
 
-from .errors import RangeError
+from .errors import MemoryLimitError, RangeError
 
-__all__ = ["projection_bytes", "free_bytes", "plan_batch", "BatchPlan", "is_out_of_memory", "format_bytes"]
+__all__ = ["projection_bytes", "free_bytes", "plan_batch", "BatchPlan", "check_fits", "is_out_of_memory",
+           "format_bytes"]
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +180,8 @@ def plan_batch(G: Any, device: "str | torch.device", *, requested: int | None = 
         free: free bytes (default: :func:`free_bytes`); for tests.
         what: the kind of run, for messages.
     Raises:
-        RangeError: ``requested`` < 1, or one image's estimate exceeds the free memory.
+        RangeError: ``requested`` < 1. MemoryLimitError (a RangeError): one image's estimate exceeds the
+            free memory.
     """
     if requested is not None and (isinstance(requested, bool) or int(requested) < 1):
         raise RangeError(f"batch_size: expected >= 1, got {requested!r}")
@@ -198,7 +200,7 @@ def plan_batch(G: Any, device: "str | torch.device", *, requested: int | None = 
         return BatchPlan(want, need(want), None, "")
     budget = free * HEADROOM
     if need(1) > free:
-        raise RangeError(f"{what} at {G.resolution} px needs about {format_bytes(need(1))} for one image "
+        raise MemoryLimitError(f"{what} at {G.resolution} px needs about {format_bytes(need(1))} for one image "
                          f"but {device} has {format_bytes(free)} free; use a smaller generator, a device "
                          "with more memory, or close other programs")
     batch = want
@@ -213,6 +215,27 @@ def plan_batch(G: Any, device: "str | torch.device", *, requested: int | None = 
         note = (f"batch size {batch} chosen from {format_bytes(free)} free on {device} "
                 f"(about {format_bytes(need(batch))})")
     return BatchPlan(batch, need(batch), free, note)
+
+
+def check_fits(G: Any, device: "str | torch.device", batch: int, *, lpips: bool = True, lpips_size: int = 256,
+               what: str = "projection", free: int | None = None) -> None:
+    """Refuse, before anything large is allocated, to optimise ``batch`` images together when the
+    estimate (models already loaded, so without the interpreter's base) exceeds the free memory.
+
+    Raises:
+        MemoryLimitError: with the estimate, the free memory and what to do.
+    """
+    device = torch.device(device)
+    if free is None:
+        free = free_bytes(device)
+    if free is None:
+        return
+    need = projection_bytes(G, batch, lpips=lpips, lpips_size=lpips_size, include_base=False)
+    if need > free:
+        hint = ("fewer images at a time (facelib.project_folder chooses the batch)" if batch > 1
+                else "a device with more memory, or close other programs")
+        raise MemoryLimitError(f"{what} of {batch} image(s) at {G.resolution} px needs about {format_bytes(need)} but "
+                         f"{device} has {format_bytes(free)} free; use {hint}")
 
 
 def is_out_of_memory(e: BaseException) -> bool:

@@ -117,7 +117,7 @@ class SeriesResult:
 
 
 def _stand_ins_of(out: Path, step: str) -> str | None:
-    """The earlier step a notebook's record says it needed (it went on with stand-in inputs), else None."""
+    """What a notebook's record says to do for real inputs (it went on with stand-in inputs), else None."""
     try:
         rec = json.loads((out / "provenance.json").read_text()).get(step, {})
     except (OSError, ValueError, AttributeError):
@@ -454,9 +454,9 @@ def run_series(out_dir: "str | os.PathLike[str]" = "out", *, notebooks_dir: "str
                                            progress_bar=False, log_output=bool(progress or log_output),
                                            cwd=str(cwd), request_save_on_cell_execute=True)
                 status, error = "ok", None
-                first = _stand_ins_of(out, step.name)
-                if first:
-                    status = f"ok, with stand-in inputs: run {first} first"
+                hint = _stand_ins_of(out, step.name)
+                if hint:
+                    status = f"ok, with stand-in inputs: {hint}"
             except Exception as e:  # PapermillExecutionError, kernel death, timeouts: report and go on
                 status, error = "failed", _error_text(e)
             finally:

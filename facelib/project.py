@@ -779,6 +779,9 @@ def project(G: nn.Module, targets: Any, *, config: ProjectConfig | None = None,
             sub_init = init_wplus[sel] if init_wplus is not None else None
             sub_emb = target_emb[sel.to(device)] if target_emb is not None else None
             sub_seeds = [seeds[i] for i in todo]
+            from .memory import check_fits
+
+            check_fits(G, device, len(todo), lpips=lpips_loss is not None, lpips_size=cfg.lpips_size)
             raw = _project_batch(G, x[sel], sub_seeds, cfg, lpips_loss=lpips_loss, id_net=id_net,
                                  target_emb=sub_emb, init_wplus=sub_init, on_step=on_step, progress=progress,
                                  desc=desc)
@@ -941,7 +944,7 @@ def project_folder(src: "str | os.PathLike[str]", dst: "str | os.PathLike[str]",
     """
     from ._io import check_output_folder, remove_stale_parts
     from .align import IMAGE_EXTENSIONS, load_image, scan_images
-    from .errors import BatchInterrupted
+    from .errors import BatchInterrupted, MemoryLimitError
     from .grids import to_tensor
     from .memory import is_out_of_memory, plan_batch
 
@@ -1017,14 +1020,15 @@ def project_folder(src: "str | os.PathLike[str]", dst: "str | os.PathLike[str]",
                 log.warning("images %s failed: %s", [p.name for p in paths], e)
                 done += len(batch)
                 continue
-            except (RuntimeError, MemoryError) as e:
-                if not is_out_of_memory(e):
+            except (RuntimeError, MemoryError, MemoryLimitError) as e:
+                if not isinstance(e, MemoryLimitError) and not is_out_of_memory(e):
                     raise
                 if G.device.type == "cuda":
                     torch.cuda.empty_cache()
                 if len(batch) == 1:
                     for p in paths:
-                        result.failed[str(p)] = f"out of memory even for one image on {G.device}"
+                        result.failed[str(p)] = (str(e) if isinstance(e, MemoryLimitError)
+                                                 else f"out of memory even for one image on {G.device}")
                     done += 1
                     continue
                 half = len(batch) // 2

@@ -258,7 +258,7 @@ def _smoke_state(run: Mapping | None, prov: Mapping | None) -> bool | None:
 
 
 def _stand_ins(out: Path, step: str) -> str | None:
-    """The earlier step ``step``'s notebook recorded it needed (it used random stand-ins), else None."""
+    """What ``step``'s notebook recorded to do for real inputs (it used random stand-ins), else None."""
     try:
         rec = json.loads((out / "provenance.json").read_text()).get(step)
     except (OSError, ValueError, AttributeError):
@@ -287,7 +287,7 @@ def _step_status(name: str, out: Path, run: Mapping | None, has_output: bool, ro
         if st == "missing":
             return "missing", f"no notebook for this step ({rec.get('error') or nb.name + ' does not exist'})"
     if has_output and _stand_ins(out, name):
-        return "stand-ins", (f"random latents stood in for missing inputs (run {_stand_ins(out, name)} first); "
+        return "stand-ins", (f"random latents stood in for missing inputs ({_stand_ins(out, name)}); "
                              "these images are not projections of photos and are stamped")
     if has_output:
         return "ok", ""

@@ -416,7 +416,7 @@ def test_stand_ins_error_in_a_real_run_and_are_stamped_when_allowed(tmp_path):
     assert real.stamp == STAND_IN_STAMP and STAND_IN_STAMP in real.title("x")
     real.record(images=1)
     prov = json.loads((tmp_path / "real" / "provenance.json").read_text())
-    assert prov["04_expressions"]["stand_ins"] == "02_projection"
+    assert prov["04_expressions"]["stand_ins"] == "run 02_projection first"
     # the report does not call them projections
     ex = tmp_path / "real" / "expressions"
     ex.mkdir()
@@ -430,3 +430,22 @@ def test_stand_ins_error_in_a_real_run_and_are_stamped_when_allowed(tmp_path):
     assert "STAND-INS" in md
     real.use_inputs(False)
     assert real.stamp is None
+
+
+@pytest.mark.slow
+def test_runner_status_says_ok_with_stand_in_inputs(tmp_path):
+    from facelib.pipeline import run_series
+    from tests.test_notebooks import _tiny_notebook
+
+    nbs = tmp_path / "notebooks"
+    nbs.mkdir()
+    _tiny_notebook(nbs / "03_style_transfer.ipynb",
+                   "import facelib.data\n"
+                   "S = facelib.data.notebook_setup('03_style_transfer', out_dir=OUT_DIR, smoke=SMOKE)\n"
+                   "S.use_inputs(True, notes=['targets: no projections; using 1 random latent(s)'])\n"
+                   "S.record(images=0)\n",
+                   'OUT_DIR = "out"\nSMOKE = False\n')
+    res = run_series(tmp_path / "out", notebooks_dir=nbs, smoke=True, steps=2, progress=False, echo=lambda s: None)
+    step = next(s for s in res.steps if s.name == "03_style_transfer")
+    assert step.status == "ok, with stand-in inputs: run 02_projection first" and res.ok
+    assert "ok, with stand-in inputs: run 02_projection first" in res.summary()
