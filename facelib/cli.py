@@ -18,6 +18,7 @@ __all__ = ["main"]
 log = logging.getLogger(__name__)
 
 _DEVICE_HELP = "auto, cpu, cuda, cuda:1, mps"
+_MAX_SAMPLES = 256  # one grid image; more would only exhaust memory
 
 
 def _given(args: argparse.Namespace, names: Sequence[str]) -> dict:
@@ -114,7 +115,7 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", help="render a grid of random samples from a generator")
     p.add_argument("out", help="output image (.png/.jpg)")
     p.add_argument("--weights", help="generator checkpoint; default: the small untrained configuration")
-    p.add_argument("--n", type=int, default=8, help="number of samples")
+    p.add_argument("--n", type=int, default=8, help="number of samples (1-256)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--truncation", type=float, default=1.0)
     p.set_defaults(func=_run_sample)
@@ -126,8 +127,8 @@ def _run_sample(args: argparse.Namespace) -> int:
 
     from ._io import check_output_file
 
-    if args.n < 1:
-        raise InputError(f"--n: expected at least 1 sample, got {args.n}")
+    if not 1 <= args.n <= _MAX_SAMPLES:
+        raise InputError(f"--n: expected 1 .. {_MAX_SAMPLES} samples, got {args.n}")
     _check_finite(args, ["truncation"])
     check_output_file(args.out, "OUT")
     G = _generator(args.weights, seed=args.seed)
@@ -176,6 +177,8 @@ def _run_demo(args: argparse.Namespace) -> int:
     if args.report_only:
         return _run_report(argparse.Namespace(out=args.out))
     from .pipeline import run_series
+
+    _check_counts(args, ["steps"])
 
     params = {}
     for item in args.param:
