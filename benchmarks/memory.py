@@ -2,6 +2,7 @@
 
     python benchmarks/memory.py                                # CPU: 128/256 px, batch 1 and 2, 512 px batch 1
     python benchmarks/memory.py --cases 1024x1 1024x4 --device cuda --json benchmarks/results/memory_cuda.json
+    python benchmarks/memory.py --compare benchmarks/results/proj_cuda.json   # estimate vs recorded CUDA peaks
 
 Each case runs in a fresh subprocess: a config-f generator (channel multiplier 2, random weights:
 the values do not change the cost) of the given side, LPIPS with a VGG16 trunk built with
@@ -44,7 +45,8 @@ def _case(args: dict, queue) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             lp = lpips.LPIPS(net="vgg", pretrained=True, pnet_rand=True, verbose=False).to(device)
-    targets = torch.rand(args["batch"], 3, args["size"], args["size"], generator=torch.Generator().manual_seed(0)) * 2 - 1
+    g = torch.Generator().manual_seed(0)
+    targets = torch.rand(args["batch"], 3, args["size"], args["size"], generator=g) * 2 - 1
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     project(G, targets, steps=args["steps"], lpips=lp, progress=False, n_mean_latent=1000)
@@ -56,6 +58,20 @@ def _case(args: dict, queue) -> None:
     queue.put({"measured_mb": peak / 2 ** 20, "estimate_mb": est / 2 ** 20})
 
 
+def compare(path: str) -> None:
+    """Estimate (models on the device, no interpreter base) against recorded CUDA/CPU peaks."""
+    from facelib.memory import projection_bytes
+    from facelib.stylegan2 import StyleGAN2Generator
+
+    rows = json.loads(Path(path).read_text())["speed"]
+    print(f"{'device':>6} {'case':>8} {'estimate':>10} {'recorded':>10} {'est/rec':>8}")
+    for r in rows:
+        G = StyleGAN2Generator(r["size"], seed=0)
+        est = projection_bytes(G, r["batch"], lpips=True, include_base=r["device"] == "cpu") / 2 ** 20
+        print(f"{r['device']:>6} {r['size']:>4}x{r['batch']:<3} {est:8.0f} MB {r['peak_mb']:8.0f} MB "
+              f"{est / r['peak_mb']:8.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", nargs="+", default=["128x1", "128x2", "256x1", "256x2", "512x1"],
@@ -65,7 +81,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")))
     ap.add_argument("--no-lpips", action="store_true")
     ap.add_argument("--json", help="write the rows here (e.g. benchmarks/results/memory_cpu.json)")
+    ap.add_argument("--compare", help="only print the estimate against the peaks recorded in a "
+                                      "benchmarks/project.py JSON (its 'speed' rows, LPIPS on)")
     args = ap.parse_args()
+    if args.compare:
+        compare(args.compare)
+        return
     ctx = mp.get_context("spawn")
     rows = []
     print(f"{'case':>10} {'estimate':>10} {'measured':>10} {'est/meas':>9}")

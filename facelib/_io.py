@@ -132,7 +132,7 @@ def check_output_file(path: "str | os.PathLike[str]", name: str,
     writable folder, and not an existing folder.
 
     Raises:
-        InputError: naming ``name`` and the path, e.g. "OUT x.gif: unknown image extension '.gif' (use .png, .jpg, ...)".
+        InputError: naming ``name`` and the path, e.g. "OUT x.gif: unknown extension '.gif'; use one of ...".
     """
     from .errors import InputError
 

@@ -1568,7 +1568,7 @@ def reference_projections(G: torch.nn.Module, photos: "str | os.PathLike[str]",
         with atomic_path(out) as tmp:
             img.save(tmp, format="PNG")
     projected = project_folder(aligned, work / "latents", G, progress=progress, steps=steps, **project_options)
-    if projected.failed:
+    if projected.failed or projected.kept:  # kept: finished projections of other settings are reused, not replaced
         log.warning("%s", projected.summary())
     found = find_projections(work / "latents", G=G)
     return {Path(k).name: v for k, v in found.items()}

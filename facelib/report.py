@@ -216,7 +216,8 @@ body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; 
 h1 { border-bottom: 2px solid #ccc; } h2 { margin-top: 2em; border-bottom: 1px solid #ddd; }
 p.banner { background: #c80000; color: #fff; padding: .8em 1em; font-weight: bold; }
 p.note { color: #555; font-style: italic; }
-p.status-missing, p.status-failed, p.status-norun, p.status-nooutput, p.status-stand-ins { background: #fff3cd; padding: .5em 1em; }
+p.status-missing, p.status-failed, p.status-norun, p.status-nooutput { background: #fff3cd; padding: .5em 1em; }
+p.status-stand-ins { background: #fff3cd; padding: .5em 1em; }
 table.images { border-collapse: collapse; margin: 1em 0; }
 table.images td, table.images th { border: 1px solid #ddd; padding: 4px; vertical-align: top; text-align: center; }
 table.status td, table.status th { border: 1px solid #ddd; padding: 2px 8px; }

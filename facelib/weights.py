@@ -76,7 +76,9 @@ def check_finite_tensors(tensors: Mapping[str, Any], source: "str | os.PathLike[
         CheckpointError: ``<source>: <what> tensor '<name>' holds NaN/inf values``.
     """
     for key, t in tensors.items():
-        if torch.is_tensor(t) and t.is_floating_point() and t.device.type != "meta" and not bool(torch.isfinite(t).all()):
+        if not (torch.is_tensor(t) and t.is_floating_point()) or t.device.type == "meta":
+            continue
+        if not bool(torch.isfinite(t).all()):
             kinds = []
             if bool(torch.isnan(t).any()):
                 kinds.append("NaN")

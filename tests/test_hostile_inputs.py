@@ -204,7 +204,8 @@ def test_sizes_are_bounded_and_memory_is_estimated_before_allocating(small_gener
     plan = memory.plan_batch(small_generator, "cpu", free=memory.projection_bytes(small_generator, 2) * 2)
     assert plan.batch == 4 or "chosen from" in plan.note
     big = memory.projection_bytes(small_generator, 4)
-    small = memory.plan_batch(small_generator, "cpu", requested=4, free=int(memory.projection_bytes(small_generator, 2) / 0.8) + 1)
+    fits_two = int(memory.projection_bytes(small_generator, 2) / memory.HEADROOM) + 1
+    small = memory.plan_batch(small_generator, "cpu", requested=4, free=fits_two)
     assert small.batch == 2 and "batch size 4 would need" in small.note and big > small.estimate
     # the refusal comes before any optimisation
     weights = _weights(small_generator, tmp_path)
@@ -262,7 +263,6 @@ def test_convert_verification_fails_on_nan(small_generator, tmp_path, monkeypatc
     from facelib import nvidia
 
     save_generator(small_generator, tmp_path / "G.pt")
-    real = small_generator.synthesis.__func__ if hasattr(small_generator.synthesis, "__func__") else None
     from facelib.stylegan2 import StyleGAN2Generator
 
     orig = StyleGAN2Generator.synthesis
@@ -277,7 +277,6 @@ def test_convert_verification_fails_on_nan(small_generator, tmp_path, monkeypatc
     with pytest.raises(CheckpointError, match="does not reproduce") as info:
         nvidia.convert_checkpoint(tmp_path / "G.pt", tmp_path / "out.pt", n_check=1)
     assert "images nan" in str(info.value) and not (tmp_path / "out.pt").exists()
-    del real
 
 
 def test_output_paths_are_checked_before_any_work(small_generator, tmp_path, capsys, monkeypatch):
@@ -308,7 +307,8 @@ def test_bad_options_are_one_line_errors(small_generator, tmp_path, capsys):
         (["project", "p", "o", "--steps", "0"], ["--steps: expected an integer >= 1, got 0"]),
         (["sample", "s.png", "--truncation", "nan"], ["--truncation: expected a finite number"]),
         (["mix", "a.pt", "a.pt", "m.png", "--rows", "", "--weights", str(weights)], ["--rows '': selects no W+ row"]),
-        (["mix", "a.pt", "a.pt", "m.png", "--rows", "eyes", "--weights", str(weights)], ["--rows: ", "cannot read 'eyes'"]),
+        (["mix", "a.pt", "a.pt", "m.png", "--rows", "eyes", "--weights", str(weights)],
+         ["--rows: ", "cannot read 'eyes'"]),
         (["express", "a.pt", "a.pt", "a.pt", "e.png", "--mask", "none", "--weights", str(weights)],
          ["--mask 'none': selects no W+ row"]),
     ]
@@ -329,7 +329,8 @@ def test_latent_shapes_are_checked_naming_the_file(small_generator, tmp_path, ca
     torch.save({"wplus": torch.zeros(0, n, d)}, tmp_path / "empty.pt")
     torch.save({"wplus": torch.zeros(1, n - 1, d)}, tmp_path / "rows.pt")
     torch.save({"wplus": torch.zeros(1, n, d + 1)}, tmp_path / "width.pt")
-    noises = {f"noise_{k}": torch.zeros(1, 1, b.shape[-1], b.shape[-1]) for k, b in enumerate(small_generator.noise_buffers)}
+    noises = {f"noise_{k}": torch.zeros(1, 1, b.shape[-1], b.shape[-1])
+              for k, b in enumerate(small_generator.noise_buffers)}
     noises["noise_1"] = torch.zeros(1, 1, 3, 3)
     torch.save({"wplus": torch.zeros(1, n, d), **noises}, tmp_path / "noise.pt")
     torch.save({"wplus": torch.zeros(1, n, d), "noise_0": torch.zeros(5)}, tmp_path / "noise1d.pt")
