@@ -367,11 +367,45 @@ def test_debug_flag_anywhere_and_unexpected_errors_are_one_line(tmp_path, capsys
     assert "No space left on device (run with --debug" in _one_error_line(capsys.readouterr().err)
 
 
-def test_verbose_after_the_sub_command_and_pil_quiet(tmp_path, caplog):
-    caplog.set_level(logging.DEBUG)
-    assert main(["sample", "s.png", "--n", "1", "-v"]) == 0
-    assert logging.getLogger().level == logging.DEBUG or logging.getLogger().isEnabledFor(logging.DEBUG)
-    assert logging.getLogger("PIL").getEffectiveLevel() >= logging.WARNING
+def test_verbose_after_the_sub_command_and_pil_quiet(tmp_path):
+    root = logging.getLogger()
+    saved = root.level
+    try:
+        for argv in (["sample", "a.png", "--n", "1", "-v"], ["-v", "sample", "b.png", "--n", "1"]):
+            root.setLevel(logging.WARNING)
+            assert main(argv) == 0
+            assert root.level == logging.DEBUG, argv
+            assert logging.getLogger("PIL").getEffectiveLevel() >= logging.WARNING
+        root.setLevel(logging.WARNING)
+        assert main(["sample", "c.png", "--n", "1"]) == 0 and root.level == logging.WARNING
+    finally:
+        root.setLevel(saved)
+
+
+def test_align_ctrl_c_lists_what_was_not_reached_and_stale_parts_go(tmp_path, monkeypatch):
+    from facelib import align as A
+
+    src, dst = tmp_path / "photos", tmp_path / "aligned"
+    (src / "bob").mkdir(parents=True)
+    for k in range(3):
+        Image.new("RGB", (40, 40), (k, 100, 90)).save(src / "bob" / f"{k}.jpg")
+    (dst / "bob").mkdir(parents=True)
+    (dst / "bob" / ".0.999999999-abc.part.jpg").write_bytes(b"half")
+    faces = []
+
+    def fake_align(path, **k):
+        if len(faces) == 1:
+            raise KeyboardInterrupt
+        faces.append(path)
+        return [type("F", (), {"image": Image.new("RGB", (64, 64))})()]
+
+    monkeypatch.setattr(A, "align_faces", fake_align)
+    with pytest.raises(BatchInterrupted) as info:
+        A.align_folder(src, dst, output_size=64, progress=False)
+    r = info.value.result
+    assert r.interrupted and [p.name for p in r.written] == ["0.jpg"]
+    assert [p.name for p in r.not_reached] == ["1.jpg", "2.jpg"] and "not reached 2" in r.summary()
+    assert sorted(p.name for p in (dst / "bob").iterdir()) == ["0.jpg"]  # the stale .part is gone
 
 
 # ----------------------------------------------------------------------------------------
