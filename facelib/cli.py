@@ -43,7 +43,8 @@ def _generator(weights: str | None, device=None, *, seed: int = 0):
     if weights:
         return load_generator(weights, device=device)
     log.warning("no --weights and no generator found: using the small UNTRAINED generator (a smoke run; "
-                "its images are stamped and are not faces). %s", REAL_WEIGHTS_HELP)
+                "its images are stamped and are not faces); `python -m facelib data status` says where to put one")
+    log.debug("%s", REAL_WEIGHTS_HELP)
     return smoke_generator(seed, device)
 
 
@@ -290,7 +291,10 @@ def _add_align(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_align(args: argparse.Namespace) -> int:
-    from .align import align_folder
+    from .align import MAX_OUTPUT_SIZE, align_folder
+
+    if not 16 <= args.size <= MAX_OUTPUT_SIZE:
+        raise InputError(f"--size: expected 16 .. {MAX_OUTPUT_SIZE} px, got {args.size}")
 
     result = align_folder(args.src, args.dst, output_size=args.size, all_faces=args.all_faces,
                           detector=args.detector, predictor_path=args.predictor,
@@ -333,12 +337,16 @@ def _add_project(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_project(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from ._io import check_output_folder
     from .project import project_folder
 
     _check_counts(args, ["steps", "batch_size"])
     _check_finite(args, ["lr", "gamma", "lpips_weight", "mse_weight", "noise_reg_weight"])
     check_output_folder(args.out_dir, "OUT_DIR")
+    if not Path(args.aligned_dir).exists():
+        raise InputError(f"ALIGNED_DIR {args.aligned_dir}: no such folder or image")
     G = _generator(args.weights, _device(args.device))
     options = _given(args, ("steps", "lr", "scheduler", "gamma", "lpips", "lpips_weight", "mse_weight",
                             "noise_reg_weight", "seed"))

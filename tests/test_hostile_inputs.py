@@ -198,7 +198,9 @@ def test_sizes_are_bounded_and_memory_is_estimated_before_allocating(small_gener
 
     (tmp_path / "p").mkdir()
     assert main(["align", "p", "a", "--size", "5000"]) == 1
-    assert "16 .. 4096" in _one_error_line(capsys.readouterr().err)
+    assert "--size: expected 16 .. 4096 px, got 5000" in _one_error_line(capsys.readouterr().err)
+    with pytest.raises(InputError, match="output_size: expected 16 .. 4096 px"):
+        facelib.align_folder("p", "a", output_size=8)
     with pytest.raises(RangeError, match=r"needs about .* for one image but cpu has 1\.0 MB free"):
         memory.plan_batch(small_generator, "cpu", free=2 ** 20)
     plan = memory.plan_batch(small_generator, "cpu", free=memory.projection_bytes(small_generator, 2) * 2)
