@@ -1556,7 +1556,7 @@ def reference_projections(G: torch.nn.Module, photos: "str | os.PathLike[str]",
     work = Path(work_dir)
     aligned = work / "aligned"
     size = max(256, G.resolution)
-    result = align_folder(src, aligned, output_size=size, progress=progress)
+    result = align_folder(src, aligned, output_size=size, progress=progress, layout="mirror")  # <stem>.png
     for path, why in result.failed:
         try:
             img = ImageOps.fit(load_image(path), (size, size), Image.Resampling.LANCZOS)
