@@ -662,9 +662,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    from .losses import use_option_names
+    from .losses import remember_notices, use_option_names
 
     names = use_option_names(lpips_off="--lpips none", lpips_required="--lpips vgg", vgg_path="--vgg-path")
+    remembered = remember_notices(True)  # a notice is shown once, not on every command
     try:
         return int(args.func(args) or 0)
     except FacelibError as e:
@@ -688,3 +689,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     finally:
         use_option_names(**names)
+        remember_notices(remembered)

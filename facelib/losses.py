@@ -266,17 +266,32 @@ def _lpips_off_notice() -> str:
             f"error, {_OPTION_NAMES['lpips_off']} silences it.")
 
 
+_REMEMBER = {"notices": False}  # the command line remembers shown notices across runs
+
+
+def remember_notices(on: bool) -> bool:
+    """Whether a notice shown once (LPIPS off) stays quiet in later processes (the command line turns
+    this on; library and notebook use warn once per process). Returns the previous setting."""
+    previous = _REMEMBER["notices"]
+    _REMEMBER["notices"] = bool(on)
+    return previous
+
+
 def _notice_marker() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "facelib" / "notice-lpips-off"
 
 
 def _notice_lpips_off() -> None:
-    """Warn once per process; after a process has shown it, later ones log it at debug level only
-    (the marker lives in the user's cache folder and is removed when VGG16 weights are found)."""
+    """Warn once per process; with :func:`remember_notices` on (the command line), once at all: later
+    processes log it at debug level only (the marker lives in the user's cache folder and is removed
+    when VGG16 weights are found)."""
     if "lpips-auto" in _WARNED:
         return
     _WARNED.add("lpips-auto")
+    if not _REMEMBER["notices"]:
+        log.warning("%s", _lpips_off_notice())
+        return
     marker = _notice_marker()
     if marker.is_file():
         log.debug("%s", _lpips_off_notice())

@@ -356,6 +356,7 @@ def test_truncated_checkpoint_says_so(small_generator, tmp_path):
 
 
 def test_debug_flag_anywhere_and_unexpected_errors_are_one_line(tmp_path, capsys, monkeypatch):
+    (tmp_path / "p").mkdir()
     assert main(["project", "p", "o", "--device", "banana", "--debug"]) == 1
     err = capsys.readouterr().err
     assert "Traceback" in err and err.strip().splitlines()[-1].startswith("error: --device")
