@@ -106,6 +106,13 @@ _LAZY = {
     "measure_attributes": "attributes",
     "landmark_attributes": "attributes",
     "read_scores": "attributes",
+    # memory estimates and batch sizes; interrupted batch commands
+    "projection_bytes": "memory",
+    "free_bytes": "memory",
+    "plan_batch": "memory",
+    "BatchPlan": "memory",
+    "BatchInterrupted": "errors",
+    "MemoryLimitError": "errors",
 }
 
 __all__ = sorted(set(_LAZY) | {

@@ -9,7 +9,10 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-__all__ = ["atomic_path", "jsonable"]
+__all__ = ["atomic_path", "jsonable", "remove_stale_parts", "check_output_file", "check_output_folder"]
+
+#: Image file suffixes PIL writes, for output paths.
+WRITABLE_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 
 def _umask() -> int:
@@ -27,7 +30,8 @@ def atomic_path(path: "str | os.PathLike[str]") -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".part{path.suffix}", dir=path.parent)
+    # the writer's pid is in the name, so a later run can tell a killed run's leftovers from live writes
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.{os.getpid()}-", suffix=f".part{path.suffix}", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -58,3 +62,88 @@ def jsonable(x: Any) -> Any:
     if isinstance(x, (str, int, bool)) or x is None:
         return x
     return str(x)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def remove_stale_parts(folder: "str | os.PathLike[str]") -> list[Path]:
+    """Delete the temporary files (``.<stem>.<pid>-XXXX.part<suffix>``) that a killed run left in
+    ``folder`` (recursively); files of a writer that is still running are kept. Returns those removed."""
+    root = Path(folder)
+    removed: list[Path] = []
+    if not root.is_dir():
+        return removed
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            if not name.startswith(".") or ".part" not in name:
+                continue
+            pid = name[1:].rsplit(".part", 1)[0].rpartition(".")[2].partition("-")[0]
+            if pid.isdigit() and (int(pid) == os.getpid() or _pid_alive(int(pid))):
+                continue  # a write in progress (this process or another running one)
+            path = Path(dirpath) / name
+            try:
+                path.unlink()
+                removed.append(path)
+            except OSError:
+                pass
+    return removed
+
+
+def _folder_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be (or become) a writable folder, else None."""
+    if path.exists() and not path.is_dir():
+        return f"{path} is a file, expected a folder"
+    here = path
+    while not here.exists() and here.parent != here:
+        here = here.parent
+    if here.exists() and not here.is_dir():
+        return f"{here} is a file, so the folder cannot be created"
+    if here.exists() and not os.access(here, os.W_OK | os.X_OK):
+        return f"{here} is not writable"
+    return None
+
+
+def check_output_folder(path: "str | os.PathLike[str]", name: str) -> Path:
+    """Check that ``path`` can be an output folder (existing and writable, or creatable).
+
+    Raises:
+        InputError: ``path`` is a file, a parent is a file, or the folder is not writable (message names ``name``).
+    """
+    from .errors import InputError
+
+    path = Path(path)
+    problem = _folder_problem(path)
+    if problem:
+        raise InputError(f"{name} {path}: {problem}")
+    return path
+
+
+def check_output_file(path: "str | os.PathLike[str]", name: str,
+                      suffixes: "tuple[str, ...]" = WRITABLE_IMAGE_SUFFIXES) -> Path:
+    """Check an output file path before any work: a known suffix, a parent that is (or can be) a
+    writable folder, and not an existing folder.
+
+    Raises:
+        InputError: naming ``name`` and the path, e.g. "OUT x.gif: unknown extension '.gif'; use one of ...".
+    """
+    from .errors import InputError
+
+    path = Path(path)
+    if not path.suffix:
+        raise InputError(f"{name} {path}: no file extension; use one of {', '.join(suffixes)}")
+    if path.suffix.lower() not in suffixes:
+        raise InputError(f"{name} {path}: unknown extension {path.suffix!r}; use one of {', '.join(suffixes)}")
+    if path.is_dir():
+        raise InputError(f"{name} {path}: is a folder, expected a file name")
+    problem = _folder_problem(path.parent)
+    if problem:
+        raise InputError(f"{name} {path}: {problem}")
+    return path

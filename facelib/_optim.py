@@ -420,6 +420,11 @@ def read_result(path: "str | os.PathLike[str]", *, fmt: str, what: str, latents:
         raise CheckpointError(path, f"{bad[0]!r} has shape {tuple(data[bad[0]].shape)}, "
                                     f"expected (N, n_latent, style_dim)")
     n = int(data[latents[0]].shape[0])
+    if n == 0:
+        raise CheckpointError(path, f"holds an empty batch ({latents[0]!r} has shape {tuple(data[latents[0]].shape)})")
+    for k, t in data.items():
+        if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t.float()).all()):
+            raise CheckpointError(path, f"tensor {k!r} contains NaN or inf values")
     meta_path = path.with_suffix(".json")
     meta: dict[str, Any] = {}
     if sidecar_required or meta_path.is_file():

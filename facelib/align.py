@@ -823,23 +823,71 @@ def align_preview(image: ImageInput, *, output_size: int = 256, detector: str = 
 # Folders
 # ----------------------------------------------------------------------------------------
 
-def list_images(folder: "str | os.PathLike[str]", *, recursive: bool = True,
-                exclude: "str | os.PathLike[str] | None" = None) -> list[Path]:
-    """Image files under ``folder`` (by suffix, sorted; hidden files and folders skipped)."""
+def scan_images(folder: "str | os.PathLike[str]", *, recursive: bool = True,
+                exclude: "str | os.PathLike[str] | None" = None) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Image files under ``folder`` (by suffix, sorted; hidden files and folders skipped) and the
+    entries passed over with the reason: dangling links, symlink loops, folders named like images,
+    unreadable folders. Linked folders are followed once each.
+
+    Returns:
+        (images, passed_over) where passed_over holds ``(path, reason)`` pairs.
+    Raises:
+        InputError: ``folder`` is not a folder.
+    """
     root = Path(folder)
     if not root.is_dir():
         raise InputError(f"{root}: not a folder")
     skip = Path(exclude).resolve() if exclude is not None else None
-    found = []
-    for p in (root.rglob("*") if recursive else root.glob("*")):
-        rel = p.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts):
+    found: list[Path] = []
+    passed: list[tuple[Path, str]] = []
+    seen: set[str] = set()
+
+    def unreadable(err: OSError) -> None:
+        passed.append((Path(err.filename or root), f"folder cannot be read ({err.strerror or err})"))
+
+    for dirpath, dirs, files in os.walk(root, followlinks=True, onerror=unreadable):
+        here = Path(dirpath)
+        real = os.path.realpath(here)
+        if real in seen:  # reached again through a link: a loop or a second path to the same folder
+            passed.append((here, "symlink loop or repeated linked folder (followed once)"))
+            dirs[:] = []
             continue
-        if skip is not None and (p.resolve() == skip or skip in p.resolve().parents):
-            continue
-        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS:
-            found.append(p)
-    return sorted(found)
+        seen.add(real)
+        keep = []
+        for d in sorted(dirs):
+            p = here / d
+            if d.startswith(".") or (skip is not None and (p.resolve() == skip or skip in p.resolve().parents)):
+                continue
+            if d.lower().endswith(IMAGE_EXTENSIONS):
+                passed.append((p, "a folder named like an image"))
+            if recursive:
+                keep.append(d)
+        dirs[:] = keep
+        for name in sorted(files):
+            if name.startswith(".") or not name.lower().endswith(IMAGE_EXTENSIONS):
+                continue
+            p = here / name
+            if not p.exists():
+                passed.append((p, "dangling link (its target does not exist)"))
+            elif not p.is_file():
+                passed.append((p, "not a regular file"))
+            elif not os.access(p, os.R_OK):
+                passed.append((p, "file cannot be read (permission denied)"))
+            else:
+                found.append(p)
+    return sorted(found), passed
+
+
+def list_images(folder: "str | os.PathLike[str]", *, recursive: bool = True,
+                exclude: "str | os.PathLike[str] | None" = None) -> list[Path]:
+    """Image files under ``folder`` (by suffix, sorted; hidden files and folders skipped).
+
+    Entries passed over (see :func:`scan_images`) are logged as warnings.
+    """
+    found, passed = scan_images(folder, recursive=recursive, exclude=exclude)
+    for p, why in passed:
+        log.warning("skipping %s: %s", p, why)
+    return found
 
 
 def person_name(path: "str | os.PathLike[str]", root: "str | os.PathLike[str]") -> str:
@@ -875,6 +923,12 @@ def write_sample_photos(folder: "str | os.PathLike[str]") -> list[Path]:
     return paths
 
 
+#: Largest ``output_size`` accepted (FFHQ's crops are 1024 px; its transform works at 4096).
+MAX_OUTPUT_SIZE = 4096
+#: Output layouts of :func:`align_folder`.
+ALIGN_LAYOUTS = ("person", "mirror")
+
+
 @dataclass(frozen=True)
 class AlignFolderResult:
     """What :func:`align_folder` did.
@@ -882,98 +936,170 @@ class AlignFolderResult:
     Attributes:
         written: output files written in this run.
         skipped: ``(input, reason)`` for inputs left alone (outputs already present).
-        failed: ``(input, reason)`` for inputs that could not be aligned (unreadable, no face, ...).
+        failed: ``(input, reason)`` for inputs that could not be aligned (unreadable, no face, ...)
+            and entries of the folder that are not usable photos (dangling links, loops, ...).
+        kept: ``(output, reason)`` for outputs made with other settings, left as they were.
+        not_reached: inputs not started because the run was interrupted.
+        interrupted: True when Ctrl-C ended the run.
     """
 
     written: tuple[Path, ...] = ()
     skipped: tuple[tuple[Path, str], ...] = ()
     failed: tuple[tuple[Path, str], ...] = ()
+    kept: tuple[tuple[Path, str], ...] = ()
+    not_reached: tuple[Path, ...] = ()
+    interrupted: bool = False
 
     @property
     def ok(self) -> bool:
-        """True when no input failed."""
-        return not self.failed
+        """True when no input failed and something was done or was already done."""
+        return not self.failed and not self.nothing_done
+
+    @property
+    def nothing_done(self) -> bool:
+        """True when nothing was written or already done and results of other settings were kept."""
+        return bool(self.kept) and not self.written and not self.skipped
 
     def summary(self) -> str:
         """Multi-line human-readable report."""
-        lines = [f"written {len(self.written)} file(s), skipped {len(self.skipped)}, "
-                 f"failed {len(self.failed)}"]
+        head = "INTERRUPTED: " if self.interrupted else ""
+        lines = [f"{head}written {len(self.written)} file(s), skipped {len(self.skipped)}, "
+                 f"failed {len(self.failed)}" + (f", not reached {len(self.not_reached)}" if self.interrupted else "")]
         lines += [f"  skipped {p}: {why}" for p, why in self.skipped]
         lines += [f"  failed  {p}: {why}" for p, why in self.failed]
+        lines += [f"  kept    {p}: {why}" for p, why in self.kept]
+        if self.kept:
+            lines.append(f"kept {len(self.kept)} result(s) made with other settings; rerun with --overwrite "
+                         "(overwrite=True) to replace them")
+        lines += [f"  not reached {p}" for p in self.not_reached]
         return "\n".join(lines)
+
+
+def _aligned_size(path: Path) -> int | None:
+    try:
+        with Image.open(path) as im:
+            return im.size[0] if im.size[0] == im.size[1] else -1
+    except (OSError, SyntaxError, ValueError):
+        return None
 
 
 def align_folder(src: "str | os.PathLike[str]", dst: "str | os.PathLike[str]", *,
                  output_size: int = 1024, all_faces: bool = False, detector: str = "hog",
                  predictor_path: "str | os.PathLike[str] | None" = None,
-                 overwrite: bool = False, progress: bool = True) -> AlignFolderResult:
-    """Align every photo under ``src`` into ``dst`` (PNG), continuing past bad files.
+                 overwrite: bool = False, progress: bool = True, layout: str = "person") -> AlignFolderResult:
+    """Align every photo under ``src`` into ``dst``, continuing past bad files.
 
-    Output names mirror the input tree: ``<dst>/<sub>/<stem>.png`` holds the largest face;
-    with ``all_faces`` each face ``k`` (0 = largest) goes to ``<dst>/<sub>/<stem>_<k>.png``.
-    Each file is written atomically (temporary name, then rename). With ``all_faces`` the
-    faces are written from the last to ``_0``, so ``_0`` exists only once all of them do;
-    an input whose output (``<stem>.png`` / ``<stem>_0.png``) exists is skipped unless
-    ``overwrite``. Two inputs with the same stem in one folder (``a.jpg``, ``a.png``): the
-    second fails with a name clash.
+    Layouts: ``"person"`` (default; what the notebooks and the report read) writes the largest
+    face of the ``n``-th photo (sorted) of each person to ``<dst>/<person>/<n>.jpg``, where the
+    person is the photo's first sub-folder under ``src`` (else its file stem);
+    ``"mirror"`` mirrors the input tree as ``<dst>/<sub>/<stem>.png``. With ``all_faces`` each
+    face ``k`` (0 = largest) goes to ``<n>_<k>.jpg`` / ``<stem>_<k>.png``, written from the last
+    to ``_0``, so ``_0`` exists only once all of them do. Each file is written atomically;
+    temporary files a killed run left in ``dst`` are removed first.
+
+    An input whose output exists at ``output_size`` is skipped. An output of another size (made
+    with other settings) is kept as it is and listed in ``kept`` unless ``overwrite``.
+    Two inputs with the same output name (``a.jpg``, ``a.png`` in mirror layout): the second fails.
+    Ctrl-C raises :class:`facelib.errors.BatchInterrupted` whose ``result`` lists what was
+    finished and not reached.
 
     Args:
         src: folder searched recursively for :data:`IMAGE_EXTENSIONS` (``dst`` inside it is ignored),
             or a single photo.
         dst: output folder (created).
-        output_size: side of the aligned images.
+        output_size: side of the aligned images, 16 .. :data:`MAX_OUTPUT_SIZE`.
         all_faces: write every face instead of only the largest.
         detector, predictor_path: see :func:`align_faces`.
-        overwrite: redo inputs whose outputs exist.
+        overwrite: redo inputs whose outputs exist, whatever settings made them.
         progress: show a tqdm progress bar.
+        layout: ``"person"`` or ``"mirror"``.
     Returns:
         :class:`AlignFolderResult`.
+    Raises:
+        InputError: bad ``src``, ``dst``, ``output_size`` or ``layout``.
     """
     from tqdm.auto import tqdm
 
+    from ._io import check_output_folder, remove_stale_parts
+    from .errors import BatchInterrupted
+
     output_size = _check_size("output_size", output_size)
+    if not 16 <= output_size <= MAX_OUTPUT_SIZE:
+        raise InputError(f"output_size: expected 16 .. {MAX_OUTPUT_SIZE} px, got {output_size}")
+    if layout not in ALIGN_LAYOUTS:
+        raise InputError(f"layout: expected one of {ALIGN_LAYOUTS}, got {layout!r}")
     src, dst = Path(src), Path(dst)
+    failed: list[tuple[Path, str]] = []
     if src.is_file():
         root, inputs = src.parent, [src]
     elif src.is_dir():
-        root, inputs = src, list_images(src, exclude=dst)
+        root = src
+        inputs, passed = scan_images(src, exclude=dst)
+        failed += passed
     else:
         raise InputError(f"{src}: no such file or folder")
+    check_output_folder(dst, "dst")
+    for stale in remove_stale_parts(dst):
+        log.info("removed %s (left by an interrupted run)", stale)
+    ext = ".jpg" if layout == "person" else ".png"
+    fmt = {"format": "JPEG", "quality": 95} if layout == "person" else {"format": "PNG"}
+    counts: dict[str, int] = {}
     written: list[Path] = []
     skipped: list[tuple[Path, str]] = []
-    failed: list[tuple[Path, str]] = []
+    kept: list[tuple[Path, str]] = []
     claimed: dict[Path, Path] = {}
-    with tqdm(inputs, desc="align", unit="img", disable=not progress) as bar:
-        for path in bar:
-            out_dir = dst / path.relative_to(root).parent
-            key = out_dir / path.stem
-            if key in claimed:
-                failed.append((path, f"output name clashes with {claimed[key].name}"))
-                continue
-            claimed[key] = path
-            done = out_dir / (f"{path.stem}_0.png" if all_faces else f"{path.stem}.png")
-            if done.exists() and not overwrite:
-                skipped.append((path, f"already aligned ({done.name} exists)"))
-                continue
-            try:
-                faces = align_faces(path, output_size=output_size, detector=detector,
-                                    predictor_path=predictor_path, max_faces=None if all_faces else 1)
-                if all_faces:
-                    targets = [out_dir / f"{path.stem}_{k}.png" for k in range(len(faces))]
+    done_inputs = 0
+    try:
+        with tqdm(inputs, desc="align", unit="img", disable=not progress) as bar:
+            for path in bar:
+                person = ""
+                if layout == "person":  # n counts the person's photos that align (as notebook 01 numbers them)
+                    person = person_name(path, root) if src.is_dir() else path.stem
+                    out_dir, stem = dst / person, str(counts.get(person, 0))
                 else:
-                    targets = [done]
-                for face, target in reversed(list(zip(faces, targets))):
-                    with atomic_path(target) as tmp:
-                        face.image.save(tmp, format="PNG")
-                    written.append(target)
-            except DependencyError:
-                raise  # a missing model affects every file: stop with the clear message
-            except FacelibError as e:
-                failed.append((path, str(e)))
-                log.warning("skipping %s: %s", path, e)
-            except Exception as e:  # noqa: BLE001 - keep going past anything one file can cause
-                failed.append((path, f"{type(e).__name__}: {e}"))
-                log.warning("skipping %s: %s: %s", path, type(e).__name__, e)
-    result = AlignFolderResult(tuple(written), tuple(skipped), tuple(failed))
+                    out_dir, stem = dst / path.relative_to(root).parent, path.stem
+                key = out_dir / stem
+                if key in claimed:
+                    failed.append((path, f"output name clashes with {claimed[key].name}"))
+                    done_inputs += 1
+                    continue
+                claimed[key] = path
+                done = out_dir / (f"{stem}_0{ext}" if all_faces else f"{stem}{ext}")
+                if layout == "person":
+                    counts[person] = counts.get(person, 0) + 1
+                if done.exists() and not overwrite:
+                    have = _aligned_size(done)
+                    if have == output_size:
+                        skipped.append((path, f"already aligned ({done.name} exists)"))
+                    else:
+                        what = f"{have} px" if have and have > 0 else "not a square image"
+                        kept.append((done, f"made with other settings ({what}; this run: {output_size} px)"))
+                    done_inputs += 1
+                    continue
+                try:
+                    faces = align_faces(path, output_size=output_size, detector=detector,
+                                        predictor_path=predictor_path, max_faces=None if all_faces else 1)
+                    if all_faces:
+                        targets = [out_dir / f"{stem}_{k}{ext}" for k in range(len(faces))]
+                    else:
+                        targets = [done]
+                    for face, target in reversed(list(zip(faces, targets))):
+                        with atomic_path(target) as tmp:
+                            face.image.save(tmp, **fmt)
+                        written.append(target)
+                except DependencyError:
+                    raise  # a missing model affects every file: stop with the clear message
+                except Exception as e:  # noqa: BLE001 - keep going past anything one file can cause
+                    why = str(e) if isinstance(e, FacelibError) else f"{type(e).__name__}: {e}"
+                    failed.append((path, why))
+                    log.warning("skipping %s: %s", path, why)
+                    if layout == "person":  # the number goes to the person's next photo that aligns
+                        counts[person] -= 1
+                        del claimed[key]
+                done_inputs += 1
+    except KeyboardInterrupt:
+        raise BatchInterrupted(AlignFolderResult(tuple(written), tuple(skipped), tuple(failed), tuple(kept),
+                                                 tuple(inputs[done_inputs:]), True)) from None
+    result = AlignFolderResult(tuple(written), tuple(skipped), tuple(failed), tuple(kept))
     log.debug("%s", result.summary())
     return result

@@ -18,6 +18,7 @@ __all__ = ["main"]
 log = logging.getLogger(__name__)
 
 _DEVICE_HELP = "auto, cpu, cuda, cuda:1, mps"
+_MAX_SAMPLES = 256  # one grid image; more would only exhaust memory
 
 
 def _given(args: argparse.Namespace, names: Sequence[str]) -> dict:
@@ -29,14 +30,83 @@ def _given(args: argparse.Namespace, names: Sequence[str]) -> dict:
 
 
 def _generator(weights: str | None, device=None, *, seed: int = 0):
-    """The generator in ``weights``, or without one the small untrained generator of smoke runs."""
-    from .data import smoke_generator
+    """The generator in ``weights``; without it the first one :func:`facelib.data.locate` finds (as
+    ``demo`` does); without any, the small untrained generator of smoke runs (its images are stamped)."""
+    from .data import REAL_WEIGHTS_HELP, locate, smoke_generator
     from .weights import load_generator
 
+    if not weights:
+        found = locate().first("generator")
+        if found is not None:
+            log.info("generator: %s (found by `python -m facelib data status`; --weights picks another)", found.path)
+            weights = str(found.path)
     if weights:
         return load_generator(weights, device=device)
-    log.warning("no --weights: using the small untrained generator (a smoke run; results are not faces)")
+    log.warning("no --weights and no generator found: using the small UNTRAINED generator (a smoke run; "
+                "its images are stamped and are not faces); `python -m facelib data status` says where to put one")
+    log.debug("%s", REAL_WEIGHTS_HELP)
     return smoke_generator(seed, device)
+
+
+def _check_counts(args: argparse.Namespace, names: Sequence[str]) -> None:
+    """Integer options that must be >= 1 when given (``--steps 0`` would optimise nothing)."""
+    for name in names:
+        v = getattr(args, name, None)
+        if v is not None and v < 1:
+            raise InputError(f"--{name.replace('_', '-')}: expected an integer >= 1, got {v}")
+
+
+def _check_finite(args: argparse.Namespace, names: Sequence[str]) -> None:
+    import math
+
+    for name in names:
+        v = getattr(args, name, None)
+        if v is not None and not math.isfinite(v):
+            raise InputError(f"--{name.replace('_', '-')}: expected a finite number, got {v}")
+
+
+def _device(text: str):
+    from .weights import resolve_device
+
+    return resolve_device(text, name="--device")
+
+
+def _mask(spec: str, n_latent: int, option: str):
+    """``--rows`` / ``--mask`` text -> LayerMask. Rows are written in the report's 18-row (1024 px)
+    terms and carried over to the generator's rows by :meth:`facelib.edits.LayerMask.scaled`, as
+    the notebooks do; an empty or malformed mask is an error naming the option."""
+    from .edits import LayerMask
+
+    try:
+        mask = LayerMask.scaled(spec, n_latent)
+    except FacelibError as e:
+        raise InputError(f"{option} {spec!r}: {e} (rows are given in 18-row terms, 0-17)") from None
+    if not any(w > 0 for w in mask.weights):
+        raise InputError(f"{option} {spec!r}: selects no W+ row, so the edit would change nothing; "
+                         "give rows such as '1-17' or a preset")
+    return mask
+
+
+def _kept_or_done(out, meta_path, same: dict, overwrite: bool) -> int | None:
+    """For single-output commands: None = go on; 0 = the same result exists (done); 1 = a result of
+    other settings exists and is kept (without --overwrite)."""
+    import json
+    from pathlib import Path
+
+    out = Path(out)
+    if overwrite or not (out.exists() or Path(meta_path).exists()):
+        return None
+    try:
+        saved = json.loads(Path(meta_path).read_text())
+    except (OSError, ValueError):
+        saved = {}
+    diff = [k for k, v in same.items() if saved.get(k) != v]
+    if out.exists() and not diff:
+        print(f"{out}: already done with these settings (--overwrite redoes it)")
+        return 0
+    shown = ", ".join(f"{k} {saved.get(k)!r} (now {same[k]!r})" for k in diff[:3]) or "incomplete"
+    print(f"kept {out}: made with other settings ({shown}); rerun with --overwrite to replace it")
+    return 1
 
 
 def _is_smoke(G) -> bool:
@@ -48,7 +118,7 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", help="render a grid of random samples from a generator")
     p.add_argument("out", help="output image (.png/.jpg)")
     p.add_argument("--weights", help="generator checkpoint; default: the small untrained configuration")
-    p.add_argument("--n", type=int, default=8, help="number of samples")
+    p.add_argument("--n", type=int, default=8, help="number of samples (1-256)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--truncation", type=float, default=1.0)
     p.set_defaults(func=_run_sample)
@@ -58,8 +128,12 @@ def _run_sample(args: argparse.Namespace) -> int:
     from .data import SMOKE_STAMP
     from .grids import make_grid, save_image, stamp
 
-    if args.n < 1:
-        raise InputError(f"--n: expected at least 1 sample, got {args.n}")
+    from ._io import check_output_file
+
+    if not 1 <= args.n <= _MAX_SAMPLES:
+        raise InputError(f"--n: expected 1 .. {_MAX_SAMPLES} samples, got {args.n}")
+    _check_finite(args, ["truncation"])
+    check_output_file(args.out, "OUT")
     G = _generator(args.weights, seed=args.seed)
     images = G.sample(args.n, seed=args.seed, truncation=args.truncation)
     cols = min(args.n, 4)
@@ -106,6 +180,8 @@ def _run_demo(args: argparse.Namespace) -> int:
     if args.report_only:
         return _run_report(argparse.Namespace(out=args.out))
     from .pipeline import run_series
+
+    _check_counts(args, ["steps"])
 
     params = {}
     for item in args.param:
@@ -195,26 +271,36 @@ def _run_data_verify(args: argparse.Namespace) -> int:
 
 def _add_align(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("align", help="FFHQ-align every photo in a folder (dlib landmarks)",
-                       description="Writes <DST>/<sub>/<stem>.png for the largest face of each photo, "
-                                   "or <stem>_<k>.png for every face (k = 0 is the largest) with "
-                                   "--all-faces. Photos whose output exists are skipped.")
+                       description="Writes <DST>/<person>/<n>.jpg for the largest face of each photo (the "
+                                   "layout notebooks and the report read; person = first sub-folder, else "
+                                   "the file stem), or <n>_<k>.jpg for every face (k = 0 is the largest) with "
+                                   "--all-faces; --layout mirror writes <DST>/<sub>/<stem>.png instead. Photos "
+                                   "whose output exists are skipped; outputs of another size are kept unless "
+                                   "--overwrite.")
     p.add_argument("src", help="folder of photos (searched recursively) or one photo")
     p.add_argument("dst", help="output folder")
-    p.add_argument("--size", type=int, default=1024, help="output side in pixels (FFHQ: 1024)")
+    p.add_argument("--size", type=int, default=1024, help="output side in pixels, 16-4096 (FFHQ: 1024)")
+    p.add_argument("--layout", choices=["person", "mirror"], default="person",
+                   help="person (default): <person>/<n>.jpg; mirror: the input tree as <sub>/<stem>.png")
     p.add_argument("--all-faces", action="store_true", help="write every face, not only the largest")
     p.add_argument("--detector", choices=["hog", "cnn", "auto"], default="hog",
                    help="dlib detector; auto = HOG, then CNN when HOG finds nothing")
     p.add_argument("--predictor", help="shape_predictor_68_face_landmarks.dat (file or folder)")
-    p.add_argument("--overwrite", action="store_true", help="redo photos whose outputs exist")
+    p.add_argument("--overwrite", action="store_true",
+                   help="redo photos whose outputs exist, also those made with other settings")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_align)
 
 
 def _run_align(args: argparse.Namespace) -> int:
-    from .align import align_folder
+    from .align import MAX_OUTPUT_SIZE, align_folder
+
+    if not 16 <= args.size <= MAX_OUTPUT_SIZE:
+        raise InputError(f"--size: expected 16 .. {MAX_OUTPUT_SIZE} px, got {args.size}")
 
     result = align_folder(args.src, args.dst, output_size=args.size, all_faces=args.all_faces,
                           detector=args.detector, predictor_path=args.predictor,
-                          overwrite=args.overwrite)
+                          overwrite=args.overwrite, layout=args.layout, progress=not args.quiet)
     print(result.summary())
     return 0 if result.ok else 1
 
@@ -227,8 +313,8 @@ def _add_project(sub: argparse._SubParsersAction) -> None:
                                    "skipped; unreadable images are reported and the rest go on.")
     p.add_argument("aligned_dir", help="folder of aligned images (searched recursively) or one image")
     p.add_argument("out_dir", help="output folder")
-    p.add_argument("--weights", help="generator checkpoint; default: the small untrained configuration "
-                                     "(a smoke run)")
+    p.add_argument("--weights", help="generator checkpoint; default: the first one `data status` finds, else "
+                                     "the small untrained configuration (a smoke run, stamped)")
     # projection settings default to facelib.ProjectConfig's (None = not given)
     p.add_argument("--steps", type=int, help="optimisation steps (default 1000)")
     p.add_argument("--lr", type=float, help="base learning rate (default 0.1)")
@@ -242,10 +328,12 @@ def _add_project(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mse-weight", type=float)
     p.add_argument("--noise-reg-weight", type=float)
     p.add_argument("--seed", type=int, help="image k of a batch uses seed + k (default 0)")
-    p.add_argument("--batch-size", type=int, default=4, help="images optimised together")
+    p.add_argument("--batch-size", type=int,
+                   help="images optimised together (default: up to 4, as many as the free memory holds)")
     p.add_argument("--device", default="auto", help=_DEVICE_HELP)
     p.add_argument("--cache-dir", help="reuse finished projections of identical images and settings")
-    p.add_argument("--overwrite", action="store_true", help="redo images whose outputs exist")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace results made with other settings or another generator (kept otherwise)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--init-encoder", "--encoder", dest="init_encoder", metavar="FILE",
                    help="pSp/e4e encoder checkpoint (psp_ffhq_encode.pt, e4e_ffhq_encode.pt): start from its W+ "
@@ -255,21 +343,29 @@ def _add_project(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_project(args: argparse.Namespace) -> int:
-    from .project import project_folder
-    from .weights import resolve_device
+    from pathlib import Path
 
+    from ._io import check_output_folder
+    from .project import project_folder
+
+    _check_counts(args, ["steps", "batch_size"])
+    _check_finite(args, ["lr", "gamma", "lpips_weight", "mse_weight", "noise_reg_weight"])
+    check_output_folder(args.out_dir, "OUT_DIR")
+    if not Path(args.aligned_dir).exists():
+        raise InputError(f"ALIGNED_DIR {args.aligned_dir}: no such folder or image")
+    device = _device(args.device)
     options = _given(args, ("steps", "lr", "scheduler", "gamma", "lpips", "lpips_weight", "mse_weight",
                             "noise_reg_weight", "seed"))
     encoder = None
     if args.init_encoder:
         from .encoders import load_encoder
 
-        encoder = load_encoder(args.init_encoder, device=resolve_device(args.device), decoder=not args.weights)
+        encoder = load_encoder(args.init_encoder, device=device, decoder=not args.weights)
         options["init"] = encoder
     if encoder is not None and encoder.decoder is not None:
         G = encoder.decoder
     else:
-        G = _generator(args.weights, resolve_device(args.device))
+        G = _generator(args.weights, device)
     result = project_folder(args.aligned_dir, args.out_dir, G, batch_size=args.batch_size,
                             overwrite=args.overwrite, progress=not args.quiet, cache_dir=args.cache_dir,
                             vgg_path=args.vgg_path, **options)
@@ -320,6 +416,7 @@ def _add_latent_edit_options(p: argparse.ArgumentParser, *, strength_help: str) 
     p.add_argument("--strength", type=float, default=1.0, help=strength_help)
     p.add_argument("--weights", help="generator checkpoint; default: the one recorded with the latents")
     p.add_argument("--device", default="auto", help=_DEVICE_HELP)
+    p.add_argument("--overwrite", action="store_true", help="replace OUT when it was made with other settings")
 
 
 def _latents_and_generator(paths: Sequence[str], weights: str | None, device: str):
@@ -335,13 +432,19 @@ def _latents_and_generator(paths: Sequence[str], weights: str | None, device: st
     from .weights import resolve_device
 
     latents = [load_latents(p) for p in paths]
-    G, source = generator_for(latents, weights, device=resolve_device(device))
+    G, source = generator_for(latents, weights, device=resolve_device(device, name="--device"))
     want = (G.n_latent, G.style_dim)
     for lat in latents:
         if tuple(lat.wplus.shape[1:]) != want:
             raise ShapeError(f"{lat.path}: W+ {tuple(lat.wplus.shape[1:])} does not fit the generator {want}; "
                              "pass the --weights it was projected with",
                              actual_shape=lat.wplus.shape, expected_shape=(None, *want))
+        if lat.noises is not None:
+            sides = [int(b.shape[-1]) for b in G.noise_buffers]
+            got = [int(nz.shape[-1]) for nz in lat.noises]
+            if got != sides:
+                raise ShapeError(f"{lat.path}: {len(got)} noise maps of sides {got} do not fit the generator's "
+                                 f"{len(sides)} maps {sides}; pass the --weights it was projected with")
     return latents, G, source
 
 
@@ -363,26 +466,28 @@ def _write_edit(G, source: str, wplus, noises, out: str, **meta) -> None:
     print(f"wrote {out} and {pt} ({images.shape[0]} image(s), {source})")
 
 
-def _rows_option(spec: str, n_latent: int, option: str):
-    """``--rows`` / ``--mask``: written in the report's 18-row (1024 px) terms and carried over to
-    the generator's rows by :meth:`facelib.edits.LayerMask.scaled`, as the notebooks do."""
-    from .edits import LayerMask
-    from .errors import FacelibError
+def _edit_done(args: argparse.Namespace, G, **meta) -> int | None:
+    from pathlib import Path
 
-    try:
-        return LayerMask.scaled(spec, n_latent)
-    except FacelibError as e:
-        raise InputError(f"{option} {spec!r}: {e} (rows are given in 18-row terms, 0-17)") from None
+    out = Path(args.out)
+    same = {**meta, "weights_sha256": getattr(G, "weights_sha256", None)}
+    return _kept_or_done(out, out.with_name(out.stem + ".edit.json"), same, args.overwrite)
 
 
 def _run_mix(args: argparse.Namespace) -> int:
+    from ._io import check_output_file
     from .edits import mix_styles
 
+    check_output_file(args.out, "OUT")
+    _check_finite(args, ["strength"])
     (content, style), G, source = _latents_and_generator([args.content, args.style], args.weights, args.device)
-    mask = _rows_option(args.rows, G.n_latent, "--rows")
+    mask = _mask(args.rows, G.n_latent, "--rows")
+    meta = dict(edit="mix", content=str(args.content), style=str(args.style), rows=str(mask), strength=args.strength)
+    done = _edit_done(args, G, **meta)
+    if done is not None:
+        return done
     mixed = mix_styles(content.wplus, style.wplus, rows=mask, strength=args.strength)
-    _write_edit(G, source, mixed, content.noises, args.out, edit="mix", content=str(args.content),
-                style=str(args.style), rows=str(mask), strength=args.strength)
+    _write_edit(G, source, mixed, content.noises, args.out, **meta)
     return 0
 
 
@@ -404,15 +509,22 @@ def _add_express(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_express(args: argparse.Namespace) -> int:
+    from ._io import check_output_file
     from .edits import apply_delta, expression_delta
 
+    check_output_file(args.out, "OUT")
+    _check_finite(args, ["strength"])
     (target, neutral, emotion), G, source = _latents_and_generator([args.target, args.neutral, args.emotion],
                                                                    args.weights, args.device)
-    mask = _rows_option(args.mask, G.n_latent, "--mask")
+    mask = _mask(args.mask, G.n_latent, "--mask")
+    meta = dict(edit="express", target=str(args.target), neutral=str(args.neutral), emotion=str(args.emotion),
+                mask=str(mask), strength=args.strength)
+    done = _edit_done(args, G, **meta)
+    if done is not None:
+        return done
     delta = expression_delta(neutral.wplus, emotion.wplus)
     edited = apply_delta(target.wplus, delta, mask=mask, strength=args.strength)
-    _write_edit(G, source, edited, target.noises, args.out, edit="express", target=str(args.target),
-                neutral=str(args.neutral), emotion=str(args.emotion), mask=str(mask), strength=args.strength)
+    _write_edit(G, source, edited, target.noises, args.out, **meta)
     return 0
 
 
@@ -443,6 +555,7 @@ def _add_swap(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--no-judge", action="store_true", help="skip the dlib identity/pose judge")
     p.add_argument("--device", default="auto", help=_DEVICE_HELP)
+    p.add_argument("--overwrite", action="store_true", help="replace OUT when it was made with other settings")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_swap)
 
@@ -451,10 +564,14 @@ def _run_swap(args: argparse.Namespace) -> int:
     import dataclasses
     from pathlib import Path
 
+    from ._io import check_output_file
     from .data import RANDOM_ID_STAMP, SMOKE_STAMP, identity_network
     from .grids import save_image, stamp, to_pil
-    from .swap import UNCHANGED_STAMP, face_swap
+    from .swap import UNCHANGED_STAMP, SwapConfig, face_swap, resolve_rows
 
+    _check_counts(args, ["steps"])
+    _check_finite(args, ["id_weight", "latent_weight", "lr"])
+    out = check_output_file(args.out, "OUT")
     (target,), G, g_source = _latents_and_generator([args.target], args.weights, args.device)
     source_path = Path(args.source)
     if source_path.suffix.lower() == ".pt":
@@ -468,9 +585,20 @@ def _run_swap(args: argparse.Namespace) -> int:
         log.warning("no --arcface and none found under data/: using a small RANDOM identity network "
                     "(a smoke run; the identity figures mean nothing)")
     options = _given(args, ("steps", "rows", "id_weight", "latent_weight", "lr", "mask", "lpips", "seed"))
+    if "rows" in options:
+        try:
+            options["rows"] = resolve_rows(options["rows"], G.n_latent)
+        except InputError as e:
+            raise InputError(f"--rows: {e}") from None
+    planned = SwapConfig(**{**options, "rows": options.get("rows", resolve_rows(None, G.n_latent))})
+    pt = out.with_suffix(".pt")
+    done = _kept_or_done(out, pt.with_suffix(".json"), {
+        "config": planned.to_dict(), "weights_sha256": getattr(G, "weights_sha256", None),
+        "source_names": [str(args.source)], "target_names": [str(args.target)]}, args.overwrite)
+    if done is not None:
+        return done
     result = face_swap(G, ident.net, source, target, progress=not args.quiet, judge=not args.no_judge,
                        vgg_path=args.vgg_path, **options)  # the target's own noise maps are used
-    out = Path(args.out)
     image = to_pil(result.images[0])
     if _is_smoke(G):
         image = stamp(image, SMOKE_STAMP)
@@ -480,9 +608,8 @@ def _run_swap(args: argparse.Namespace) -> int:
         image = stamp(image, UNCHANGED_STAMP)
     result = dataclasses.replace(result, source_names=[str(args.source)] * len(result),
                                  target_names=[str(args.target)] * len(result))
-    pt = out.with_suffix(".pt")
+    save_image(image, out)  # the image first, the tensors and the JSON (marking a complete set) last
     meta = result.save(pt)
-    save_image(image, out)
     print(f"wrote {out}, {pt} and {meta} ({g_source}; {ident.describe()}; rows {args.rows or 'default'})")
     print(result.caption(0) + ("" if not result.interrupted else "  [interrupted: best steps so far]"))
     if result.unchanged[0]:
@@ -656,28 +783,84 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
 ]
 
 
+#: Options accepted anywhere on the command line (before or after the sub-command).
+_GLOBAL_FLAGS = {"-v": "verbose", "--verbose": "verbose", "--debug": "debug"}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m facelib",
-                                     description="Edit real face photos with a pretrained StyleGAN2.")
+                                     description="Edit real face photos with a pretrained StyleGAN2.",
+                                     epilog="-v and --debug may also follow the sub-command.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in _COMMANDS:
         add(sub)
     return parser
 
 
+def _global_flags(argv: Sequence[str]) -> tuple[list[str], set[str]]:
+    """Take -v/--verbose/--debug out of ``argv`` wherever they are (up to a ``--``)."""
+    rest: list[str] = []
+    flags: set[str] = set()
+    argv = list(argv)
+    for k, a in enumerate(argv):
+        if a == "--":
+            rest += argv[k:]
+            break
+        if a in _GLOBAL_FLAGS:
+            flags.add(_GLOBAL_FLAGS[a])
+        else:
+            rest.append(a)
+    return rest, flags
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s")
+    if verbose:
+        logging.getLogger().setLevel(logging.DEBUG)
+    for noisy in ("PIL", "matplotlib", "urllib3", "asyncio"):  # their debug lines drown facelib's
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    import traceback
+
+    from .errors import BatchInterrupted
+
     parser = build_parser()
+    argv, flags = _global_flags(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    debug = "debug" in flags or args.debug
+    _configure_logging("verbose" in flags or args.verbose)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from .losses import remember_notices, use_option_names
+
+    names = use_option_names(lpips_off="--lpips none", lpips_required="--lpips vgg", vgg_path="--vgg-path")
+    remembered = remember_notices(True)  # a notice is shown once, not on every command
     try:
         return int(args.func(args) or 0)
     except FacelibError as e:
+        if debug:
+            traceback.print_exc()
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except BatchInterrupted as e:
+        print(e.result.summary(), file=sys.stderr)
+        print("interrupted: finished results are complete; rerun the same command to go on", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 - never a raw traceback for the user; --debug shows it
+        if debug:
+            traceback.print_exc()
+        text = str(e).strip().splitlines()
+        print(f"error: {type(e).__name__}: {text[0] if text else ''} (run with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
+    finally:
+        use_option_names(**names)
+        remember_notices(remembered)

@@ -88,6 +88,8 @@ KAGGLE_DATASETS: tuple[str, ...] = (
 
 #: Text stamped on every image produced with the untrained generator.
 SMOKE_STAMP = "UNTRAINED GENERATOR - SMOKE RUN (not a real result)"
+#: Stamp for images made from random stand-in latents because an earlier step's results were missing.
+STAND_IN_STAMP = "STAND-IN INPUTS (random latents, not projections) - not a real result"
 
 #: The short form of :data:`REAL_WEIGHTS_HELP` that goes under the stamp on smoke-run grids.
 SMOKE_HINT = ("for real results put a StyleGAN2 FFHQ .pt/.pkl under data/ (or $FACELIB_DATA, or attach it on "
@@ -1245,6 +1247,7 @@ def identity_network(path: "str | os.PathLike[str] | None" = None, *, smoke: boo
     return IdentityNetwork(identity.build_arcface(**SMOKE_ARCFACE, seed=seed, device=device), None)
 
 _CACHE: dict[tuple, Any] = {}
+_STAND_INS: dict[tuple[str, str], str] = {}  # (out folder, step) -> the earlier step to run first
 
 
 def smoke_generator(seed: int = 0, device: Any = None):
@@ -1286,8 +1289,8 @@ class NotebookSetup:
 
     @property
     def stamp(self) -> str | None:
-        """The smoke-run label, or None for a real run."""
-        return SMOKE_STAMP if self.smoke else None
+        """The smoke-run label, the stand-in label (see :meth:`use_inputs`), or None for a real run."""
+        return SMOKE_STAMP if self.smoke else (STAND_IN_STAMP if self.stand_ins else None)
 
     def generator(self):
         """The generator on :attr:`device`: loaded from :attr:`weights`, or :func:`smoke_generator`.
@@ -1322,17 +1325,61 @@ class NotebookSetup:
         f = self.inventory.first("vgg16")
         return f.path if f else None
 
+    @property
+    def stand_ins(self) -> str | None:
+        """What to do for real inputs when this step went on with random stand-ins (e.g. "run
+        02_projection first"), else None."""
+        return _STAND_INS.get((str(self.out), self.step))
+
+    def use_inputs(self, stand_ins: bool, *, allow: bool = False, run_first: str = "02_projection",
+                   notes: Sequence[str] = ()) -> None:
+        """Accept or refuse inputs where random latents stood in for missing earlier results or photos.
+
+        In a smoke run, or with ``allow`` (the notebook's ``ALLOW_STAND_INS``), the step goes on:
+        its images are stamped (:data:`STAND_IN_STAMP`), its record says so and the run status
+        reads "ok, with stand-in inputs: run <run_first> first" (or, when only reference photos
+        were missing, which ones to add). In a real run without ``allow`` it is an error.
+
+        Args:
+            stand_ins: whether random latents stood in (``EditInputs.stand_ins``).
+            allow: go on with them in a real run.
+            run_first: the notebook whose results were expected.
+            notes: the inputs' notes (``EditInputs.notes``), to say what was missing.
+        Raises:
+            InputError: stand-ins in a real run without ``allow``.
+        """
+        key = (str(self.out), self.step)
+        if not stand_ins:
+            _STAND_INS.pop(key, None)
+            return
+        missing = [n for n in notes if "random" in n or "stand" in n]
+        if not missing or any(n.startswith("targets:") for n in missing):
+            hint = f"run {run_first} first"
+        else:
+            hint = "add the missing reference photos (" + "; ".join(n.split(":", 1)[0] for n in missing) + ")"
+        if not self.smoke and not allow:
+            detail = "; ".join(missing) or "missing inputs"
+            raise InputError(f"{self.step}: earlier results are missing, random latents would stand in ({detail}). "
+                             f"Run {run_first} first (and add the photos named above), or set ALLOW_STAND_INS = True "
+                             "to go on with stamped stand-ins")
+        _STAND_INS[key] = hint
+        log.warning("%s: going on with random stand-in inputs (%s for real results); its images are stamped",
+                    self.step, hint)
+
     def label(self, image: Any, text: str | None = None) -> Any:
-        """Stamp a PIL image with the smoke-run label (unchanged in a real run)."""
-        if not self.smoke:
+        """Stamp a PIL image with the smoke-run or stand-in label (unchanged in a real run on real inputs)."""
+        if not self.smoke and not self.stand_ins:
             return image
         from .grids import stamp
 
-        return stamp(image, text or SMOKE_STAMP)
+        return stamp(image, text or (SMOKE_STAMP if self.smoke else STAND_IN_STAMP))
 
     def title(self, text: str) -> str:
-        """A grid title; in a smoke run the stamp and the one-line hint for real weights come first."""
-        return f"{SMOKE_STAMP}\n{SMOKE_HINT}\n{text}" if self.smoke else text
+        """A grid title; in a smoke run the stamp and the one-line hint for real weights come first
+        (with stand-in inputs, their stamp)."""
+        if self.smoke:
+            return f"{SMOKE_STAMP}\n{SMOKE_HINT}\n{text}"
+        return f"{STAND_IN_STAMP}\n{text}" if self.stand_ins else text
 
     def describe(self) -> str:
         """One line for the notebook's output."""
@@ -1353,6 +1400,7 @@ class NotebookSetup:
         data[self.step] = {"smoke": self.smoke, "weights": str(self.weights) if self.weights else None,
                            "device": self.device, "seed": self.seed, "facelib_version": __version__,
                            "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                           **({"stand_in_hint": self.stand_ins} if self.stand_ins else {}),
                            **{k: jsonable(v) for k, v in info.items()}}
         with atomic_path(path) as tmp:
             tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")

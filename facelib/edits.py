@@ -1754,7 +1754,7 @@ def _references(G: torch.nn.Module, photos: Any, work: Path, steps: int, progres
     if not ready:
         return {}, {}
     projected = project_folder(aligned, work / "latents", G, progress=progress, steps=steps, **options)
-    if projected.failed:
+    if projected.failed or projected.kept:  # kept: finished projections of other settings are reused, not replaced
         log.warning("%s", projected.summary())
     found = find_projections(work / "latents", G=G)
     result = {n: found[n] for n in named if n in found and n in ready}
@@ -1968,12 +1968,21 @@ def load_latents(path: "str | os.PathLike[str]") -> SavedLatents:
         raise CheckpointError(path, f"W+ must be a float tensor (n_latent, D) or (N, n_latent, D), "
                                     f"found {wplus.dtype} {tuple(wplus.shape)}")
     wplus = (wplus if wplus.ndim == 3 else wplus[None]).detach().float().cpu()
+    if wplus.shape[0] == 0:
+        raise CheckpointError(path, f"holds an empty batch of latents {tuple(wplus.shape)}")
     if not torch.isfinite(wplus).all():
         raise CheckpointError(path, "W+ contains NaN or inf values")
     noises: list[torch.Tensor] | None = []
     while f"noise_{len(noises)}" in tensors:
-        noises.append(tensors[f"noise_{len(noises)}"].detach().float().cpu())
-    if not noises or any(nz.ndim != 4 or nz.shape[0] not in (1, wplus.shape[0]) for nz in noises):
+        nz = tensors[f"noise_{len(noises)}"]
+        if not torch.is_tensor(nz) or nz.ndim != 4 or nz.shape[1] != 1 or nz.shape[0] not in (1, wplus.shape[0]) \
+                or nz.shape[2] != nz.shape[3]:
+            raise CheckpointError(path, f"noise map 'noise_{len(noises)}' has shape "
+                                        f"{tuple(getattr(nz, 'shape', ()))}, expected (1 or {wplus.shape[0]}, 1, r, r)")
+        if not torch.isfinite(nz.float()).all():
+            raise CheckpointError(path, f"noise map 'noise_{len(noises)}' contains NaN or inf values")
+        noises.append(nz.detach().float().cpu())
+    if not noises:
         noises = None
     names = meta.get("names") if isinstance(meta.get("names"), list) else None
     if names is None or len(names) != wplus.shape[0]:

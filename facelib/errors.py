@@ -20,6 +20,8 @@ __all__ = [
     "MultipleFacesError",
     "DependencyError",
     "OptimisationError",
+    "BatchInterrupted",
+    "MemoryLimitError",
 ]
 
 
@@ -48,6 +50,10 @@ class ShapeError(InputError):
 
 class RangeError(InputError):
     """A value lies outside its allowed range."""
+
+
+class MemoryLimitError(RangeError):
+    """The estimated memory of a run exceeds what the device has free (raised before allocating)."""
 
 
 class CheckpointError(FacelibError):
@@ -82,6 +88,15 @@ class OptimisationError(FacelibError):
     def __init__(self, message: str, best: object = None) -> None:
         super().__init__(message)
         self.best = best
+
+
+class BatchInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a batch command. ``result`` holds what was finished, skipped and not reached
+    (its ``summary()`` says so); finished items are complete on disk."""
+
+    def __init__(self, result: object) -> None:
+        super().__init__("interrupted")
+        self.result = result
 
 
 def check_shape(name: str, x, spec: Sequence[int | None]) -> None:

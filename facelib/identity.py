@@ -625,6 +625,9 @@ def load_arcface(path_or_state_dict: "str | os.PathLike[str] | Mapping[str, Any]
     for k, v in net.state_dict().items():
         if k.endswith("num_batches_tracked") and k not in state:
             state[k] = torch.zeros_like(v)
+    from .weights import check_finite_tensors
+
+    check_finite_tensors(state, path, "identity network")
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as e:  # pragma: no cover - _check_keys already compared keys and shapes

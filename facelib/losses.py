@@ -15,6 +15,7 @@ still give each image a gradient that does not depend on the other images of the
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
@@ -232,13 +233,75 @@ def find_vgg16_weights(vgg_path: "str | os.PathLike[str] | None" = None) -> Path
     return None
 
 
+#: How the entry point in use spells the LPIPS options (the command line sets its flags).
+_OPTION_NAMES = {"lpips_off": "lpips=None", "lpips_required": "lpips='vgg'", "vgg_path": "vgg_path=..."}
+
+
+def use_option_names(**names: str) -> dict[str, str]:
+    """Name the LPIPS options as the current entry point spells them in messages, e.g.
+    ``use_option_names(lpips_off="--lpips none", lpips_required="--lpips vgg", vgg_path="--vgg-path")``.
+    Returns the previous names (pass them back to restore)."""
+    unknown = sorted(set(names) - set(_OPTION_NAMES))
+    if unknown:
+        raise InputError(f"use_option_names: unknown names {unknown}; known: {sorted(_OPTION_NAMES)}")
+    previous = dict(_OPTION_NAMES)
+    _OPTION_NAMES.update(names)
+    return previous
+
+
 def _missing_vgg_message() -> str:
     where = ", ".join(str(d) for d in _search_dirs())
     return ("LPIPS needs torchvision's ImageNet VGG16 weights (vgg16-397923af.pth, 528 MB) and facelib "
             f"never downloads them; looked in {where}. Put the file in one of these folders (e.g. "
-            "~/.cache/torch/hub/checkpoints/ or a Kaggle dataset), name it with vgg_path=..., or fetch it "
-            "once on a machine with internet: python -c \"import torchvision; "
-            "torchvision.models.vgg16(weights='IMAGENET1K_V1')\". Pass lpips=None to go without LPIPS.")
+            f"~/.cache/torch/hub/checkpoints/ or a Kaggle dataset), name it with {_OPTION_NAMES['vgg_path']}, or "
+            "fetch it once on a machine with internet: python -c \"import torchvision; "
+            "torchvision.models.vgg16(weights='IMAGENET1K_V1')\". "
+            f"Pass {_OPTION_NAMES['lpips_off']} to go without LPIPS.")
+
+
+def _lpips_off_notice() -> str:
+    """The one-line notice when "auto" goes without LPIPS."""
+    return (f"LPIPS is off: no vgg16-397923af.pth found locally (`python -m facelib data status` shows where "
+            f"it looks); {_OPTION_NAMES['vgg_path']} names one, {_OPTION_NAMES['lpips_required']} makes this an "
+            f"error, {_OPTION_NAMES['lpips_off']} silences it.")
+
+
+_REMEMBER = {"notices": False}  # the command line remembers shown notices across runs
+
+
+def remember_notices(on: bool) -> bool:
+    """Whether a notice shown once (LPIPS off) stays quiet in later processes (the command line turns
+    this on; library and notebook use warn once per process). Returns the previous setting."""
+    previous = _REMEMBER["notices"]
+    _REMEMBER["notices"] = bool(on)
+    return previous
+
+
+def _notice_marker() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "facelib" / "notice-lpips-off"
+
+
+def _notice_lpips_off() -> None:
+    """Warn once per process; with :func:`remember_notices` on (the command line), once at all: later
+    processes log it at debug level only (the marker lives in the user's cache folder and is removed
+    when VGG16 weights are found)."""
+    if "lpips-auto" in _WARNED:
+        return
+    _WARNED.add("lpips-auto")
+    if not _REMEMBER["notices"]:
+        log.warning("%s", _lpips_off_notice())
+        return
+    marker = _notice_marker()
+    if marker.is_file():
+        log.debug("%s", _lpips_off_notice())
+        return
+    log.warning("%s", _lpips_off_notice())
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text("the LPIPS-off notice was shown; delete this file to see it again\n")
+    except OSError:
+        pass
 
 
 def _import_lpips() -> Any:
@@ -406,8 +469,13 @@ def resolve_lpips(spec: "str | nn.Module | None", *, vgg_path: "str | os.PathLik
         raise InputError(f"lpips: expected 'auto', 'vgg', None or an lpips.LPIPS module, got {spec!r}")
     if spec.lower() == "vgg" or vgg_path is not None:  # with "auto" too, a file the user named must load
         return LPIPSLoss(load_lpips_vgg(vgg_path, device=device), size=size)
+    if find_vgg16_weights(None) is None:
+        _notice_lpips_off()
+        return None
+    with contextlib.suppress(OSError):
+        _notice_marker().unlink()  # weights are found now: show the notice again if they go missing
     try:
         return LPIPSLoss(load_lpips_vgg(None, device=device), size=size)
-    except DependencyError as e:
-        _warn_once("lpips-auto", f"LPIPS is off (pass lpips='vgg' to make this an error): {e}")
+    except DependencyError as e:  # e.g. the lpips package itself is missing
+        _warn_once("lpips-auto", f"LPIPS is off: {e}")
         return None

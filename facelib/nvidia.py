@@ -844,23 +844,31 @@ def convert_checkpoint(src: "str | os.PathLike[str]", dst: "str | os.PathLike[st
         w_src = torch.cat([src_mapping(zc) for zc in z.split(n_latent)])
         wplus = w_src.reshape(n_check, n_latent, style_dim)
         imgs_src = [src_synthesis(wplus[i:i + 1]) for i in range(n_check)]
+    if not (bool(torch.isfinite(w_src).all()) and all(bool(torch.isfinite(im).all()) for im in imgs_src)):
+        raise CheckpointError(src, "the source network produces NaN/inf values (damaged weights?); nothing was written")
     with atomic_path(dst) as tmp:
         torch.save(ckpt, tmp)
-        G_new = load_generator(tmp)
+        try:
+            G_new = load_generator(tmp)
+        except CheckpointError as e:  # name the source, not the temporary file
+            raise CheckpointError(src, e.problem) from None
         with torch.no_grad():
             w_new = torch.cat([G_new.mapping(zc) for zc in z.split(n_latent)])
-            mapping_err = float((w_new - w_src).abs().max())
-            err = 0.0
-            for i in range(n_check):
-                img = G_new.synthesis(wplus[i:i + 1], noise=None)
-                err = max(err, float((img - imgs_src[i]).abs().max()))
+
+            def diff(a: torch.Tensor, b: torch.Tensor) -> float:  # NaN anywhere makes it NaN (max() would drop it)
+                d = (a - b).abs()
+                return math.nan if not bool(torch.isfinite(d).all()) else float(d.max())
+
+            mapping_err = diff(w_new, w_src)
+            errs = [diff(G_new.synthesis(wplus[i:i + 1], noise=None), imgs_src[i]) for i in range(n_check)]
+            err = math.nan if any(math.isnan(e) for e in errs) else max(errs)
         lat_err = 0.0
         if "latent_avg" in ckpt:
             if G_new.latent_avg is None:
                 lat_err = math.inf
             else:
                 lat_err = float((G_new.latent_avg - ckpt["latent_avg"]).abs().max())
-        worst = max(err, mapping_err, lat_err)
+        worst = math.nan if any(math.isnan(v) for v in (err, mapping_err, lat_err)) else max(err, mapping_err, lat_err)
         if not worst < tolerance:  # also catches NaN
             raise CheckpointError(dst, f"the converted generator does not reproduce {src}: max abs difference "
                                        f"images {err:.3g}, mapping {mapping_err:.3g}, latent_avg {lat_err:.3g} "

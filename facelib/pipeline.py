@@ -103,7 +103,7 @@ class SeriesResult:
     @property
     def ok(self) -> bool:
         """True when no notebook failed (missing notebooks are reported, not failures)."""
-        return all(s.status in ("ok", "missing", "skipped") for s in self.steps)
+        return all(s.status.startswith("ok") or s.status in ("missing", "skipped") for s in self.steps)
 
     def summary(self) -> str:
         lines = []
@@ -111,9 +111,20 @@ class SeriesResult:
             tail = f" - {s.error}" if s.error else ""
             lines.append(f"  {s.name:<20} {s.status:<8} {s.seconds:7.1f} s{tail}")
         kind = "SMOKE RUN (untrained generator)" if self.smoke else f"real run ({self.weights})"
-        head = f"{kind}: {sum(s.status == 'ok' for s in self.steps)}/{len(self.steps)} notebooks ok in {self.seconds:.1f} s"
+        head = (f"{kind}: {sum(s.status.startswith('ok') for s in self.steps)}/{len(self.steps)} notebooks ok "
+                f"in {self.seconds:.1f} s")
         tail = [f"report: {self.report_html}"] if self.report_html else []
         return "\n".join([head, *lines, *tail])
+
+
+def _stand_ins_of(out: Path, step: str) -> str | None:
+    """What a notebook's record says to do for real inputs (it went on with stand-in inputs), else None."""
+    try:
+        rec = json.loads((out / "provenance.json").read_text()).get(step, {})
+    except (OSError, ValueError, AttributeError):
+        return None
+    first = rec.get("stand_in_hint") if isinstance(rec, dict) else None
+    return str(first) if first else None
 
 
 def notebook_paths(notebooks_dir: "str | os.PathLike[str]") -> list[Path]:
@@ -444,6 +455,9 @@ def run_series(out_dir: "str | os.PathLike[str]" = "out", *, notebooks_dir: "str
                                            progress_bar=False, log_output=bool(progress or log_output),
                                            cwd=str(cwd), request_save_on_cell_execute=True)
                 status, error = "ok", None
+                hint = _stand_ins_of(out, step.name)
+                if hint:
+                    status = f"ok, with stand-in inputs: {hint}"
             except Exception as e:  # PapermillExecutionError, kernel death, timeouts: report and go on
                 status, error = "failed", _error_text(e)
             finally:
@@ -454,7 +468,7 @@ def run_series(out_dir: "str | os.PathLike[str]" = "out", *, notebooks_dir: "str
             dt = time.perf_counter() - t0
             results.append(StepResult(step.name, step.title, path, target if target.exists() else None, status,
                                       dt, error, passed, ignored))
-            say(f"{prefix}: {'ok' if status == 'ok' else status.upper()} in {dt:.1f} s"
+            say(f"{prefix}: {status if status.startswith('ok') else status.upper()} in {dt:.1f} s"
                 + (f" - {error}" if error else f" -> {target}"))
     seconds = time.perf_counter() - started
 

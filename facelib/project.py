@@ -798,6 +798,9 @@ def project(G: nn.Module, targets: Any, *, config: ProjectConfig | None = None,
             sub_init = init_wplus[sel] if init_wplus is not None else None
             sub_emb = target_emb[sel.to(device)] if target_emb is not None else None
             sub_seeds = [seeds[i] for i in todo]
+            from .memory import check_fits
+
+            check_fits(G, device, len(todo), lpips=lpips_loss is not None, lpips_size=cfg.lpips_size)
             started = time.perf_counter()
             raw = _project_batch(G, x[sel], sub_seeds, cfg, lpips_loss=lpips_loss, id_net=id_net,
                                  target_emb=sub_emb, init_wplus=sub_init, on_step=on_step, progress=progress,
@@ -829,20 +832,50 @@ def project(G: nn.Module, targets: Any, *, config: ProjectConfig | None = None,
 
 @dataclass
 class ProjectFolderResult:
-    """Outcome of :func:`project_folder`: written, skipped (already done) and failed images."""
+    """Outcome of :func:`project_folder`.
+
+    Attributes:
+        written: tensor files written in this run.
+        skipped: images already done with the same image, settings and generator.
+        failed: image path (or folder entry) -> reason.
+        kept: image path -> why its existing result (made with other settings, another generator or
+            from another image) was left as it is (``overwrite=True`` replaces it).
+        not_reached: images not started because the run was interrupted.
+        interrupted: True when Ctrl-C ended the run.
+        notes: what the run decided on its own (batch size from free memory, smaller batches after
+            running out of memory).
+    """
 
     written: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # image path -> reason
+    kept: dict[str, str] = field(default_factory=dict)  # image path -> why its result was kept
+    not_reached: list[Path] = field(default_factory=list)
+    interrupted: bool = False
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.failed
+        """No failures, and something was done or already done."""
+        return not self.failed and not self.nothing_done
+
+    @property
+    def nothing_done(self) -> bool:
+        """True when results of other settings were kept and nothing was written or already done."""
+        return bool(self.kept) and not self.written and not self.skipped
 
     def summary(self) -> str:
-        lines = [f"projected {len(self.written)}, skipped {len(self.skipped)} already done, "
-                 f"failed {len(self.failed)}"]
+        head = "INTERRUPTED: " if self.interrupted else ""
+        tail = f", not reached {len(self.not_reached)}" if self.interrupted else ""
+        lines = [f"{head}projected {len(self.written)}, skipped {len(self.skipped)} already done, "
+                 f"failed {len(self.failed)}{tail}"]
+        lines += [f"  note: {n}" for n in self.notes]
         lines += [f"  failed: {p}: {why}" for p, why in self.failed.items()]
+        lines += [f"  kept: {p}: {why}" for p, why in self.kept.items()]
+        if self.kept:
+            lines.append(f"kept {len(self.kept)} result(s) made with other settings; rerun with --overwrite "
+                         "(overwrite=True) to replace them")
+        lines += [f"  not reached: {p}" for p in self.not_reached]
         return "\n".join(lines)
 
 
@@ -856,65 +889,109 @@ def projection_paths(src: "str | os.PathLike[str]", dst: "str | os.PathLike[str]
     return base.with_suffix(".pt"), base.with_suffix(".json"), base.with_suffix(".png")
 
 
-def _matches(meta_path: Path, cfg: ProjectConfig, weights: str, target_sha: str) -> str | None:
-    """None when the saved result was made from this image with these settings, else why not."""
+def _matches(meta_path: Path, cfg: ProjectConfig, weights: str, target_sha: str) -> tuple[str, str | None]:
+    """("same", None) when the saved result was made from this image with these settings and
+    generator; ("other", why) when it was made with other settings, weights or from another image
+    (a finished result: kept unless overwrite); ("redo", why) when it is unfinished or unreadable."""
     try:
         meta = json.loads(meta_path.read_text())
         saved = ProjectConfig.from_dict(meta.get("config", {}))
     except (OSError, ValueError, InputError) as e:
-        return f"unreadable ({e})"
-    if dataclasses.replace(saved, seed=0) != dataclasses.replace(cfg, seed=0):
-        return "settings changed"
-    if meta.get("weights_sha256") != weights:
-        return "made with another generator"
-    if (meta.get("target_sha256") or [None])[0] != target_sha:
-        return "the image changed"
+        return "redo", f"unreadable ({e})"
     if meta.get("interrupted"):
-        return "interrupted"
-    return None
+        return "redo", "interrupted"
+    if dataclasses.replace(saved, seed=0) != dataclasses.replace(cfg, seed=0):
+        diff = [f.name for f in dataclasses.fields(ProjectConfig) if f.name != "seed"
+                and getattr(saved, f.name) != getattr(cfg, f.name)]
+        shown = ", ".join(f"{k} {getattr(saved, k)!r} (now {getattr(cfg, k)!r})" for k in diff[:3])
+        return "other", f"made with other settings: {shown}"
+    if meta.get("weights_sha256") != weights:
+        return "other", f"made with another generator ({str(meta.get('weights_sha256'))[:12]})"
+    if (meta.get("target_sha256") or [None])[0] != target_sha:
+        return "other", "made from another version of this image"
+    return "same", None
+
+
+def _save_one(one: "Projection", pt: Path, png: Path, smoke: bool) -> None:
+    """Write one image's result as a unit: the rendering first, then the tensors, the JSON last
+    (its presence marks the set complete)."""
+    from .grids import save_image, stamp, to_pil
+
+    image = to_pil(one.images[0])
+    if smoke:
+        from .data import SMOKE_STAMP
+
+        image = stamp(image, SMOKE_STAMP)
+    save_image(image, png)
+    one.save(pt)
 
 
 def project_folder(src: "str | os.PathLike[str]", dst: "str | os.PathLike[str]", G: nn.Module, *,
-                   config: ProjectConfig | None = None, batch_size: int = 4, overwrite: bool = False,
+                   config: ProjectConfig | None = None, batch_size: int | None = None, overwrite: bool = False,
                    max_images: int | None = None, progress: bool = True,
                    cache_dir: "str | os.PathLike[str] | None" = None,
                    vgg_path: "str | os.PathLike[str] | None" = None, **options: Any) -> ProjectFolderResult:
     """Project every aligned image under ``src`` (recursively) in batches, writing per image
-    ``dst/<sub>/<stem>.pt`` + ``.json`` (:meth:`Projection.save`) and ``<stem>.png`` (the rendering).
+    ``dst/<sub>/<stem>.png`` (the rendering), ``.pt`` and ``.json`` (:meth:`Projection.save`),
+    in that order: the JSON, written last, marks a complete set.
 
-    An image whose ``.pt`` and ``.json`` exist is skipped when they were made from the same
-    image with the same settings and generator (else it is redone; ``overwrite`` redoes all).
-    Unreadable images and batches whose optimisation fails are reported in the result and the
-    rest go on. Each saved file's ``config.seed`` is that image's own seed (it reproduces the
-    file alone).
+    An image whose set is complete and was made from the same image with the same settings and
+    generator is skipped. A complete set made with other settings, another generator or from
+    another version of the image is a finished result: it is kept byte-identical and listed in
+    ``kept`` unless ``overwrite``. Unfinished sets (interrupted runs, a missing rendering) are
+    redone. Temporary files a killed run left in ``dst`` are removed first. Unreadable images,
+    unusable folder entries (dangling links, loops, folders named like images) and batches
+    whose optimisation fails are reported in ``failed`` and the rest go on. Renderings of the
+    untrained smoke generator are stamped as such.
+
+    Memory: without ``batch_size`` the batch (up to 4) is chosen from the device's free memory
+    (:func:`facelib.memory.plan_batch`; the choice is in ``notes``); a given one that does not
+    fit is reduced; when even one image does not fit, :class:`RangeError` says the estimate
+    before anything large is allocated. A batch that still runs out of memory is split in halves.
+
+    Ctrl-C raises :class:`facelib.errors.BatchInterrupted` whose ``result`` lists what was
+    finished, skipped and not reached.
 
     Args:
         src: folder of aligned images (or one image).
         dst: output folder.
         G: the generator.
         config / options: projection settings, as for :func:`project`.
-        batch_size: images optimised together.
+        batch_size: images optimised together (None = from free memory).
+        overwrite: replace results made with other settings.
         max_images: only the first this many images (sorted by path).
     Raises:
-        InputError: ``src`` is neither a folder nor an image, or ``batch_size`` < 1.
+        InputError: ``src`` is neither a folder nor an image, ``dst`` cannot be written, or
+            ``batch_size`` < 1.
+        RangeError: one image does not fit in the device's free memory.
     """
-    from .align import IMAGE_EXTENSIONS, list_images, load_image
-    from .grids import save_image, to_tensor
+    from ._io import check_output_folder, remove_stale_parts
+    from .align import IMAGE_EXTENSIONS, load_image, scan_images
+    from .errors import BatchInterrupted, MemoryLimitError
+    from .grids import to_tensor
+    from .memory import is_out_of_memory, plan_batch
 
-    if batch_size < 1:
+    if batch_size is not None and (isinstance(batch_size, bool) or batch_size < 1):
         raise InputError(f"batch_size: expected >= 1, got {batch_size}")
     cfg, _, _ = _settle_config(config, options)
     src = Path(src)
+    result = ProjectFolderResult()
     if src.is_dir():
-        images = list_images(src, exclude=dst)  # an output folder inside src holds renderings, not inputs
+        images, passed = scan_images(src, exclude=dst)  # an output folder inside src holds renderings, not inputs
+        for p, why in passed:
+            result.failed[str(p)] = why
+            log.warning("skipping %s: %s", p, why)
     elif src.is_file() and src.suffix.lower() in IMAGE_EXTENSIONS:
         images = [src]
     else:
         raise InputError(f"{src}: not a folder of images or an image file")
+    check_output_folder(dst, "dst")
+    for stale in remove_stale_parts(dst):
+        log.info("removed %s (left by an interrupted run)", stale)
     if max_images is not None:
         images = images[:max_images]
     weights = generator_id(G)
-    result = ProjectFolderResult()
+    smoke = str(weights).startswith("smoke-")
     todo: list[tuple[Path, torch.Tensor]] = []
     for path in images:
         try:
@@ -923,34 +1000,81 @@ def project_folder(src: "str | os.PathLike[str]", dst: "str | os.PathLike[str]",
             result.failed[str(path)] = str(e)
             log.warning("skipping %s: %s", path, e)
             continue
-        pt, meta, _ = projection_paths(src, dst, path)
-        if not overwrite and pt.is_file() and meta.is_file():
-            why = _matches(meta, cfg, weights, _sha256_tensor(target[0]))
-            if why is None:
+        pt, meta, png = projection_paths(src, dst, path)
+        if pt.is_file() and meta.is_file():
+            state, why = _matches(meta, cfg, weights, _sha256_tensor(target[0]))
+            if state == "same" and png.is_file():
                 result.skipped.append(path)
+                continue
+            if state == "same":  # the set lost its rendering: remake it from the saved tensors
+                try:
+                    _save_one(load_projection(pt), pt, png, smoke)
+                    result.written.append(pt)
+                    continue
+                except (CheckpointError, OSError) as e:
+                    why = f"incomplete ({e})"
+            elif state == "other" and not overwrite:
+                result.kept[str(path)] = why
                 continue
             log.info("%s: redoing (%s)", path, why)
         todo.append((path, target))
-    batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
-    for b, batch in enumerate(batches):
-        paths = [p for p, _ in batch]
-        try:
-            proj = project(G, torch.cat([t for _, t in batch]), config=config, progress=progress,
-                           cache_dir=cache_dir, vgg_path=vgg_path,
-                           desc=f"batch {b + 1}/{len(batches)}", **options)
-        except OptimisationError as e:
-            for p in paths:
-                result.failed[str(p)] = str(e)
-            log.warning("batch %d failed: %s", b + 1, e)
-            continue
-        if proj.interrupted:
-            raise KeyboardInterrupt
-        for j, path in enumerate(paths):
-            one = dataclasses.replace(proj.select(j), names=[path.stem])
-            pt, _, png = projection_paths(src, dst, path)
-            one.save(pt)
-            save_image(one.images[0], png)
-            result.written.append(pt)
+    if todo:
+        plan = plan_batch(G, G.device, requested=batch_size, n_images=len(todo), lpips=cfg.lpips is not None,
+                          lpips_size=cfg.lpips_size)
+        if plan.note:
+            result.notes.append(plan.note)
+            log.info("%s", plan.note)
+        size = plan.batch
+    else:
+        size = 1
+    queue = [todo[i:i + size] for i in range(0, len(todo), size)]
+    done = 0
+    try:
+        while queue:
+            batch = queue.pop(0)
+            paths = [p for p, _ in batch]
+            try:
+                proj = project(G, torch.cat([t for _, t in batch]), config=config, progress=progress,
+                               cache_dir=cache_dir, vgg_path=vgg_path,
+                               desc=f"{done + 1}-{done + len(batch)} of {len(todo)}", **options)
+            except OptimisationError as e:
+                for p in paths:
+                    result.failed[str(p)] = str(e)
+                log.warning("images %s failed: %s", [p.name for p in paths], e)
+                done += len(batch)
+                continue
+            except (RuntimeError, MemoryError, MemoryLimitError) as e:
+                if not isinstance(e, MemoryLimitError) and not is_out_of_memory(e):
+                    raise
+                if G.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                if len(batch) == 1:
+                    for p in paths:
+                        result.failed[str(p)] = (str(e) if isinstance(e, MemoryLimitError)
+                                                 else f"out of memory even for one image on {G.device}")
+                    done += 1
+                    continue
+                half = len(batch) // 2
+                note = f"out of memory with {len(batch)} images together; going on with {half}"
+                result.notes.append(note)
+                log.warning("%s", note)
+                queue[:0] = [batch[:half], batch[half:]]
+                continue
+            if proj.interrupted:
+                raise KeyboardInterrupt
+            for j, path in enumerate(paths):
+                one = dataclasses.replace(proj.select(j), names=[path.stem])
+                pt, _, png = projection_paths(src, dst, path)
+                _save_one(one, pt, png, smoke)
+                result.written.append(pt)
+            done += len(batch)
+    except KeyboardInterrupt:
+        result.interrupted = True
+        finished = {str(p) for p in result.written}
+        result.not_reached = [p for p, _ in todo
+                              if str(projection_paths(src, dst, p)[0]) not in finished
+                              and str(p) not in result.failed]
+        raise BatchInterrupted(result) from None
     return result
 
 

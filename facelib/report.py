@@ -219,6 +219,7 @@ h1 { border-bottom: 2px solid #ccc; } h2 { margin-top: 2em; border-bottom: 1px s
 p.banner { background: #c80000; color: #fff; padding: .8em 1em; font-weight: bold; }
 p.note { color: #555; font-style: italic; }
 p.status-missing, p.status-failed, p.status-norun, p.status-nooutput { background: #fff3cd; padding: .5em 1em; }
+p.status-stand-ins { background: #fff3cd; padding: .5em 1em; }
 table.images { border-collapse: collapse; margin: 1em 0; }
 table.images td, table.images th { border: 1px solid #ddd; padding: 4px; vertical-align: top; text-align: center; }
 table.status td, table.status th { border: 1px solid #ddd; padding: 2px 8px; }
@@ -260,11 +261,20 @@ def _smoke_state(run: Mapping | None, prov: Mapping | None) -> bool | None:
     return None
 
 
+def _stand_in_hint(out: Path, step: str) -> str | None:
+    """What ``step``'s notebook recorded to do for real inputs (it used random stand-ins), else None."""
+    rec = (_read_json(out / "provenance.json") or {}).get(step)
+    return str(rec["stand_in_hint"]) if isinstance(rec, Mapping) and rec.get("stand_in_hint") else None
+
+
 def _step_status(name: str, out: Path, run: Mapping | None, has_output: bool, root: Path) -> tuple[str, str]:
     rec = next((s for s in (run or {}).get("steps", []) if s.get("name") == name), None)
     nb = root / "notebooks" / f"{name}.ipynb"
     if rec is not None:
         st = rec.get("status", "")
+        if st.startswith("ok, with stand-in"):
+            return "stand-ins", (f"{st}: random latents stood in for missing inputs; these images are not "
+                                 "projections of photos and are stamped")
         if st == "ok":
             return ("ok", "") if has_output else ("no output", "the notebook ran but wrote nothing this report uses")
         if st == "failed":
@@ -272,6 +282,9 @@ def _step_status(name: str, out: Path, run: Mapping | None, has_output: bool, ro
                 f"; executed copy: `{rec['output']}`" if rec.get("output") else "")
         if st == "missing":
             return "missing", f"no notebook for this step ({rec.get('error') or nb.name + ' does not exist'})"
+    if has_output and (hint := _stand_in_hint(out, name)):
+        return "stand-ins", (f"random latents stood in for missing inputs ({hint}); "
+                             "these images are not projections of photos and are stamped")
     if has_output:
         return "ok", ""
     if not nb.is_file():
@@ -469,10 +482,11 @@ def _styles(doc: _Doc, out: Path) -> int:
         return len(imgs)
     photo_row = [_Img(p, f"style photo {n}") if (p := _find(imgs, n, f"{n}_photo")) else None for n in cols]
     what = _STAND_IN if "styles" in random_for else "projection"
+    word = "stand-in (random latent)" if random_for or _stand_in_hint(out, "03_style_transfer") else "projection"
     proj_row = [_Img(p, f"{n}: {what}", edited=True) if (p := _find(imgs, f"{n}_style")) else None for n in cols]
     res_row = [_Img(p, f"transferred {n}", edited=True) if (p := _find(imgs, f"transferred_{n}", f"transfered_{n}"))
                else None for n in cols]
-    rows = [["style photo", *photo_row], ["style (projection)", *proj_row], ["transferred onto the face", *res_row]]
+    rows = [["style photo", *photo_row], [f"style ({word})", *proj_row], ["transferred onto the face", *res_row]]
     rows = [r for r in rows if any(isinstance(x, _Img) for x in r[1:])]
     doc.para("Style table (as in the original report): the style photos, their projections, and the style rows "
              "of each mixed into the projected face (`out/styles/`).")
@@ -498,6 +512,7 @@ def _expressions(doc: _Doc, out: Path) -> int:
     emotions.sort(key=lambda e: (order.index(e) if e in order else len(order), e))
     cols = ["neutral", *emotions]
     random_for = _stand_ins(out, "04_expressions")
+    word = "stand-in (random latent)" if random_for or _stand_in_hint(out, "04_expressions") else "projection"
     photo = [(_Img(p, f"{c} photo") if (p := _find(imgs, f"{c}_photo", f"{c} copy")) else None) for c in cols]
     proj = [(_Img(p, f"{c}: {_STAND_IN if c in random_for else 'projection'}", edited=True)
              if (p := _find(imgs, c)) else None) for c in cols]
@@ -509,7 +524,7 @@ def _expressions(doc: _Doc, out: Path) -> int:
     unmasked = [None] + [(_Img(p, f"{c}, every row", edited=True)
                           if (p := _find(imgs, f"transferred_{c}_unmasked", f"transfered_{c}_failed")) else None)
                          for c in emotions]
-    rows = [["reference photo", *photo], ["reference (projection)", *proj], ["onto the target", *res],
+    rows = [["reference photo", *photo], [f"reference ({word})", *proj], ["onto the target", *res],
             ["same delta on every row", *unmasked]]
     rows = [r for r in rows if any(isinstance(x, _Img) for x in r[1:])]
     doc.para("Expression table (as in the original report): reference photos, their projections, and each "

@@ -21,7 +21,7 @@ from typing import Any, Mapping
 import torch
 
 from ._io import atomic_path
-from .errors import CheckpointError
+from .errors import CheckpointError, InputError
 from .stylegan2 import StyleGAN2Generator
 
 __all__ = ["safe_torch_load", "load_generator", "save_generator", "generator_checkpoint", "file_sha256",
@@ -35,8 +35,12 @@ _LEGACY_TORCH_MAGIC = bytes.fromhex("80028a0a6cfc9c46f9206aa85019")
 _SAFE_GLOBALS = [argparse.Namespace]
 
 
-def resolve_device(device: "str | torch.device | None" = None) -> torch.device:
-    """None -> CPU; "auto" -> CUDA, else Apple MPS, else CPU; anything else as given."""
+def resolve_device(device: "str | torch.device | None" = None, *, name: str = "device") -> torch.device:
+    """None -> CPU; "auto" -> CUDA, else Apple MPS, else CPU; anything else as given, checked.
+
+    Raises:
+        InputError: not a device name, or a device that is not available here (message names ``name``).
+    """
     if device is None:
         return torch.device("cpu")
     if isinstance(device, str) and device == "auto":
@@ -46,7 +50,42 @@ def resolve_device(device: "str | torch.device | None" = None) -> torch.device:
         if mps is not None and mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise InputError(f"{name} {device!r}: not a device; use auto, cpu, cuda, cuda:<index> or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"{name} {device!r}: cuda requested but no CUDA device is visible")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise InputError(f"{name} {device!r}: there are {count} CUDA device(s) here (cuda:0 .. cuda:{count - 1})")
+    elif dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise InputError(f"{name} {device!r}: mps requested but Apple's MPS backend is not available here")
+    elif dev.type != "cpu":
+        raise InputError(f"{name} {device!r}: device type {dev.type!r} is not supported; use auto, cpu, cuda or mps")
+    return dev
+
+
+def check_finite_tensors(tensors: Mapping[str, Any], source: "str | os.PathLike[str] | None", what: str) -> None:
+    """Refuse NaN or inf in any floating tensor of ``tensors`` (naming the first one).
+
+    Raises:
+        CheckpointError: ``<source>: <what> tensor '<name>' holds NaN/inf values``.
+    """
+    for key, t in tensors.items():
+        if not (torch.is_tensor(t) and t.is_floating_point()) or t.device.type == "meta":
+            continue
+        if not bool(torch.isfinite(t).all()):
+            kinds = []
+            if bool(torch.isnan(t).any()):
+                kinds.append("NaN")
+            if bool(torch.isinf(t).any()):
+                kinds.append("inf")
+            raise CheckpointError(source, f"{what} tensor {key!r} holds {'/'.join(kinds)} values; the file is "
+                                          "damaged or was saved from a diverged run")
 
 
 def file_sha256(path: "str | os.PathLike[str]", chunk: int = 1 << 20) -> str:
@@ -121,8 +160,9 @@ def safe_torch_load(path: "str | os.PathLike[str]") -> Any:
         try:
             with zipfile.ZipFile(path) as zf:
                 bad = zf.testzip()
-        except zipfile.BadZipFile as e:
-            raise CheckpointError(path, f"truncated or corrupt torch file ({e})") from None
+        except (zipfile.BadZipFile, EOFError, OSError):
+            raise CheckpointError(path, f"truncated or incomplete download ({path.stat().st_size} bytes; the zip "
+                                        "archive's directory is missing or damaged); download it again") from None
         if bad is not None:
             raise CheckpointError(path, f"corrupt torch file (bad member {bad})")
     elif kind == "pickle":
@@ -270,6 +310,9 @@ def load_generator(path_or_state: "str | os.PathLike[str] | Mapping[str, Any]", 
         else:
             ckpt = safe_torch_load(source)
     state, latent_avg, extra = _select_generator_state(ckpt, source)
+    check_finite_tensors(state, source, "generator")
+    if torch.is_tensor(latent_avg):
+        check_finite_tensors({"latent_avg": latent_avg}, source, "generator")
     cfg = infer_generator_config(state, source=source)
     G = StyleGAN2Generator(**cfg, conv_clamp=extra.get("conv_clamp"))
     try:

@@ -396,7 +396,7 @@ def _all_files(folder: Path) -> list[str]:
 def test_align_folder_continues_past_bad_files(tmp_path):
     src = _make_folder(tmp_path)
     dst = tmp_path / "dst"
-    res = facelib.align_folder(src, dst, output_size=64, progress=False)
+    res = facelib.align_folder(src, dst, output_size=64, progress=False, layout="mirror")
     assert res.written == (dst / "alice" / "small.png",)
     failed = {p.name: why for p, why in res.failed}
     assert set(failed) == {"corrupt.jpg", "blank.png"}
@@ -405,7 +405,7 @@ def test_align_folder_continues_past_bad_files(tmp_path):
     assert Image.open(dst / "alice" / "small.png").size == (64, 64)
     assert "corrupt.jpg" in res.summary() and not res.ok
     # re-run: the aligned photo is skipped, the bad ones fail again
-    again = facelib.align_folder(src, dst, output_size=64, progress=False)
+    again = facelib.align_folder(src, dst, output_size=64, progress=False, layout="mirror")
     assert again.written == () and [p.name for p, _ in again.skipped] == ["small.jpg"]
     assert "already aligned" in again.skipped[0][1]
 
@@ -416,9 +416,9 @@ def test_align_folder_ignores_its_output_inside_the_source(tmp_path):
     (src / "alice").mkdir(parents=True)
     (src / "alice" / "small.jpg").write_bytes(face_path("obama-240p.jpg").read_bytes())
     dst = src / "aligned"
-    res = facelib.align_folder(src, dst, output_size=64, progress=False)
+    res = facelib.align_folder(src, dst, output_size=64, progress=False, layout="mirror")
     assert res.written == (dst / "alice" / "small.png",) and res.ok
-    again = facelib.align_folder(src, dst, output_size=64, progress=False)
+    again = facelib.align_folder(src, dst, output_size=64, progress=False, layout="mirror")
     # the aligned PNG under src/aligned is not picked up as a new input
     assert again.written == () and again.failed == () and [p.name for p, _ in again.skipped] == ["small.jpg"]
 
@@ -480,7 +480,7 @@ def test_align_folder_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Image.Image, "save", failing_save)
     with pytest.raises(KeyboardInterrupt):
-        facelib.align_folder(src / "alice", dst, output_size=64, progress=False)
+        facelib.align_folder(src / "alice", dst, output_size=64, progress=False, layout="mirror")
     assert _all_files(dst) == []
 
     def disk_full(self, fp, *args, **kwargs):
@@ -488,7 +488,7 @@ def test_align_folder_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
         raise OSError("No space left on device")
 
     monkeypatch.setattr(Image.Image, "save", disk_full)
-    res = facelib.align_folder(src / "alice", dst, output_size=64, progress=False)
+    res = facelib.align_folder(src / "alice", dst, output_size=64, progress=False, layout="mirror")
     assert res.written == () and "No space left" in res.failed[0][1]
     assert _all_files(dst) == []
     monkeypatch.setattr(Image.Image, "save", real_save)
@@ -499,10 +499,10 @@ def test_align_folder_all_faces(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     (src / "pair.jpg").write_bytes(face_path("two_people.jpg").read_bytes())
-    res = facelib.align_folder(src, tmp_path / "dst", output_size=64, all_faces=True, progress=False)
+    res = facelib.align_folder(src, tmp_path / "dst", output_size=64, all_faces=True, progress=False, layout="mirror")
     assert res.ok and _all_files(tmp_path / "dst") == ["pair_0.png", "pair_1.png"]
     assert res.written[-1].name == "pair_0.png"  # _0 is written last: it marks a complete photo
-    again = facelib.align_folder(src, tmp_path / "dst", output_size=64, all_faces=True, progress=False)
+    again = facelib.align_folder(src, tmp_path / "dst", output_size=64, all_faces=True, progress=False, layout="mirror")
     assert again.written == () and len(again.skipped) == 1
 
 
@@ -512,11 +512,13 @@ def test_cli_align(tmp_path, capsys):
 
     src = _make_folder(tmp_path)
     rc = main(["align", str(src / "alice"), str(tmp_path / "ok"), "--size", "64"])
-    assert rc == 0 and (tmp_path / "ok" / "small.png").is_file()
+    assert rc == 0 and (tmp_path / "ok" / "small" / "0.jpg").is_file()  # the notebooks' layout
     rc = main(["align", str(src), str(tmp_path / "mixed"), "--size", "64"])
     out = capsys.readouterr().out
     assert rc == 1 and "failed 2" in out and "corrupt.jpg" in out
-    assert (tmp_path / "mixed" / "alice" / "small.png").is_file()
+    assert (tmp_path / "mixed" / "alice" / "0.jpg").is_file()
+    rc = main(["align", str(src / "alice"), str(tmp_path / "mirror"), "--size", "64", "--layout", "mirror"])
+    assert rc == 0 and (tmp_path / "mirror" / "small.png").is_file()
 
 
 # ----------------------------------------------------------------------------------------

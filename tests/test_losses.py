@@ -127,12 +127,22 @@ def test_offline_auto_warns_once_and_vgg_raises(monkeypatch, tmp_path, caplog):
     monkeypatch.chdir(tmp_path)
     if find_vgg16_weights() is not None:
         pytest.skip(f"a VGG16 file exists at {find_vgg16_weights()}; the offline path cannot be shown here")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setattr(L, "_WARNED", set())
     with caplog.at_level(logging.WARNING, logger="facelib.losses"):
         assert resolve_lpips("auto") is None
         assert resolve_lpips("auto") is None
     msgs = [r.getMessage() for r in caplog.records if "LPIPS is off" in r.getMessage()]
     assert len(msgs) == 1 and "vgg16-397923af.pth" in msgs[0] and "lpips='vgg'" in msgs[0]
+    assert len(msgs[0]) < 300 and "\n" not in msgs[0]  # one short line
+    # the command line remembers it: shown by one process, quiet in the next
+    monkeypatch.setattr(L, "_REMEMBER", {"notices": True})
+    for shown in (1, 0):
+        monkeypatch.setattr(L, "_WARNED", set())  # a new process
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="facelib.losses"):
+            assert resolve_lpips("auto") is None
+        assert len([r for r in caplog.records if "LPIPS is off" in r.getMessage()]) == shown
     with pytest.raises(DependencyError, match="vgg16-397923af.pth"):
         resolve_lpips("vgg")
     with pytest.raises(DependencyError):  # a named file must exist, even with "auto"

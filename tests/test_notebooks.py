@@ -80,7 +80,9 @@ def _red_band(path: Path) -> bool:
 def test_notebook_runs_headless_in_smoke_mode(series, path: Path) -> None:
     result, out, lines = series
     step = next(s for s in result.steps if s.name == path.stem)
-    assert step.status == "ok", f"{path.name} failed: {step.error} (executed copy: {step.output})"
+    assert step.status.startswith("ok"), f"{path.name} failed: {step.error} (executed copy: {step.output})"
+    if step.status != "ok":  # a smoke run may go on with stamped random stand-ins, and says so
+        assert step.status.startswith("ok, with stand-in inputs: ")
     assert step.output == out / "notebooks" / path.name and step.output.is_file()
     assert step.parameters["OUT_DIR"] == str(out)
     if "SMOKE" in step.parameters:

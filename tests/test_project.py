@@ -386,7 +386,13 @@ def test_cli_project_folder(small_generator, tmp_path, capsys):
         assert Image.open(dst / "ann" / f"{i}.png").size == (32, 32)
     main(argv)
     assert "projected 0, skipped 2" in capsys.readouterr().out
-    main(argv + ["--steps", "4"])  # other settings: redone, not skipped
+    before = {p: p.read_bytes() for p in dst.rglob("*") if p.is_file()}
+    assert main(argv + ["--steps", "4"]) == 1  # other settings: finished results are kept, nothing done
+    out = capsys.readouterr().out
+    assert "projected 0" in out and "kept 3 result(s) made with other settings" not in out
+    assert "kept 2 result(s) made with other settings; rerun with --overwrite" in out and "steps 3 (now 4)" in out
+    assert {p: p.read_bytes() for p in dst.rglob("*") if p.is_file()} == before
+    main(argv + ["--steps", "4", "--overwrite"])
     assert "projected 2, skipped 0" in capsys.readouterr().out
     res = project_folder(src / "ann" / "0.png", tmp_path / "one", G, steps=1, progress=False, lpips=None)
     assert res.ok and res.written == [tmp_path / "one" / "0.pt"]

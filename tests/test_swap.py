@@ -363,6 +363,16 @@ def test_cli_round_trip(G, id_net, pairs, tmp_path, capsys):
     others = [i for i in range(G.n_latent) if i not in (1, 2, 3)]
     assert torch.equal(r.wplus[:, others], proj.wplus[:, others])
     assert not list(out.parent.glob(".*part*"))  # no temporary files left behind
+    # rerun: the same settings are done; other settings keep the finished result unless --overwrite
+    argv = ["swap", str(tmp_path / "source.png"), str(tmp_path / "target.pt"), str(out),
+            "--weights", str(tmp_path / "g.pt"), "--arcface", str(tmp_path / "arcface.pth"),
+            "--rows", "1-3", "--lpips", "none", "--no-judge", "--quiet"]
+    before = {p: p.read_bytes() for p in out.parent.iterdir()}
+    assert main(argv + ["--steps", "4"]) == 0 and "already done" in capsys.readouterr().out
+    assert main(argv + ["--steps", "5"]) == 1 and "rerun with --overwrite" in capsys.readouterr().out
+    assert {p: p.read_bytes() for p in out.parent.iterdir()} == before
+    assert main(argv + ["--steps", "5", "--overwrite"]) == 0 and load_swap(out.with_suffix(".pt")).steps_done == 5
+    capsys.readouterr()
     # a bad target file is a clear error, not a traceback
     (tmp_path / "bad.pt").write_text("<html>quota exceeded</html>")
     assert main(["swap", str(tmp_path / "source.png"), str(tmp_path / "bad.pt"), str(out), "--quiet"]) == 1
