@@ -80,7 +80,7 @@ def _mask(spec: str, n_latent: int, option: str):
     try:
         mask = LayerMask.scaled(spec, n_latent)
     except FacelibError as e:
-        raise InputError(f"{option} {spec!r}: {e} (rows are given in 18-row terms, 0-17)") from None
+        raise InputError(f"{option}: {e} (rows are given in 18-row terms, 0-17)") from None
     if not any(w > 0 for w in mask.weights):
         raise InputError(f"{option} {spec!r}: selects no W+ row, so the edit would change nothing; "
                          "give rows such as '1-17' or a preset")
@@ -348,7 +348,8 @@ def _run_project(args: argparse.Namespace) -> int:
     from ._io import check_output_folder
     from .project import project_folder
 
-    _check_counts(args, ["steps", "batch_size"])
+    # --steps 0 is meaningful only from an encoder's W+ (the encoder's inversion as it is)
+    _check_counts(args, ["batch_size"] if args.init_encoder and args.steps == 0 else ["steps", "batch_size"])
     _check_finite(args, ["lr", "gamma", "lpips_weight", "mse_weight", "noise_reg_weight"])
     check_output_folder(args.out_dir, "OUT_DIR")
     if not Path(args.aligned_dir).exists():

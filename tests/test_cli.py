@@ -11,6 +11,7 @@ import hashlib
 import json
 import subprocess
 import sys
+import re
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,7 @@ def test_top_level_help_lists_every_command(capsys) -> None:
         main(["--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    assert out.startswith("usage: python -m facelib [-h] [-v] COMMAND ...")
+    assert out.startswith("usage: python -m facelib [-h] [-v] [--debug] COMMAND ...")
     listed = [line.split()[0] for line in out.split("COMMAND\n", 2)[-1].splitlines()
               if line.startswith("    ") and not line.startswith("     ")]
     assert [c for c in listed if c in COMMANDS] == COMMANDS  # in help order
@@ -79,7 +80,7 @@ def test_help_runs_without_torch_and_through_python_m() -> None:
 def test_bad_option_value_is_one_line_and_exit_1(tmp_path: Path, capsys) -> None:
     assert main(["sample", str(tmp_path / "s.png"), "--n", "0"]) == 1
     err = capsys.readouterr().err
-    assert err == "error: --n: expected at least 1 sample, got 0\n"
+    assert err == "error: --n: expected 1 .. 256 samples, got 0\n"
     assert list(tmp_path.iterdir()) == []
 
 
@@ -177,7 +178,9 @@ def test_project_a_folder_then_skip_it(tmp_path: Path, weights: Path, capsys) ->
     argv = ["project", str(tmp_path / "aligned"), str(dst), "--weights", str(weights), "--steps", "2",
             "--lpips", "none", "--device", "cpu", "--quiet"]
     assert main(argv) == 0
-    assert capsys.readouterr().out == "projected 1, skipped 0 already done, failed 0\n"
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "projected 1, skipped 0 already done, failed 0"
+    assert re.fullmatch(r"  note: batch size 1 chosen from [\d.]+ [GM]B free on cpu \(about [\d.]+ MB\)", out[1])
     assert sorted(p.name for p in (dst / "ann").iterdir()) == ["0.json", "0.png", "0.pt"]
     p = facelib.load_projection(dst / "ann" / "0.pt")
     assert p.wplus.shape == (1, 8, 64) and len(p.history[0]["loss"]) == 2
@@ -226,8 +229,9 @@ def test_align_a_photo(tmp_path: Path, capsys) -> None:
     dst = tmp_path / "aligned"
     assert main(["align", str(src), str(dst), "--size", "64"]) == 0
     assert capsys.readouterr().out == "written 1 file(s), skipped 0, failed 0\n"
-    assert [p.name for p in dst.rglob("*") if p.is_file()] == ["astronaut.png"]
-    assert Image.open(dst / "astronaut.png").size == (64, 64)
+    assert sorted(str(p.relative_to(dst)) for p in dst.rglob("*") if p.is_file()) == [
+        "astronaut/0.align.json", "astronaut/0.jpg"]
+    assert Image.open(dst / "astronaut" / "0.jpg").size == (64, 64)
     assert main(["align", str(src), str(dst), "--size", "64"]) == 0
     assert capsys.readouterr().out.startswith("written 0 file(s), skipped 1, failed 0\n")
 
@@ -238,7 +242,7 @@ def test_report_on_an_empty_folder(tmp_path: Path, capsys) -> None:
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"report (provenance unknown): {out / 'report.md'} and {out / 'report.html'}"
     assert [line.split()[0] for line in lines[1:]] == [
-        "01_alignment", "02_projection", "03_style_transfer", "04_expressions", "05_face_swap"]
+        "01_alignment", "02_projection", "03_style_transfer", "04_expressions", "05_face_swap", "06_directions"]
     assert all("0 grid(s), 0 image(s)" in line for line in lines[1:])
     assert sorted(p.name for p in out.iterdir()) == ["report.html", "report.md"]
 
@@ -297,7 +301,7 @@ def test_demo_smoke_run_with_papermill_mocked(tmp_path: Path, capsys, monkeypatc
 
     def fake_execute(src, dst, parameters, **kwargs):
         ran.append(Path(src).stem)
-        if Path(src).stem != "01_alignment":  # alignment has no generator, so no SMOKE/STEPS parameters
+        if Path(src).stem not in ("01_alignment", "06_directions"):  # these declare no SMOKE/STEPS parameters
             assert parameters["SMOKE"] is True and parameters["STEPS"] == 3
         if Path(src).stem == "04_expressions" and fail:
             raise RuntimeError("kernel died")
@@ -309,11 +313,11 @@ def test_demo_smoke_run_with_papermill_mocked(tmp_path: Path, capsys, monkeypatc
     fail = False
     assert main(["demo", "--out", str(out), "--smoke", "--steps", "3", "--kernel", "python3",
                  "--no-progress"]) == 0
-    names = ["01_alignment", "02_projection", "03_style_transfer", "04_expressions", "05_face_swap"]
+    names = ["01_alignment", "02_projection", "03_style_transfer", "04_expressions", "05_face_swap", "06_directions"]
     assert ran == names
     lines = capsys.readouterr().out.splitlines()
     status = [line for line in lines if line.startswith("[")]
-    assert [line.split(":")[0] for line in status] == [f"[{k}/5] {n}" for k, n in enumerate(names, 1)]
+    assert [line.split(":")[0] for line in status] == [f"[{k}/6] {n}" for k, n in enumerate(names, 1)]
     assert all(f": ok in " in line and line.endswith(f"-> {out / 'notebooks' / n}.ipynb")
                for line, n in zip(status, names))
     assert lines[0].startswith("SMOKE RUN (smoke run requested)")
@@ -325,4 +329,4 @@ def test_demo_smoke_run_with_papermill_mocked(tmp_path: Path, capsys, monkeypatc
                  "--no-progress"]) == 1
     assert ran == names  # the later notebook still ran
     printed = capsys.readouterr().out
-    assert "[4/5] 04_expressions: FAILED in " in printed and "- RuntimeError: kernel died" in printed
+    assert "[4/6] 04_expressions: FAILED in " in printed and "- RuntimeError: kernel died" in printed

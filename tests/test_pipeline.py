@@ -15,7 +15,7 @@ import facelib
 
 papermill = pytest.importorskip("papermill")
 
-SERIES = ["01_alignment", "02_projection", "03_style_transfer", "04_expressions", "05_face_swap"]
+SERIES = ["01_alignment", "02_projection", "03_style_transfer", "04_expressions", "05_face_swap", "06_directions"]
 GENERATIVE_PARAMS = 'OUT_DIR = "out"\nSMOKE = False\nWEIGHTS = ""\nSTEPS = 100\nDEVICE = "auto"\nSEED = 0\n'
 
 
@@ -94,11 +94,11 @@ def test_smoke_run_status_lines_and_parameters(tmp_path: Path, notebooks: Path, 
                         "generator and a few steps, and every image they make is stamped as such.")
     assert lines[1].startswith("  looked in ") and lines[2].startswith("  To get real results")
     for k, name in enumerate(SERIES, 1):
-        assert re.fullmatch(rf"\[{k}/5\] {name}: ok in \d+\.\d s -> {re.escape(str(out / 'notebooks'))}/{name}\.ipynb",
+        assert re.fullmatch(rf"\[{k}/6\] {name}: ok in \d+\.\d s -> {re.escape(str(out / 'notebooks'))}/{name}\.ipynb",
                             lines[2 + k]), lines[2 + k]
-    assert re.fullmatch(r"SMOKE RUN \(untrained generator\): 5/5 notebooks ok in \d+\.\d s", lines[8].splitlines()[0])
-    assert [row.split()[:2] for row in lines[8].splitlines()[1:]] == [[n, "ok"] for n in SERIES]
-    assert len(lines) == 9
+    assert re.fullmatch(r"SMOKE RUN \(untrained generator\): 6/6 notebooks ok in \d+\.\d s", lines[9].splitlines()[0])
+    assert [row.split()[:2] for row in lines[9].splitlines()[1:]] == [[n, "ok"] for n in SERIES]
+    assert len(lines) == 10
 
 
 def test_failed_notebook_is_reported_and_later_ones_still_run(tmp_path: Path, notebooks: Path,
@@ -108,25 +108,25 @@ def test_failed_notebook_is_reported_and_later_ones_still_run(tmp_path: Path, no
     fake.fail["04_expressions"] = RuntimeError("Kernel died before replying")
     res, lines = _run(tmp_path / "out", notebooks)
     assert fake.ran == SERIES
-    assert [s.status for s in res.steps] == ["ok", "failed", "ok", "failed", "ok"] and not res.ok
+    assert [s.status for s in res.steps] == ["ok", "failed", "ok", "failed", "ok", "ok"] and not res.ok
     assert res.steps[1].error == "ValueError: no latents: boom (cell [3])"
     assert res.steps[3].error == "RuntimeError: Kernel died before replying"
     assert res.steps[1].output == tmp_path / "out" / "notebooks" / "02_projection.ipynb"  # the copy to look at
-    assert re.fullmatch(r"\[2/5\] 02_projection: FAILED in \d+\.\d s - ValueError: no latents: boom \(cell \[3\]\)",
+    assert re.fullmatch(r"\[2/6\] 02_projection: FAILED in \d+\.\d s - ValueError: no latents: boom \(cell \[3\]\)",
                         lines[4])
-    assert lines[5].startswith("[3/5] 03_style_transfer: ok in ")
-    assert lines[-1].splitlines()[0].startswith("SMOKE RUN (untrained generator): 3/5 notebooks ok in ")
+    assert lines[5].startswith("[3/6] 03_style_transfer: ok in ")
+    assert lines[-1].splitlines()[0].startswith("SMOKE RUN (untrained generator): 4/6 notebooks ok in ")
 
 
 def test_missing_notebook_is_reported_not_a_failure(tmp_path: Path, notebooks: Path, fake: FakePapermill) -> None:
     (notebooks / "03_style_transfer.ipynb").unlink()
     res, lines = _run(tmp_path / "out", notebooks)
-    assert fake.ran == ["01_alignment", "02_projection", "04_expressions", "05_face_swap"]
+    assert fake.ran == ["01_alignment", "02_projection", "04_expressions", "05_face_swap", "06_directions"]
     step = res.steps[2]
     assert (step.name, step.status, step.output) == ("03_style_transfer", "missing", None)
     assert step.error == f"{notebooks / '03_style_transfer.ipynb'} does not exist"
     assert res.ok  # nothing failed
-    assert lines[5] == (f"[3/5] 03_style_transfer: MISSING ({notebooks / '03_style_transfer.ipynb'} does not exist; "
+    assert lines[5] == (f"[3/6] 03_style_transfer: MISSING ({notebooks / '03_style_transfer.ipynb'} does not exist; "
                         "the report marks this step as having no output)")
 
 
@@ -140,7 +140,7 @@ def test_run_json_records_the_run(tmp_path: Path, notebooks: Path, fake: FakePap
         True, None, "cpu", 2, "python3", None)
     assert [(s["name"], s["status"]) for s in run["steps"]] == [
         ("01_alignment", "ok"), ("02_projection", "ok"), ("03_style_transfer", "ok"), ("04_expressions", "ok"),
-        ("05_face_swap", "failed")]
+        ("05_face_swap", "failed"), ("06_directions", "ok")]
     swap = run["steps"][4]
     assert swap["error"] == "RuntimeError: out of memory"
     assert swap["notebook"] == str(notebooks / "05_face_swap.ipynb")
@@ -173,10 +173,10 @@ def test_only_runs_the_chosen_steps_and_keeps_the_others_records(tmp_path: Path,
 
 
 def test_extra_notebooks_run_after_the_series(tmp_path: Path, notebooks: Path, fake: FakePapermill) -> None:
-    _notebook(notebooks / "06_pivotal_tuning.ipynb", 'OUT_DIR = "out"\n')
+    _notebook(notebooks / "07_pivotal_tuning.ipynb", 'OUT_DIR = "out"\n')
     res, _ = _run(tmp_path / "out", notebooks)
-    assert fake.ran == SERIES + ["06_pivotal_tuning"]
-    assert (res.steps[-1].name, res.steps[-1].title, res.steps[-1].status) == ("06_pivotal_tuning", "Pivotal tuning",
+    assert fake.ran == SERIES + ["07_pivotal_tuning"]
+    assert (res.steps[-1].name, res.steps[-1].title, res.steps[-1].status) == ("07_pivotal_tuning", "Pivotal tuning",
                                                                               "ok")
 
 
@@ -188,7 +188,7 @@ def test_real_run_with_a_generator_file(tmp_path: Path, notebooks: Path, fake: F
     assert lines[0] == f"real run with generator {weights}"
     assert fake.calls[1][1]["SMOKE"] is False and fake.calls[1][1]["WEIGHTS"] == str(weights)
     assert "STEPS" not in fake.calls[1][1]  # a real run keeps the notebooks' own number of steps
-    assert lines[-1].startswith(f"real run ({weights}): 5/5 notebooks ok in ")
+    assert lines[-1].startswith(f"real run ({weights}): 6/6 notebooks ok in ")
 
 
 def test_real_run_without_a_generator_is_a_clear_error(tmp_path: Path, notebooks: Path,
