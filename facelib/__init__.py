@@ -76,6 +76,11 @@ _LAZY = {
     # grids
     "to_pil": "grids",
     "make_grid": "grids",
+    # pivotal tuning
+    "tune_generator": "tuning",
+    "Tuning": "tuning",
+    "TuneConfig": "tuning",
+    "load_tuning": "tuning",
 }
 
 __all__ = sorted(set(_LAZY) | {
