@@ -137,3 +137,48 @@ def test_real_photo_gains_3db_over_its_projection(single_thread):
     gain = t.metrics[0]["psnr"] - t.metrics[0]["psnr_before"]
     assert t.config.lr == 3e-4 and gain >= 3.0, t.metrics[0]
     assert abs(t.metrics[0]["psnr_before"] - p.metrics[0]["psnr"]) < 1e-3
+
+
+@pytest.mark.slow
+def test_cli_project_tune_then_edits_render_tuned_and_paste_back(tmp_path, single_thread, capsys):
+    """project --tune writes <stem>.tune.pt beside the latent; mix picks it up, --paste-back writes the photo."""
+    skdata = pytest.importorskip("skimage.data")
+    pytest.importorskip("dlib")
+    import numpy as np
+    from PIL import Image
+
+    from facelib.align import align_folder
+    from facelib.cli import main
+
+    photos = tmp_path / "photos" / "ann"
+    photos.mkdir(parents=True)
+    Image.fromarray(skdata.astronaut()).save(photos / "a.png")
+    Image.fromarray(np.ascontiguousarray(skdata.astronaut()[:, ::-1])).save(photos / "b.png")
+    try:
+        align_folder(tmp_path / "photos", tmp_path / "aligned", output_size=64, progress=False)
+    except facelib.DependencyError as e:
+        pytest.skip(str(e))
+    lat = tmp_path / "latents"
+    assert main(["project", str(tmp_path / "aligned"), str(lat), "--steps", "3", "--lpips", "none", "--tune",
+                 "--tune-steps", "4", "--tune-lr", "3e-3", "--quiet"]) == 0
+    assert (lat / "ann" / "a.tune.pt").is_file() and (lat / "ann" / "a.tune.json").is_file()
+    meta = json.loads((lat / "ann" / "a.tune.json").read_text())
+    assert meta["config"]["steps"] == 4 and meta["metrics"][0]["psnr"] > meta["metrics"][0]["psnr_before"]
+    assert main(["project", str(tmp_path / "aligned"), str(lat), "--steps", "3", "--lpips", "none", "--tune",
+                 "--tune-steps", "4", "--tune-lr", "3e-3", "--quiet"]) == 0
+    assert "tuned 0, skipped 2" in capsys.readouterr().out
+    out = tmp_path / "edits" / "mix.png"
+    assert main(["mix", str(lat / "ann" / "a.pt"), str(lat / "ann" / "b.pt"), str(out),
+                 "--paste-back", str(tmp_path / "aligned" / "ann" / "a.png")]) == 0
+    edit = json.loads((tmp_path / "edits" / "mix.edit.json").read_text())
+    assert edit["tuning"].endswith("a.tune.pt")
+    pasted = Image.open(tmp_path / "edits" / "mix.photo.png")
+    assert pasted.size[0] == 512 and pasted.size[1] >= 512  # the smoke-run stamp adds a caption band
+    plain = tmp_path / "edits" / "plain.png"
+    assert main(["mix", str(lat / "ann" / "a.pt"), str(lat / "ann" / "b.pt"), str(plain), "--no-tuning"]) == 0
+    assert np.abs(np.asarray(Image.open(out), float) - np.asarray(Image.open(plain), float)).max() > 0
+    # a missing alignment fails before anything is written
+    bad = tmp_path / "edits" / "bad.png"
+    assert main(["mix", str(lat / "ann" / "a.pt"), str(lat / "ann" / "b.pt"), str(bad),
+                 "--paste-back", str(tmp_path / "nothing.png")]) == 1
+    assert not bad.exists()
