@@ -182,3 +182,22 @@ def test_cli_project_tune_then_edits_render_tuned_and_paste_back(tmp_path, singl
     assert main(["mix", str(lat / "ann" / "a.pt"), str(lat / "ann" / "b.pt"), str(bad),
                  "--paste-back", str(tmp_path / "nothing.png")]) == 1
     assert not bad.exists()
+
+
+def test_edits_and_face_swap_render_through_a_tuning(projected):
+    from facelib.edits import render
+
+    from .test_losses import TinyIdNet
+
+    G, p, x = projected
+    t = tune_generator(G, p[0], x[:1], steps=5, lr=3e-3, lpips=None, progress=False)
+    torch.testing.assert_close(render(t, p.wplus[:1], noise=p[0].noises), t.images, atol=1e-5, rtol=0)
+    table = facelib.style_table(t, p[0], p[1], progress=False)
+    torch.testing.assert_close(table.content_images, t.images, atol=1e-5, rtol=0)
+    plain = facelib.style_table(G, p[0], p[1], progress=False)
+    assert float((table.mixed_images - plain.mixed_images).abs().max()) > 1e-3
+    r = facelib.face_swap(t, TinyIdNet(), x[1:2], p[0], steps=2, lpips=None, judge=False, progress=False,
+                          mask="ellipse")
+    assert "+tuned-" in r.weights_sha256 and r.weights_sha256.startswith(t.weights_sha256)
+    with pytest.raises(InputError, match="tuning\\[i\\]"):
+        facelib.style_table(tune_generator(G, p, x, steps=1, lpips=None, progress=False), p[0], p[1])
