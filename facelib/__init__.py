@@ -81,6 +81,8 @@ _LAZY = {
     "Tuning": "tuning",
     "TuneConfig": "tuning",
     "load_tuning": "tuning",
+    "tune_folder": "tuning",
+    "paste_into_photo": "paste",
 }
 
 __all__ = sorted(set(_LAZY) | {

@@ -29,7 +29,7 @@ from ._io import atomic_path
 from .align import AlignedFace, load_alignment, load_image
 from .errors import InputError
 
-__all__ = ["paste_into_photo", "seam_color_offset", "paste_file"]
+__all__ = ["paste_into_photo", "seam_color_offset", "paste_file", "paste_series", "photo_path", "aligned_crop"]
 
 #: default soft-edge width of the face mask, as a fraction of the aligned side (Gaussian sigma)
 DEFAULT_FEATHER = 0.02
@@ -110,7 +110,7 @@ def paste_into_photo(edited: Any, face: "AlignedFace | str | os.PathLike[str]", 
     return face.paste_back(img, photo, mask=mask)
 
 
-def paste_file(edited: Any, aligned: "str | os.PathLike[str]", out: "str | os.PathLike[str]", *,
+def paste_file(edited: Any, aligned: "AlignedFace | str | os.PathLike[str]", out: "str | os.PathLike[str]", *,
                photo: Any = None, feather: float = DEFAULT_FEATHER, color_match: bool = True,
                stamp_text: str | None = None) -> Path:
     """:func:`paste_into_photo` written to ``out`` atomically (``stamp_text`` labels the image, e.g.
@@ -125,3 +125,48 @@ def paste_file(edited: Any, aligned: "str | os.PathLike[str]", out: "str | os.Pa
     with atomic_path(out) as tmp:
         result.save(tmp, format=(out.suffix.lstrip(".").upper().replace("JPG", "JPEG") or "PNG"))
     return out
+
+
+def photo_path(result: "str | os.PathLike[str]") -> Path:
+    """Where an edited result's pasted-back photo goes: ``<dir>/<stem>.photo<ext>`` beside it."""
+    p = Path(result)
+    return p.with_name(f"{p.stem}.photo{p.suffix}")
+
+
+def aligned_crop(aligned_dir: "str | os.PathLike[str]", name: str) -> Path | None:
+    """The aligned crop ``<aligned_dir>/<name>.<ext>`` (``name`` like "person/0", as projections are
+    named) that has a geometry sidecar, or None."""
+    from .align import IMAGE_EXTENSIONS, alignment_path
+
+    base = Path(aligned_dir) / name
+    return next((base.with_suffix(e) for e in IMAGE_EXTENSIONS
+                 if base.with_suffix(e).is_file() and alignment_path(base.with_suffix(e)).is_file()), None)
+
+
+def _file_name(name: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("._") or "image"
+
+
+def paste_series(images: Any, names: "list[str] | tuple[str, ...]", aligned: "str | os.PathLike[str]",
+                 folder: "str | os.PathLike[str]", *, prefix: str = "", suffix: str = "",
+                 stamp_text: str | None = None, feather: float = DEFAULT_FEATHER,
+                 color_match: bool = True) -> list[Path]:
+    """Paste several edits of one face into its photo: image k goes to
+    ``<folder>/<prefix><names[k]><suffix>.photo.jpg`` (names made file-safe as the edit tables do,
+    so ``prefix="transferred_"`` puts each beside the table's ``transferred_<name>.jpg``).
+
+    Args:
+        images: (K, 3, S, S) float in [-1, 1] (e.g. ``table.mixed_images[0]``) or K PIL images.
+        names: K names.
+        aligned: the face's aligned crop (with its ``.align.json``) or the sidecar.
+    Returns:
+        The written paths.
+    """
+    face = load_alignment(aligned)
+    if len(images) != len(names):
+        raise InputError(f"paste_series: {len(images)} image(s) for {len(names)} name(s)")
+    return [paste_file(img, face, Path(folder) / f"{prefix}{_file_name(n)}{suffix}.photo.jpg",
+                       stamp_text=stamp_text, feather=feather, color_match=color_match)
+            for img, n in zip(images, names)]

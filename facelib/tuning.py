@@ -65,7 +65,7 @@ from .errors import CheckpointError, InputError, OptimisationError
 from .losses import mse_per_image, psnr
 from .project import Projection, load_targets
 
-__all__ = ["TuneConfig", "Tuning", "tune_generator", "load_tuning", "as_generator", "tuning_path", "tune_folder",
+__all__ = ["TuneConfig", "Tuning", "tune_generator", "load_tuning", "as_generator", "tuning_path", "tune_folder", "find_tuning",
            "TuneFolderResult"]
 
 log = logging.getLogger(__name__)
@@ -564,9 +564,11 @@ def _tuning_done(path: Path, cfg: TuneConfig, base: str, proj_sha: str | None) -
 
 def tune_folder(aligned: "str | os.PathLike[str]", latents: "str | os.PathLike[str]", G: nn.Module, *,
                 config: TuneConfig | None = None, overwrite: bool = False, progress: bool = True,
-                vgg_path: "str | os.PathLike[str] | None" = None, **options: Any) -> TuneFolderResult:
+                max_images: int | None = None, vgg_path: "str | os.PathLike[str] | None" = None,
+                **options: Any) -> TuneFolderResult:
     """Tune the generator for every projected photo: ``latents/<sub>/<stem>.pt`` (a projection of
-    ``aligned/<sub>/<stem>.<ext>``) gets ``<stem>.tune.pt`` + ``<stem>.tune.json`` beside it.
+    ``aligned/<sub>/<stem>.<ext>``) gets ``<stem>.tune.pt`` + ``<stem>.tune.json`` beside it, and
+    ``<stem>.tune.png`` (the tuned rendering).
 
     Photos without a projection are reported as failed; a tuning made with the same settings,
     generator and pivot is skipped unless ``overwrite``. One photo at a time (a tuned copy of a
@@ -576,6 +578,7 @@ def tune_folder(aligned: "str | os.PathLike[str]", latents: "str | os.PathLike[s
         InputError: ``aligned`` is neither a folder nor an image.
     """
     from .align import IMAGE_EXTENSIONS, list_images
+    from .grids import save_image
     from .project import load_projection, projection_paths
 
     cfg, lpips_module = _settle(config, dict(options))
@@ -586,6 +589,8 @@ def tune_folder(aligned: "str | os.PathLike[str]", latents: "str | os.PathLike[s
         images = [src]
     else:
         raise InputError(f"{src}: not a folder of images or an image file")
+    if max_images is not None:
+        images = images[:max_images]  # the same first images project_folder(max_images=...) projects
     base = generator_id(G)
     result = TuneFolderResult()
     for k, image in enumerate(images):
@@ -610,5 +615,20 @@ def tune_folder(aligned: "str | os.PathLike[str]", latents: "str | os.PathLike[s
         if t.interrupted:
             raise KeyboardInterrupt
         t.save(out, extra={"pivot_sha256": proj_sha})
+        save_image(t.images[0], out.with_suffix(".png"))  # the tuned rendering, for the report
         result.written.append(out)
     return result
+
+
+def find_tuning(G: nn.Module, latents_dir: "str | os.PathLike[str]", name: str) -> Tuning | None:
+    """The tuning saved beside projection ``<latents_dir>/<name>.pt`` (``<name>.tune.pt``), restored
+    against ``G``; None (logged) when there is none or it belongs to another generator."""
+    path = tuning_path(Path(latents_dir) / f"{name}.pt")
+    if not path.is_file():
+        log.info("no pivotal tuning for %s (%s); run notebook 02 / `facelib project --tune`", name, path)
+        return None
+    try:
+        return load_tuning(path, G)
+    except CheckpointError as e:
+        log.warning("ignoring %s: %s", path, e.problem)
+        return None
