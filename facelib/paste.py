@@ -49,7 +49,8 @@ def _as_rgb(edited: Any) -> Image.Image:
         return load_image(edited)
     if isinstance(edited, Image.Image):
         return edited.convert("RGB")
-    raise InputError(f"edited: expected a PIL image, a path or a (3, S, S) tensor in [-1, 1], got {type(edited).__name__}")
+    raise InputError(f"edited: expected a PIL image, a path or a (3, S, S) tensor in [-1, 1], "
+                     f"got {type(edited).__name__}")
 
 
 def seam_color_offset(edited: np.ndarray, original: np.ndarray, mask: np.ndarray) -> np.ndarray:

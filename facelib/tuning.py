@@ -65,7 +65,8 @@ from .errors import CheckpointError, InputError, OptimisationError
 from .losses import mse_per_image, psnr
 from .project import Projection, load_targets
 
-__all__ = ["TuneConfig", "Tuning", "tune_generator", "load_tuning", "as_generator", "tuning_path", "tune_folder", "find_tuning",
+__all__ = ["TuneConfig", "Tuning", "tune_generator", "load_tuning", "as_generator", "tuning_path", "tune_folder",
+           "find_tuning",
            "TuneFolderResult"]
 
 log = logging.getLogger(__name__)
