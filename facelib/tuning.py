@@ -276,6 +276,11 @@ def _apply_deltas(G: nn.Module, delta: Mapping[str, torch.Tensor], base_id: str,
     return tuned
 
 
+def _sha256_tensor(x: torch.Tensor) -> str:
+    """SHA-256 of a tensor's float32 C-contiguous bytes (how projections record their target images)."""
+    return hashlib.sha256(x.detach().cpu().float().contiguous().numpy().tobytes()).hexdigest()
+
+
 def _delta_tag(delta: Mapping[str, torch.Tensor]) -> str:
     h = hashlib.sha256()
     for k in sorted(delta):
@@ -374,7 +379,6 @@ def tune_generator(G: nn.Module, projection: Projection, targets: Any, *, config
     n = len(projection)
     if x.shape[0] != n:
         raise InputError(f"targets: {x.shape[0]} image(s) for a projection of {n}")
-    from .project import _sha256_tensor  # noqa: PLC0415 - the projection's own image hash
     for i in range(n):
         want = projection.target_sha256[i] if i < len(projection.target_sha256) else ""
         if want and _sha256_tensor(x[i]) != want:
