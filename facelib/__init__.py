@@ -113,6 +113,13 @@ _LAZY = {
     "BatchPlan": "memory",
     "BatchInterrupted": "errors",
     "MemoryLimitError": "errors",
+    # pivotal tuning
+    "tune_generator": "tuning",
+    "Tuning": "tuning",
+    "TuneConfig": "tuning",
+    "load_tuning": "tuning",
+    "tune_folder": "tuning",
+    "paste_into_photo": "paste",
 }
 
 __all__ = sorted(set(_LAZY) | {

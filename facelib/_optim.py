@@ -168,7 +168,8 @@ class Outcome:
 def optimise(opt: torch.optim.Optimizer, best: BestSteps, evaluate: Callable[[int], Evaluation], *, total: int,
              lr_at: Callable[[int], float], label: str, items: str, hint: str,
              after_step: Callable[[], Any] | None = None, on_step: StepCallback | None = None,
-             progress: bool = True, desc: str | None = None) -> Outcome:
+             progress: bool = True, desc: str | None = None,
+             stop_when: Callable[[], bool] | None = None) -> Outcome:
     """Run ``total`` optimiser steps of a batched optimisation, keeping each image's best step in ``best``.
 
     Each step sets the learning rate ``lr_at(step)`` on every parameter group, calls
@@ -181,6 +182,7 @@ def optimise(opt: torch.optim.Optimizer, best: BestSteps, evaluate: Callable[[in
     Args:
         label: what runs ("projection"), for the progress bar (unless ``desc``) and the log.
         items: what the batch holds, for messages ("image(s)").
+        stop_when: checked before each step; True ends the run there (every item has converged).
     """
     from tqdm.auto import tqdm
 
@@ -188,6 +190,8 @@ def optimise(opt: torch.optim.Optimizer, best: BestSteps, evaluate: Callable[[in
     bar = tqdm(total=total, desc=desc or label, disable=not progress, leave=False)
     try:
         for step in range(total):
+            if stop_when is not None and stop_when():
+                break
             lr = lr_at(step)
             for group in opt.param_groups:
                 group["lr"] = lr

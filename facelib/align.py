@@ -990,7 +990,8 @@ def align_folder(src: "str | os.PathLike[str]", dst: "str | os.PathLike[str]", *
     """Align every photo under ``src`` into ``dst``, continuing past bad files.
 
     Layouts: ``"person"`` (default; what the notebooks and the report read) writes the largest
-    face of the ``n``-th photo (sorted) of each person to ``<dst>/<person>/<n>.jpg``, where the
+    face of the ``n``-th photo (sorted) of each person to ``<dst>/<person>/<n>.jpg`` (and its
+    geometry to ``<n>.align.json``, :func:`save_alignment`, for pasting edits back), where the
     person is the photo's first sub-folder under ``src`` (else its file stem);
     ``"mirror"`` mirrors the input tree as ``<dst>/<sub>/<stem>.png``. With ``all_faces`` each
     face ``k`` (0 = largest) goes to ``<n>_<k>.jpg`` / ``<stem>_<k>.png``, written from the last
@@ -1084,6 +1085,7 @@ def align_folder(src: "str | os.PathLike[str]", dst: "str | os.PathLike[str]", *
                     else:
                         targets = [done]
                     for face, target in reversed(list(zip(faces, targets))):
+                        save_alignment(face, target, path)  # geometry first: the image marks a finished face
                         with atomic_path(target) as tmp:
                             face.image.save(tmp, **fmt)
                         written.append(target)
@@ -1103,3 +1105,83 @@ def align_folder(src: "str | os.PathLike[str]", dst: "str | os.PathLike[str]", *
     result = AlignFolderResult(tuple(written), tuple(skipped), tuple(failed), tuple(kept))
     log.debug("%s", result.summary())
     return result
+
+
+# ----------------------------------------------------------------------------------------
+# Geometry sidecars (pasting edits back into the photo)
+# ----------------------------------------------------------------------------------------
+
+ALIGNMENT_SUFFIX = ".align.json"
+
+
+def alignment_path(aligned_image: "str | os.PathLike[str]") -> Path:
+    """The geometry sidecar of an aligned image: ``<dir>/<stem>.align.json`` (the sidecar itself passes through)."""
+    p = Path(aligned_image)
+    if p.name.endswith(ALIGNMENT_SUFFIX):
+        return p
+    return p.with_name(p.stem + ALIGNMENT_SUFFIX)
+
+
+def save_alignment(face: AlignedFace, aligned_image: "str | os.PathLike[str]",
+                   photo: "str | os.PathLike[str] | None" = None) -> Path:
+    """Write ``face``'s geometry (:meth:`AlignedFace.to_dict`) beside its aligned image, atomically.
+
+    Args:
+        face: the aligned face.
+        aligned_image: where its image is (or will be) saved; the sidecar is :func:`alignment_path` of it.
+        photo: the source photo, recorded relative to the sidecar's folder and absolute, so
+            :func:`load_alignment` finds it after the folders move together.
+    Returns:
+        The sidecar's path.
+    """
+    import json
+
+    out = alignment_path(aligned_image)
+    meta = {"format": "facelib.alignment", "version": 1, "image": Path(aligned_image).name, **face.to_dict()}
+    if photo is not None:
+        photo = Path(photo)
+        meta["photo"] = os.path.relpath(photo.resolve(), out.parent.resolve())
+        meta["photo_abs"] = str(photo.resolve())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        tmp.write_text(json.dumps(meta, indent=1))
+    return out
+
+
+def load_alignment(path: "str | os.PathLike[str]") -> AlignedFace:
+    """Read an aligned image's geometry sidecar back into an :class:`AlignedFace`.
+
+    Args:
+        path: the aligned image or its ``.align.json``.
+    Returns:
+        The face, its ``image`` read from the aligned file and ``source`` the photo's path
+        when that file exists (else the recorded name).
+    Raises:
+        InputError: no sidecar (align the photo again with ``facelib align``), or an unreadable one.
+    """
+    import json
+
+    side = alignment_path(path)
+    if not side.is_file():
+        raise InputError(f"{path}: no alignment geometry ({side.name}); align the photo again "
+                         "(python -m facelib align) to paste edits back")
+    try:
+        meta = json.loads(side.read_text())
+        quad = np.asarray(meta["quad"], dtype=np.float64).reshape(4, 2)
+        lm = np.asarray(meta["landmarks"], dtype=np.float64).reshape(-1, 2)
+        lma = np.asarray(meta["landmarks_aligned"], dtype=np.float64).reshape(-1, 2)
+        source_size = tuple(int(v) for v in meta["source_size"])
+        output_size = int(meta["output_size"])
+        box = tuple(int(v) for v in meta["box"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise InputError(f"{side}: unreadable alignment geometry ({e})") from None
+    image_path = side.with_name(meta.get("image") or side.name[:-len(ALIGNMENT_SUFFIX)] + ".png")
+    image = load_image(image_path) if image_path.is_file() else Image.new("RGB", (output_size, output_size))
+    source = meta.get("source")
+    for cand in (meta.get("photo"), meta.get("photo_abs")):
+        if cand and (side.parent / cand).is_file():
+            source = str((side.parent / cand).resolve())
+            break
+    return AlignedFace(image=image, landmarks=lm, landmarks_aligned=lma, box=box, quad=quad,  # type: ignore[arg-type]
+                       source_size=source_size, output_size=output_size, source=source,  # type: ignore[arg-type]
+                       detector=str(meta.get("detector", "hog")))

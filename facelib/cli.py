@@ -339,7 +339,17 @@ def _add_project(sub: argparse._SubParsersAction) -> None:
                    help="pSp/e4e encoder checkpoint (psp_ffhq_encode.pt, e4e_ffhq_encode.pt): start from its W+ "
                         "(a few hundred steps, or --steps 0, replace a thousand); without --weights its decoder "
                         "is the generator")
+    _add_tune_options(p)
     p.set_defaults(func=_run_project)
+
+
+def _add_tune_options(p: argparse.ArgumentParser) -> None:
+    """--tune and its settings (pivotal tuning after projection)."""
+    p.add_argument("--tune", action="store_true",
+                   help="after projecting, tune a copy of the generator per photo (pivotal tuning); writes "
+                        "<stem>.tune.pt (the weight difference) + <stem>.tune.json beside each latent")
+    p.add_argument("--tune-steps", type=int, help="tuning steps (default 350, PTI)")
+    p.add_argument("--tune-lr", type=float, help="tuning learning rate (default 3e-4, PTI)")
 
 
 def _run_project(args: argparse.Namespace) -> int:
@@ -371,6 +381,15 @@ def _run_project(args: argparse.Namespace) -> int:
                             overwrite=args.overwrite, progress=not args.quiet, cache_dir=args.cache_dir,
                             vgg_path=args.vgg_path, **options)
     print(result.summary())
+    if args.tune:
+        from .tuning import tune_folder
+
+        tune_opts = {k: v for k, v in (("steps", args.tune_steps), ("lr", args.tune_lr),
+                                       ("lpips", args.lpips)) if v is not None}
+        tuned = tune_folder(args.aligned_dir, args.out_dir, G, overwrite=args.overwrite, progress=not args.quiet,
+                            vgg_path=args.vgg_path, **tune_opts)
+        print(tuned.summary())
+        return 0 if result.ok and tuned.ok else 1
     return 0 if result.ok else 1
 
 
@@ -418,6 +437,63 @@ def _add_latent_edit_options(p: argparse.ArgumentParser, *, strength_help: str) 
     p.add_argument("--weights", help="generator checkpoint; default: the one recorded with the latents")
     p.add_argument("--device", default="auto", help=_DEVICE_HELP)
     p.add_argument("--overwrite", action="store_true", help="replace OUT when it was made with other settings")
+    _add_tuning_and_paste_options(p)
+
+
+def _add_tuning_and_paste_options(p: argparse.ArgumentParser) -> None:
+    """--tuning / --no-tuning and --paste-back of the edit commands."""
+    p.add_argument("--tuning", help="render through this pivotal tuning (.tune.pt from project --tune); default: "
+                                    "the <stem>.tune.pt beside the edited latent when there is one")
+    p.add_argument("--no-tuning", action="store_true", help="render through the plain generator")
+    p.add_argument("--paste-back", metavar="ALIGNED",
+                   help="also paste the result into the original photo: ALIGNED is the aligned crop the edited "
+                        "latent was projected from (its <stem>.align.json names the photo); writes "
+                        "<OUT stem>.photo<ext>")
+
+
+def _tuned_generator(args: argparse.Namespace, G, latent_path: str):
+    """(generator to render with, tuning file or None): --tuning, else the one beside the latent.
+
+    Also checks --paste-back's alignment and photo first, so a bad one fails before any output is written.
+    """
+    from pathlib import Path
+
+    from .tuning import load_tuning, tuning_path
+
+    if getattr(args, "paste_back", None):  # fail before writing anything when the photo cannot be found
+        from .align import load_alignment
+
+        face = load_alignment(args.paste_back)
+        if not face.source or not Path(face.source).is_file():
+            from .errors import InputError
+
+            raise InputError(f"--paste-back {args.paste_back}: its photo {face.source!r} was not found")
+    if getattr(args, "no_tuning", False):
+        return G, None
+    path = Path(args.tuning) if getattr(args, "tuning", None) else tuning_path(latent_path)
+    if not args.tuning and not path.is_file():
+        return G, None
+    tuning = load_tuning(path, G)
+    print(f"rendering through the tuned generator {path}")
+    return tuning.generators[0], str(path)
+
+
+def _paste_back(args: argparse.Namespace, G, image, out: str) -> None:
+    """With --paste-back, write <OUT stem>.photo<ext>: the edited face in the original photo."""
+    if not getattr(args, "paste_back", None):
+        return
+    from pathlib import Path
+
+    from .data import SMOKE_STAMP
+    from .errors import InputError
+    from .paste import paste_file
+
+    if image.ndim == 4 and image.shape[0] != 1:
+        raise InputError(f"--paste-back: the edit made {image.shape[0]} images; paste back one at a time")
+    o = Path(out)
+    dst = paste_file(image, args.paste_back, o.with_name(f"{o.stem}.photo{o.suffix}"),
+                     stamp_text=SMOKE_STAMP if _is_smoke(G) else None)
+    print(f"wrote {dst} (the edit pasted into the photo)")
 
 
 def _latents_and_generator(paths: Sequence[str], weights: str | None, device: str):
@@ -449,14 +525,15 @@ def _latents_and_generator(paths: Sequence[str], weights: str | None, device: st
     return latents, G, source
 
 
-def _write_edit(G, source: str, wplus, noises, out: str, **meta) -> None:
+def _write_edit(G, source: str, wplus, noises, out: str, *, render_G=None, paste: argparse.Namespace | None = None,
+                **meta) -> None:
     from pathlib import Path
 
     from .data import SMOKE_STAMP
     from .edits import render, save_latents
     from .grids import make_grid, save_image, stamp, to_pil
 
-    images = render(G, wplus, noise=noises)
+    images = render(render_G if render_G is not None else G, wplus, noise=noises)
     image = to_pil(images[0]) if images.shape[0] == 1 else make_grid([list(images)], cell=G.resolution)
     if _is_smoke(G):
         image = stamp(image, SMOKE_STAMP)
@@ -465,6 +542,8 @@ def _write_edit(G, source: str, wplus, noises, out: str, **meta) -> None:
     save_latents(pt, wplus, noises=noises, weights_sha256=getattr(G, "weights_sha256", None),
                  weights_path=getattr(G, "source_path", None), **meta)
     print(f"wrote {out} and {pt} ({images.shape[0]} image(s), {source})")
+    if paste is not None:
+        _paste_back(paste, G, images, out)
 
 
 def _edit_done(args: argparse.Namespace, G, **meta) -> int | None:
@@ -488,7 +567,8 @@ def _run_mix(args: argparse.Namespace) -> int:
     if done is not None:
         return done
     mixed = mix_styles(content.wplus, style.wplus, rows=mask, strength=args.strength)
-    _write_edit(G, source, mixed, content.noises, args.out, **meta)
+    tuned, tuning = _tuned_generator(args, G, args.content)
+    _write_edit(G, source, mixed, content.noises, args.out, render_G=tuned, paste=args, tuning=tuning, **meta)
     return 0
 
 
@@ -525,7 +605,8 @@ def _run_express(args: argparse.Namespace) -> int:
         return done
     delta = expression_delta(neutral.wplus, emotion.wplus)
     edited = apply_delta(target.wplus, delta, mask=mask, strength=args.strength)
-    _write_edit(G, source, edited, target.noises, args.out, **meta)
+    tuned, tuning = _tuned_generator(args, G, args.target)
+    _write_edit(G, source, edited, target.noises, args.out, render_G=tuned, paste=args, tuning=tuning, **meta)
     return 0
 
 
@@ -558,6 +639,7 @@ def _add_swap(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help=_DEVICE_HELP)
     p.add_argument("--overwrite", action="store_true", help="replace OUT when it was made with other settings")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_tuning_and_paste_options(p)
     p.set_defaults(func=_run_swap)
 
 
@@ -586,6 +668,7 @@ def _run_swap(args: argparse.Namespace) -> int:
         log.warning("no --arcface and none found under data/: using a small RANDOM identity network "
                     "(a smoke run; the identity figures mean nothing)")
     options = _given(args, ("steps", "rows", "id_weight", "latent_weight", "lr", "mask", "lpips", "seed"))
+    tuned, tuning = _tuned_generator(args, G, args.target)
     if "rows" in options:
         try:
             options["rows"] = resolve_rows(options["rows"], G.n_latent)
@@ -598,7 +681,7 @@ def _run_swap(args: argparse.Namespace) -> int:
         "source_names": [str(args.source)], "target_names": [str(args.target)]}, args.overwrite)
     if done is not None:
         return done
-    result = face_swap(G, ident.net, source, target, progress=not args.quiet, judge=not args.no_judge,
+    result = face_swap(tuned, ident.net, source, target, progress=not args.quiet, judge=not args.no_judge,
                        vgg_path=args.vgg_path, **options)  # the target's own noise maps are used
     image = to_pil(result.images[0])
     if _is_smoke(G):
@@ -611,7 +694,9 @@ def _run_swap(args: argparse.Namespace) -> int:
                                  target_names=[str(args.target)] * len(result))
     save_image(image, out)  # the image first, the tensors and the JSON (marking a complete set) last
     meta = result.save(pt)
-    print(f"wrote {out}, {pt} and {meta} ({g_source}; {ident.describe()}; rows {args.rows or 'default'})")
+    print(f"wrote {out}, {pt} and {meta} ({g_source}; {ident.describe()}; rows {args.rows or 'default'}"
+          f"{'; tuned ' + tuning if tuning else ''})")
+    _paste_back(args, G, result.images[:1], str(out))
     print(result.caption(0) + ("" if not result.interrupted else "  [interrupted: best steps so far]"))
     if result.unchanged[0]:
         print(f"warning: {result.no_change_note(0)}")

@@ -570,12 +570,20 @@ def _noise_for(noise: Any, index: slice) -> Any:
 
 
 @torch.no_grad()
+def _generator_of(G: Any) -> torch.nn.Module:
+    """``G``, or the tuned generator of a one-photo :class:`~facelib.tuning.Tuning`."""
+    from .tuning import as_generator
+
+    return as_generator(G)
+
+
 def render(G: torch.nn.Module, wplus: torch.Tensor, *, noise: Any = None, batch_size: int = 8,
            progress: bool = False, desc: str = "render") -> torch.Tensor:
     """Render W+ latents in chunks.
 
     Args:
-        G: a :class:`~facelib.stylegan2.StyleGAN2Generator`.
+        G: a :class:`~facelib.stylegan2.StyleGAN2Generator`, or a one-photo
+            :class:`~facelib.tuning.Tuning` (renders through its tuned generator).
         wplus: (N, n_latent, D) or (n_latent, D).
         noise: None (G's stored noise buffers), "random", "none", or a list of per-layer maps
             (N or 1, 1, r, r) such as ``Projection.noises``.
@@ -585,6 +593,7 @@ def render(G: torch.nn.Module, wplus: torch.Tensor, *, noise: Any = None, batch_
     """
     from tqdm.auto import tqdm
 
+    G = _generator_of(G)  # a one-photo Tuning renders through its tuned generator
     if batch_size < 1:
         raise InputError(f"batch_size: expected >= 1, got {batch_size}")
     w = _wplus_of(wplus, "wplus")
@@ -1234,7 +1243,8 @@ def style_table(G: torch.nn.Module, contents: Any, styles: Any, *, rows: MaskSpe
     """Transfer every style onto every content face and render everything.
 
     Args:
-        G: the generator.
+        G: the generator, or a one-photo :class:`~facelib.tuning.Tuning` of the content photo
+            (everything renders through its tuned generator).
         contents, styles: W+ latents: tensors (N, n_latent, D), Projections (their noise maps
             and names are used), lists of those, or {name: latent} mappings.
         rows, strength: as for :func:`mix_styles`.
@@ -1242,6 +1252,7 @@ def style_table(G: torch.nn.Module, contents: Any, styles: Any, *, rows: MaskSpe
     Returns:
         :class:`StyleTable`.
     """
+    G = _generator_of(G)  # a one-photo Tuning renders through its tuned generator
     c = _latents_for(G, contents, "contents")
     s = _latents_for(G, styles, "styles")
     mask = LayerMask.coerce(rows, G.n_latent, name="rows")
@@ -1361,7 +1372,8 @@ def expression_table(G: torch.nn.Module, target: Any, neutral: Any, emotions: Ma
     """Compute each emotion's delta against the neutral references and apply it to the targets.
 
     Args:
-        G: the generator.
+        G: the generator, or a one-photo :class:`~facelib.tuning.Tuning` of the target photo
+            (everything renders through its tuned generator).
         target: the faces to edit (tensor, Projection, list or mapping; see :func:`style_table`).
         neutral: neutral references (K >= 1).
         emotions: {name: references} (each K_e >= 1), e.g. {"happy": ..., "sad": ..., "fear": ...}.
@@ -1373,6 +1385,7 @@ def expression_table(G: torch.nn.Module, target: Any, neutral: Any, emotions: Ma
     """
     if not isinstance(emotions, Mapping) or not emotions:
         raise InputError("emotions: expected a non-empty {name: reference latents} mapping")
+    G = _generator_of(G)  # a one-photo Tuning renders through its tuned generator
     t = _latents_for(G, target, "target")
     nl = _latents_for(G, neutral, "neutral")
     names = tuple(str(k) for k in emotions)
@@ -1467,6 +1480,7 @@ class MixPreview(_Preview):
 
     def __init__(self, G: torch.nn.Module, content: Any, styles: Any, *, cell: int = 256,
                  label: str | None = None) -> None:
+        G = _generator_of(G)  # a one-photo Tuning renders through its tuned generator
         self.G, self.cell, self.label = G, cell, label
         self.content = _latents_for(G, content, "content").one(0)
         self.styles = _latents_for(G, styles, "styles")
@@ -1497,6 +1511,7 @@ class DeltaPreview(_Preview):
 
     def __init__(self, G: torch.nn.Module, target: Any, delta: "torch.Tensor | Mapping[str, torch.Tensor]", *,
                  cell: int = 256, label: str | None = None) -> None:
+        G = _generator_of(G)  # a one-photo Tuning renders through its tuned generator
         self.G, self.cell, self.label = G, cell, label
         self.target = _latents_for(G, target, "target").one(0)
         items = delta.items() if isinstance(delta, Mapping) else [("delta", delta)]

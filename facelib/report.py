@@ -90,10 +90,23 @@ def _read_json(path: Path) -> Any:
 
 
 def _images(folder: Path) -> list[Path]:
+    """A folder's images, without the edits pasted into their photos (``<stem>.photo.<ext>``, see :func:`_in_photo`)."""
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in _IMAGE_EXT
-                  and not p.name.startswith("."))
+                  and not p.name.startswith(".") and not p.stem.lower().endswith(_PHOTO_TAG))
+
+
+_PHOTO_TAG = ".photo"
+
+
+def _in_photo(result: Path | None, caption: str) -> "_Img | None":
+    """The edit ``result`` pasted back into its original photo (``<stem>.photo.<ext>`` beside it), if written."""
+    if result is None:
+        return None
+    p = next((result.with_name(result.stem + _PHOTO_TAG + e) for e in _IMAGE_EXT
+              if result.with_name(result.stem + _PHOTO_TAG + e).is_file()), None)
+    return _Img(p, caption, edited=True) if p else None
 
 
 def _natural(p: Path) -> list[Any]:
@@ -436,24 +449,37 @@ def _projection(doc: _Doc, out: Path) -> int:
                          if (out / "aligned" / rel.with_suffix(e)).is_file()), None)
         m = (meta.get("metrics") or [{}])[0]
         cfg = meta.get("config") or {}
+        tune = _read_json(sidecar.with_name(sidecar.stem + ".tune.json")) or {}
+        tm = (tune.get("metrics") or [{}])[0] if tune.get("format") == "facelib.tuning" else {}
+        tuned = next((sidecar.with_name(sidecar.stem + ".tune" + e) for e in _IMAGE_EXT
+                      if sidecar.with_name(sidecar.stem + ".tune" + e).is_file()), None)
         rows.append([rel.as_posix(), _Img(original) if original else None,
                      _Img(render, edited=True) if render else None,
                      f"{_fmt(m.get('psnr'), '.2f')} dB", _fmt(m.get("lpips"), ".3f"),
                      _fmt(m.get("id_similarity"), ".3f"),
                      f"{meta.get('steps_done', cfg.get('steps', '?'))} steps"
                      + (" from the encoder" if cfg.get("init") == "encoder" else "")
-                     + (f", {m['seconds']:.1f} s" if isinstance(m.get("seconds"), (int, float)) else "")])
+                     + (f", {m['seconds']:.1f} s" if isinstance(m.get("seconds"), (int, float)) else ""),
+                     _Img(tuned, "tuned generator", edited=True) if tuned else None,
+                     (f"PSNR {_fmt(tm.get('psnr_before'), '.2f')} -> {_fmt(tm.get('psnr'), '.2f')} dB, LPIPS "
+                      f"{_fmt(tm.get('lpips_before'), '.3f')} -> {_fmt(tm.get('lpips'), '.3f')}") if tm else "-"])
     if not rows:
         return 0
+    header = ["image", "original (aligned)", "projection", "PSNR", "LPIPS", "identity", "optimisation"]
+    if any(r[-1] != "-" for r in rows):
+        header += ["pivotal tuning", "before -> after tuning"]
+    else:
+        rows = [r[:-2] for r in rows]
     doc.para("Originals and their projections (`out/latents/<person>/<n>.png`; the W+ latents are the `.pt` files "
-             "beside them, settings and metrics in the `.json` sidecars).")
-    doc.table(["image", "original (aligned)", "projection", "PSNR", "LPIPS", "identity", "optimisation"], rows)
+             "beside them, settings and metrics in the `.json` sidecars; a pivotal tuning of the generator for the "
+             "photo is `<n>.tune.pt` with its rendering `<n>.tune.png`).")
+    doc.table(header, rows)
     from .quality import quality_card
 
     card = quality_card(card_metrics, names=card_names, smoke=smoke)
-    header, card_rows = card.table(per_image=False)
+    card_header, card_rows = card.table(per_image=False)
     doc.para("Quality card: this run's means beside the published figures for real FFHQ weights.")
-    doc.table(header, card_rows)
+    doc.table(card_header, card_rows)
     doc.para(card.note())
     return len(rows)
 
@@ -486,7 +512,10 @@ def _styles(doc: _Doc, out: Path) -> int:
     proj_row = [_Img(p, f"{n}: {what}", edited=True) if (p := _find(imgs, f"{n}_style")) else None for n in cols]
     res_row = [_Img(p, f"transferred {n}", edited=True) if (p := _find(imgs, f"transferred_{n}", f"transfered_{n}"))
                else None for n in cols]
-    rows = [["style photo", *photo_row], [f"style ({word})", *proj_row], ["transferred onto the face", *res_row]]
+    in_photo = [_in_photo(_find(imgs, f"transferred_{n}", f"transfered_{n}"), f"transferred {n}, in the photo")
+                for n in cols]
+    rows = [["style photo", *photo_row], [f"style ({word})", *proj_row], ["transferred onto the face", *res_row],
+            ["in the photo", *in_photo]]
     rows = [r for r in rows if any(isinstance(x, _Img) for x in r[1:])]
     doc.para("Style table (as in the original report): the style photos, their projections, and the style rows "
              "of each mixed into the projected face (`out/styles/`).")
@@ -524,8 +553,10 @@ def _expressions(doc: _Doc, out: Path) -> int:
     unmasked = [None] + [(_Img(p, f"{c}, every row", edited=True)
                           if (p := _find(imgs, f"transferred_{c}_unmasked", f"transfered_{c}_failed")) else None)
                          for c in emotions]
+    in_photo = [None] + [_in_photo(_find(imgs, f"transferred_{c}", f"transfered_{c}"), f"{c}, in the photo")
+                         for c in emotions]
     rows = [["reference photo", *photo], [f"reference ({word})", *proj], ["onto the target", *res],
-            ["same delta on every row", *unmasked]]
+            ["same delta on every row", *unmasked], ["in the photo", *in_photo]]
     rows = [r for r in rows if any(isinstance(x, _Img) for x in r[1:])]
     doc.para("Expression table (as in the original report): reference photos, their projections, and each "
              "expression's masked W+ delta added to the target; the last row shows the delta on every row, "
@@ -591,10 +622,15 @@ def _face_swap(doc: _Doc, out: Path) -> int:
         rows.append([_Img(src, f"source {source}") if src else None,
                      _Img(tgt, f"target {target}") if tgt else None,
                      _Img(p, f"{source} on {target}" + (": UNCHANGED, the swap did nothing" if unchanged else ""),
-                          edited=True), facts or "-"])
+                          edited=True), _in_photo(p, f"{source} on {target}, in the photo"),
+                     facts or "-"])
     doc.para("Face swap (`out/face_swap/<source>_on_<target>.jpg`): the source's identity on the target, "
              "optimised with an ArcFace identity loss.")
-    doc.table(["source", "target", "result", "metrics"], rows)
+    if not any(isinstance(r[3], _Img) for r in rows):
+        rows = [r[:3] + r[4:] for r in rows]
+        doc.table(["source", "target", "result", "metrics"], rows)
+    else:
+        doc.table(["source", "target", "result", "in the photo", "metrics"], rows)
     return len(rows)
 
 

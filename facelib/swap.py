@@ -770,7 +770,8 @@ def face_swap(G: nn.Module, id_net: nn.Module, source: Any, target: Any, *, conf
 
     Args:
         G: a :class:`~facelib.stylegan2.StyleGAN2Generator` (its device is used; parameters are
-            frozen during the run and restored afterwards).
+            frozen during the run and restored afterwards), or a one-photo
+            :class:`~facelib.tuning.Tuning` of the target (its tuned generator is used).
         id_net: identity network, (N, 3, 112, 112) in [-1, 1] -> (N, E) L2-normalised
             (:func:`~facelib.identity.load_arcface` / :func:`~facelib.identity.build_arcface`).
         source: identity donors: (N or 1, 3, H, W) float in [-1, 1] FFHQ-aligned images (any
@@ -804,8 +805,10 @@ def face_swap(G: nn.Module, id_net: nn.Module, source: Any, target: Any, *, conf
     """
     from . import __version__
     from .losses import identity_similarity
+    from .tuning import as_generator
 
     # 1. Check inputs and settle the config
+    G = as_generator(G)  # a one-photo Tuning: optimise and render through its tuned generator
     lpips_module = lpips_option(options, config.lpips if config is not None else "auto")
     for name in ("n_latent", "style_dim", "resolution", "synthesis", "noise_buffers", "num_layers"):
         if not hasattr(G, name):
@@ -1103,6 +1106,9 @@ class SwapPreview(_Preview):
 
     def __init__(self, G: nn.Module, id_net: nn.Module, source: torch.Tensor, target: Any, *, cell: int = 192,
                  label: str | None = None, judge: bool = False, **options: Any) -> None:
+        from .tuning import as_generator
+
+        G = as_generator(G)  # a one-photo Tuning renders through its tuned generator
         self.G, self.id_net, self.cell, self.label, self.judge = G, id_net, cell, label, judge
         from .edits import SavedLatents
 

@@ -151,3 +151,22 @@ def test_report_on_empty_out(tmp_path: Path) -> None:
     assert all(s.status in ("not run", "missing") for s in rep.sections)
     assert all(s.n_images == 0 and not s.grids for s in rep.sections)
     assert REAL_WEIGHTS_HELP not in rep.markdown.read_text()  # provenance unknown: no smoke claim either way
+
+
+def test_report_shows_tuning_and_edits_in_the_photo(tmp_path: Path) -> None:
+    out = _fake_out(tmp_path / "out", smoke=False)
+    lat = out / "latents" / "AJoly"
+    _img(lat / "0.tune.png")
+    (lat / "0.tune.json").write_text(json.dumps({"format": "facelib.tuning", "metrics": [
+        {"psnr_before": 21.5, "psnr": 26.75, "lpips_before": 0.2, "lpips": 0.08}]}))
+    _img(out / "styles" / "transferred_green.photo.jpg")
+    _img(out / "expressions" / "transferred_happy.photo.jpg")
+    _img(out / "face_swap" / "AJoly_on_LDCaprio.photo.jpg")
+    md = R.build_report(out).markdown.read_text()
+    assert "PSNR 21.50 -> 26.75 dB, LPIPS 0.200 -> 0.080" in md and "latents/AJoly/0.tune.png" in md
+    assert md.count("in the photo") >= 3
+    for rel in ("styles/transferred_green.photo.jpg", "expressions/transferred_happy.photo.jpg",
+                "face_swap/AJoly_on_LDCaprio.photo.jpg"):
+        assert rel in md, rel
+    # pasted photos are not mistaken for results of their own
+    assert "green.photo" not in md.replace("transferred_green.photo.jpg", "")
