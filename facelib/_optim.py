@@ -182,7 +182,7 @@ def optimise(opt: torch.optim.Optimizer, best: BestSteps, evaluate: Callable[[in
         label: what runs ("projection"), for the progress bar (unless ``desc``) and the log.
         items: what the batch holds, for messages ("image(s)").
     """
-    from tqdm.auto import tqdm
+    from .widgets import progress_bar as tqdm
 
     steps_done, interrupted, failure = 0, False, None
     bar = tqdm(total=total, desc=desc or label, disable=not progress, leave=False)

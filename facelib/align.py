@@ -929,7 +929,7 @@ def align_folder(src: "str | os.PathLike[str]", dst: "str | os.PathLike[str]", *
     Returns:
         :class:`AlignFolderResult`.
     """
-    from tqdm.auto import tqdm
+    from .widgets import progress_bar as tqdm
 
     output_size = _check_size("output_size", output_size)
     src, dst = Path(src), Path(dst)

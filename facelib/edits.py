@@ -583,7 +583,7 @@ def render(G: torch.nn.Module, wplus: torch.Tensor, *, noise: Any = None, batch_
     Returns:
         (N, 3, H, W) float32 on the CPU, clamped to [-1, 1].
     """
-    from tqdm.auto import tqdm
+    from .widgets import progress_bar as tqdm
 
     if batch_size < 1:
         raise InputError(f"batch_size: expected >= 1, got {batch_size}")
@@ -936,7 +936,7 @@ def row_effects(G: torch.nn.Module, target_wplus: Any, *, delta: torch.Tensor | 
     base_thumb = _thumb(base, thumb_size)[0]
     thumbs = base_thumb[None].repeat(n, 1, 1, 1)
     batch = torch.stack([variants[r] for r in todo] + [full])  # [len(todo) + 1, L, D]
-    from tqdm.auto import tqdm
+    from .widgets import progress_bar as tqdm
 
     chunks = list(range(0, batch.shape[0], max(1, batch_size)))
     full_vals = (0.0, 0.0, 0.0)
