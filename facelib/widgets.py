@@ -309,14 +309,13 @@ def image_grid_output(*, width: int | None = None) -> tuple[Any, Callable[[Any],
         anything else (e.g. an error message) in place of the image.
     """
     W = _ipywidgets()
-    image = W.Image(format="png", layout=W.Layout(display="none", **({"width": f"{width}px"} if width else {})))
+    image = W.Image(format="png", layout=W.Layout(display="none"))
     text = W.HTML(value="")
     box = W.VBox([image, text])
 
     def show(item: Any) -> None:
         if hasattr(item, "save") and hasattr(item, "size"):
-            image.value = _png(item)
-            image.layout.display = ""
+            _set_image(image, item, width)
             text.value = ""
         else:
             image.layout.display = "none"
@@ -413,6 +412,14 @@ def _png(image: Any) -> bytes:
     return buf.getvalue()
 
 
+def _set_image(widget: Any, image: Any, width: int | None) -> None:
+    """Show a PIL image in an ``ipywidgets.Image`` at its own size (at most ``width`` pixels wide)."""
+    widget.value = _png(image)
+    widget.layout.width = f"{min(width, image.size[0]) if width else image.size[0]}px"
+    widget.layout.max_width = "100%"
+    widget.layout.display = ""
+
+
 def preview_panel(compute: Callable[..., Any], controls: Mapping[str, tuple[Any, Callable[[], Any]]], *,
                   auto: bool | None = None, quick_seconds: float = 1.0, width: int | None = None,
                   describe: Callable[[Mapping[str, Any]], str] | None = None,
@@ -450,10 +457,10 @@ def preview_panel(compute: Callable[..., Any], controls: Mapping[str, tuple[Any,
         raise InputError("preview_panel: no controls given")
     getters = {name: g for name, (_, g) in controls.items()}
     say = describe or (lambda values: describe_settings(values, getters))
-    button = W.Button(description=run_label, icon="play", tooltip="compute the image for the current settings")
+    button = W.Button(description=run_label, tooltip="compute the image for the current settings")
     follow = W.Checkbox(value=bool(auto), description="update on every change", indent=False,
                         layout=W.Layout(width="auto"))
-    image = W.Image(format="png", layout=W.Layout(display="none", **({"width": f"{width}px"} if width else {})))
+    image = W.Image(format="png", layout=W.Layout(display="none"))
     caption = W.HTML(value="")
     state: dict[str, Any] = {"shown": None, "busy": False}
 
@@ -483,17 +490,13 @@ def preview_panel(compute: Callable[..., Any], controls: Mapping[str, tuple[Any,
             t0 = time.perf_counter()
             try:
                 result = compute(**current)
-                data = _png(result) if hasattr(result, "save") else None
+                if not (hasattr(result, "save") and hasattr(result, "size")):
+                    raise InputError(f"expected an image, got {str(result)[:200]}")
+                _set_image(image, result, width)
             except Exception as e:  # noqa: BLE001 - shown in place of the image, never a stale image
                 image.layout.display, state["shown"] = "none", None
                 set_caption(f"failed for {text}: {type(e).__name__}: {e}", "error")
                 return False
-            if data is None:
-                image.layout.display, state["shown"] = "none", None
-                set_caption(f"{text}: {result}", "error")
-                return False
-            image.value = data
-            image.layout.display = ""
             state["shown"], state["seconds"] = text, time.perf_counter() - t0
             set_caption(f"{text} ({state['seconds']:.1f} s)")
             return True
@@ -633,7 +636,8 @@ def enable_saved_widget_state(prefix: "str | os.PathLike[str] | None" = None) ->
 
     from ._io import atomic_path
 
-    path = Path(prefix if prefix is not None else sys.prefix) / "share" / "jupyter" / "lab" / "settings" / "overrides.json"
+    lab = Path(prefix if prefix is not None else sys.prefix) / "share" / "jupyter" / "lab"
+    path = lab / "settings" / "overrides.json"
     try:
         current = json.loads(path.read_text()) if path.is_file() else {}
     except ValueError as e:

@@ -61,8 +61,10 @@ def series(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("series") / "out"
     lines: list[str] = []
+    # INTERACTIVE: the widget cells run too (building the controls must never block a headless run)
     result = run_series(out, smoke=True, steps=SMOKE_STEPS, device="cpu", progress=False, echo=lines.append,
-                        parameters={"INPUT_DIR": str(out / "no-photos-here"), "OUTPUT_SIZE": 256})
+                        parameters={"INPUT_DIR": str(out / "no-photos-here"), "OUTPUT_SIZE": 256, "INTERACTIVE": True},
+                        cell_timeout=600)
     return result, out, lines
 
 
