@@ -1353,6 +1353,9 @@ class _Preview:
     def watch(self, show: Any, controls: Sequence[Any], **getters: Any) -> None:
         """Show ``self(**{name: getter()})`` now and again whenever a value in ``controls`` changes.
 
+        The notebooks use :func:`facelib.widgets.preview_panel` instead, which adds a Run button
+        for slow previews and a caption naming the settings of the image.
+
         Args:
             show: displays an image, e.g. the second item of ``facelib.widgets.image_grid_output()``.
             controls: widgets (containers are searched for their value widgets, e.g. a box of
@@ -1363,7 +1366,7 @@ class _Preview:
         def update(_change: Any = None) -> None:
             try:
                 show(self(**{k: g() for k, g in getters.items()}))
-            except InputError as e:  # a bad combination of settings: say so in place of the image
+            except Exception as e:  # noqa: BLE001 - any failure replaces the image (never a stale one)
                 show(f"{type(e).__name__}: {e}")
 
         stack = list(controls)
