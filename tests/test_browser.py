@@ -211,13 +211,24 @@ class Lab:
         ] and self.driver.find_elements(By.CSS_SELECTOR, f"{NB} .facelib-preview img, {NB} .jp-OutputArea-output"), 60)
         time.sleep(2)  # a widget that is not found says so only after the widget manager restored
         errors = self.widget_errors()
+        target = self.driver.find_elements(By.CSS_SELECTOR, f"{NB} .facelib-preview") or [
+            e for e in self.driver.find_elements(By.XPATH, f"//*[contains(text(), '{WIDGET_ERROR}')]")]
+        if target:
+            self.driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", target[0])
         self.shot(f"{Path(rel).stem}_reopened_{label}")
         if errors:
             self.fail(f"{rel} reopened ({label}): {len(errors)} output(s) show {errors[0]!r}")
 
 
+def _say(config, text: str) -> None:
+    """A line on the terminal even when pytest captures output (where the screenshots are, timings)."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(text)
+
+
 @pytest.fixture(scope="module")
-def lab():
+def lab(pytestconfig):
     for exe, pkg in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")):
         if not (os.path.isfile(exe) and os.access(exe, os.X_OK)):
             pytest.fail(f"{exe} not found: install Debian's {pkg} (`make test-browser` does it with apt-get as root)")
@@ -259,6 +270,7 @@ def lab():
     server = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
          "--ServerApp.port_retries=0", "--IdentityProvider.token=", "--ServerApp.password=",
+         "--ServerApp.disable_check_xsrf=True",  # the test shuts kernels down through the REST API
          f"--ServerApp.root_dir={root}", "--LabApp.news_url=", "--ServerApp.open_browser=False",
          *(["--allow-root"] if os.geteuid() == 0 else [])],
         cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -291,10 +303,10 @@ def lab():
             opts.add_argument(arg)
         driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
         driver.set_page_load_timeout(90)
-        print(f"\nbrowser test: smoke demo {t_demo:.0f} s; screenshots in {shots}", file=sys.__stderr__)
+        _say(pytestconfig, f"\nbrowser test: smoke demo {t_demo:.0f} s; screenshots in {shots}")
         yield Lab(root, shots, port, server, driver)
-        print(f"browser test: {time.perf_counter() - t0:.0f} s in all; screenshots in {shots}; "
-              f"rerun without the demo: FACELIB_BROWSER_WORKDIR={work}", file=sys.__stderr__)
+        _say(pytestconfig, f"browser test: {time.perf_counter() - t0:.0f} s in all; screenshots in {shots}; "
+                           f"rerun without the demo: FACELIB_BROWSER_WORKDIR={work}")
     finally:
         if driver is not None:
             driver.quit()
@@ -318,7 +330,7 @@ def _saved_widget_outputs(path: Path) -> tuple[set[str], set[str]]:
     return shown - {""}, saved
 
 
-def test_notebooks_in_jupyterlab(lab: Lab) -> None:
+def test_notebooks_in_jupyterlab(lab: Lab, pytestconfig) -> None:
     t0 = time.perf_counter()
     timings = {}
     for name in NOTEBOOKS:
@@ -374,5 +386,5 @@ def test_notebooks_in_jupyterlab(lab: Lab) -> None:
     for name in NOTEBOOKS:
         lab.reopen_clean(f"out/notebooks/{name}.ipynb", "demo-output")
         lab.shutdown_kernels()
-    print("browser test: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
-          + f"; all notebooks {time.perf_counter() - t0:.0f} s", file=sys.__stderr__)
+    _say(pytestconfig, "browser test: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
+         + f"; all notebooks {time.perf_counter() - t0:.0f} s")
