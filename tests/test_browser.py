@@ -15,6 +15,7 @@ skipped otherwise. Screenshots go to a temporary folder that is printed (and nam
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -214,7 +215,8 @@ class Lab:
         target = self.driver.find_elements(By.CSS_SELECTOR, f"{NB} .facelib-preview") or [
             e for e in self.driver.find_elements(By.XPATH, f"//*[contains(text(), '{WIDGET_ERROR}')]")]
         if target:
-            self.driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", target[0])
+            self.driver.execute_script("arguments[0].scrollIntoView({block: 'end'});", target[0])
+            time.sleep(1)
         self.shot(f"{Path(rel).stem}_reopened_{label}")
         if errors:
             self.fail(f"{rel} reopened ({label}): {len(errors)} output(s) show {errors[0]!r}")
@@ -223,8 +225,10 @@ class Lab:
 def _say(config, text: str) -> None:
     """A line on the terminal even when pytest captures output (where the screenshots are, timings)."""
     reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
     if reporter is not None:
-        reporter.write_line(text)
+        with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+            reporter.write_line(text)
 
 
 @pytest.fixture(scope="module")
@@ -255,6 +259,10 @@ def lab(pytestconfig):
     notif = work / "lab-settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
     notif.parent.mkdir(parents=True)
     notif.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+    # every cell rendered (not only those scrolled into view), so no widget error can hide off screen
+    tracker = work / "lab-settings" / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
+    tracker.parent.mkdir(parents=True)
+    tracker.write_text(json.dumps({"windowingMode": "none"}))
 
     # 1. the smoke demo, as `make demo` runs it without weights (fewer steps)
     if fresh:
@@ -314,7 +322,7 @@ def lab(pytestconfig):
             os.killpg(server.pid, signal.SIGTERM)  # the server and the kernels it started
             server.wait(20)
         except (ProcessLookupError, subprocess.TimeoutExpired):
-            with __import__("contextlib").suppress(ProcessLookupError):
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(server.pid, signal.SIGKILL)
         log.close()
 
