@@ -184,7 +184,7 @@ def optimise(opt: torch.optim.Optimizer, best: BestSteps, evaluate: Callable[[in
         items: what the batch holds, for messages ("image(s)").
         stop_when: checked before each step; True ends the run there (every item has converged).
     """
-    from tqdm.auto import tqdm
+    from .widgets import progress_bar as tqdm
 
     steps_done, interrupted, failure = 0, False, None
     bar = tqdm(total=total, desc=desc or label, disable=not progress, leave=False)

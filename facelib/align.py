@@ -1019,7 +1019,7 @@ def align_folder(src: "str | os.PathLike[str]", dst: "str | os.PathLike[str]", *
     Raises:
         InputError: bad ``src``, ``dst``, ``output_size`` or ``layout``.
     """
-    from tqdm.auto import tqdm
+    from .widgets import progress_bar as tqdm
 
     from ._io import check_output_folder, remove_stale_parts
     from .errors import BatchInterrupted

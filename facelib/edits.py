@@ -591,7 +591,7 @@ def render(G: torch.nn.Module, wplus: torch.Tensor, *, noise: Any = None, batch_
     Returns:
         (N, 3, H, W) float32 on the CPU, clamped to [-1, 1].
     """
-    from tqdm.auto import tqdm
+    from .widgets import progress_bar as tqdm
 
     G = _generator_of(G)  # a one-photo Tuning renders through its tuned generator
     if batch_size < 1:
@@ -958,7 +958,7 @@ def row_effects(G: torch.nn.Module, target_wplus: Any, *, delta: torch.Tensor | 
     base_thumb = _thumb(base, thumb_size)[0]
     thumbs = base_thumb[None].repeat(n, 1, 1, 1)
     batch = torch.stack([variants[r] for r in todo] + [full])  # [len(todo) + 1, L, D]
-    from tqdm.auto import tqdm
+    from .widgets import progress_bar as tqdm
 
     chunks = list(range(0, batch.shape[0], max(1, batch_size)))
     full_vals = (0.0, 0.0, 0.0)
@@ -1448,6 +1448,9 @@ class _Preview:
     def watch(self, show: Any, controls: Sequence[Any], **getters: Any) -> None:
         """Show ``self(**{name: getter()})`` now and again whenever a value in ``controls`` changes.
 
+        The notebooks use :func:`facelib.widgets.preview_panel` instead, which adds a Run button
+        for slow previews and a caption naming the settings of the image.
+
         Args:
             show: displays an image, e.g. the second item of ``facelib.widgets.image_grid_output()``.
             controls: widgets (containers are searched for their value widgets, e.g. a box of
@@ -1458,7 +1461,7 @@ class _Preview:
         def update(_change: Any = None) -> None:
             try:
                 show(self(**{k: g() for k, g in getters.items()}))
-            except InputError as e:  # a bad combination of settings: say so in place of the image
+            except Exception as e:  # noqa: BLE001 - any failure replaces the image (never a stale one)
                 show(f"{type(e).__name__}: {e}")
 
         stack = list(controls)

@@ -17,6 +17,7 @@ import contextlib
 import datetime as _dt
 import json
 import logging
+import math
 import os
 import shutil
 import sys
@@ -345,7 +346,7 @@ def run_series(out_dir: "str | os.PathLike[str]" = "out", *, notebooks_dir: "str
                device: str = "auto", seed: int = 0, only: Sequence[str] | None = None,
                parameters: Mapping[str, Any] | None = None, kernel_name: str | None = None,
                progress: bool = True, log_output: bool = False, report: bool = True,
-               echo: Callable[[str], None] | None = print) -> SeriesResult:
+               echo: Callable[[str], None] | None = print, cell_timeout: float | None = None) -> SeriesResult:
     """Execute the notebooks in order and build the report.
 
     Args:
@@ -365,6 +366,8 @@ def run_series(out_dir: "str | os.PathLike[str]" = "out", *, notebooks_dir: "str
         log_output: also print every line the notebooks print.
         report: build ``out/report.md`` / ``out/report.html`` at the end.
         echo: where the one-line-per-notebook progress goes (None: silent).
+        cell_timeout: seconds one cell may run (None: no limit). A cell that runs longer
+            stops its notebook, which is reported as failed ("timed out"), never as ok.
     Returns:
         A :class:`SeriesResult` (also written to ``out/run.json``).
     Raises:
@@ -453,13 +456,17 @@ def run_series(out_dir: "str | os.PathLike[str]" = "out", *, notebooks_dir: "str
             try:
                 papermill.execute_notebook(str(path), str(target), parameters=passed, kernel_name=kernel,
                                            progress_bar=False, log_output=bool(progress or log_output),
-                                           cwd=str(cwd), request_save_on_cell_execute=True)
+                                           cwd=str(cwd), request_save_on_cell_execute=True,
+                                           execution_timeout=int(math.ceil(cell_timeout)) if cell_timeout else None)
                 status, error = "ok", None
                 hint = _stand_ins_of(out, step.name)
                 if hint:
                     status = f"ok, with stand-in inputs: {hint}"
             except Exception as e:  # PapermillExecutionError, kernel death, timeouts: report and go on
                 status, error = "failed", _error_text(e)
+                if isinstance(e, TimeoutError) or "timed out" in str(e).lower():
+                    error = f"timed out: a cell ran longer than {cell_timeout:g} s ({error})"[:500] \
+                        if cell_timeout else f"timed out ({error})"[:500]
             finally:
                 if live is not None:
                     live.clear()

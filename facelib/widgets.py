@@ -12,11 +12,22 @@ Example (in a notebook cell)::
     display(box)
     ...
     result = facelib.project(G, targets, config=get_config())
+
+Controls never fire on every step of a drag or on every keystroke (sliders and text boxes
+update on release / Enter). Work that takes a while is tied to its controls with
+:func:`preview_panel`: it recomputes on release when one computation is quick, and otherwise
+waits for its Run button; the caption under the image always says which settings made it.
+Progress bars of long work come from :func:`progress_bar`: a widget while it runs in a live
+notebook, its final text line once it is done, so a saved notebook never holds a progress
+widget whose model is gone.
 """
 from __future__ import annotations
 
 import dataclasses
+import html
+import io
 import os
+import time
 import types
 import typing
 from typing import Any, Callable, Mapping, Sequence
@@ -32,6 +43,10 @@ __all__ = [
     "progress_callback",
     "choice_dropdown",
     "live_session",
+    "preview_panel",
+    "describe_settings",
+    "progress_bar",
+    "enable_saved_widget_state",
 ]
 
 
@@ -137,7 +152,7 @@ def config_widgets(config: Any, *, exclude: Sequence[str] = (), choices: Mapping
                 w = W.IntSlider(value=value, min=lo, max=hi, description=label, continuous_update=False,
                                 style=_style())
             else:
-                w = W.IntText(value=value, description=label, style=_style())
+                w = W.IntText(value=value, description=label, continuous_update=False, style=_style())
             controls[name] = (w, int)
         elif base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             if name in ranges:
@@ -145,14 +160,15 @@ def config_widgets(config: Any, *, exclude: Sequence[str] = (), choices: Mapping
                 w = W.FloatSlider(value=float(value), min=lo, max=hi, step=(hi - lo) / 100, description=label,
                                   continuous_update=False, readout_format=".3g", style=_style())
             else:
-                w = W.FloatText(value=float(value), description=label, style=_style())
+                w = W.FloatText(value=float(value), description=label, continuous_update=False, style=_style())
             controls[name] = (w, float)
         elif base in (int, float, str) and optional and value is None:
-            w = W.Text(value="", placeholder="None", description=label, style=_style())
+            w = W.Text(value="", placeholder="None", description=label, continuous_update=False, style=_style())
             controls[name] = (w, lambda v, b=base: None if str(v).strip() in ("", "None") else b(v))
         elif base is str and isinstance(value, str):
             conv = (lambda v: None if str(v).strip() in ("", "None") else str(v)) if optional else str
-            w = W.Text(value=value, placeholder="None" if optional else "", description=label, style=_style())
+            w = W.Text(value=value, placeholder="None" if optional else "", description=label,
+                       continuous_update=False, style=_style())
             controls[name] = (w, conv)
         # other types (tuples, tensors, modules) are not editable here and keep their value
     box = W.VBox([w for w, _ in controls.values()])
@@ -169,6 +185,7 @@ def config_widgets(config: Any, *, exclude: Sequence[str] = (), choices: Mapping
             return dataclasses.replace(original, **values)
         return {**dict(original), **values}
 
+    getter.fields = tuple(controls)  # type: ignore[attr-defined]  # the edited fields, for describe_settings
     return box, getter
 
 
@@ -279,30 +296,32 @@ def choice_dropdown(options: Sequence[Any] | Mapping[str, Any], value: Any = Non
 
 
 def image_grid_output(*, width: int | None = None) -> tuple[Any, Callable[[Any], None]]:
-    """An output area that shows one image (a grid) at a time, replacing the previous one.
+    """An area that shows one image (a grid) at a time, replacing the previous one.
+
+    It is an ``ipywidgets.Image`` (plus a text line for anything that is not an image), not
+    an ``Output`` widget: capturing output into a widget needs a front end to route it, and
+    headless runners that imitate one (nbclient, papermill) can then wait forever.
 
     Args:
         width: display width in pixels (default: the image's own).
     Returns:
-        ``(widget, show)``; ``show(image)`` displays a PIL image (or anything IPython can
-        display) in the area, clearing what was there.
+        ``(widget, show)``; ``show(image)`` displays a PIL image in the area, or the text of
+        anything else (e.g. an error message) in place of the image.
     """
     W = _ipywidgets()
-    out = W.Output()
+    image = W.Image(format="png", layout=W.Layout(display="none"))
+    text = W.HTML(value="")
+    box = W.VBox([image, text])
 
-    def show(image: Any) -> None:
-        out.clear_output(wait=True)
-        with out:
-            try:
-                from IPython.display import display
-            except ImportError:  # pragma: no cover - ipywidgets depends on IPython
-                return
-            if width is not None and hasattr(image, "resize") and hasattr(image, "size") and image.size[0] > width:
-                w, h = image.size
-                image = image.resize((width, max(1, round(h * width / w))))
-            display(image)
+    def show(item: Any) -> None:
+        if hasattr(item, "save") and hasattr(item, "size"):
+            _set_image(image, item, width)
+            text.value = ""
+        else:
+            image.layout.display = "none"
+            text.value = f"<pre>{html.escape(str(item))}</pre>"
 
-    return out, show
+    return box, show
 
 
 def progress_callback(total: int, *, description: str = "") -> tuple[Any, Callable[[int, int, Any], None]]:
@@ -359,3 +378,311 @@ def direction_sliders(names: Sequence[str], n_latent: int, *, rows: "Sequence[fl
         return {"strengths": [float(s.value) for s in sliders], "mask": get_rows()}
 
     return widget, getter
+# ----------------------------------------------------------------------------------------
+# Controls tied to work: preview panels and progress bars
+# ----------------------------------------------------------------------------------------
+
+def _rows_text(on: Sequence[int]) -> str:
+    """[1, 2, 3, 7] -> "1-3, 7"; [] -> "none"."""
+    runs: list[list[int]] = []
+    for i in sorted(on):
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return ", ".join(f"{a}-{b}" if b > a else f"{a}" for a, b in runs) or "none"
+
+
+def _value_text(value: Any, fields: Sequence[str] | None = None) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, range) and value.step == 1:
+        return _rows_text(list(value))
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                          and v in (0, 1) for v in value):
+        return _rows_text([i for i, v in enumerate(value) if v])  # a row mask such as row_checkboxes gives
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        names = list(fields) if fields else [f.name for f in dataclasses.fields(value)]
+        return ", ".join(f"{n} {_value_text(getattr(value, n))}" for n in names)
+    if isinstance(value, Mapping):
+        names = list(fields) if fields else list(value)
+        return ", ".join(f"{n} {_value_text(value[n])}" for n in names if n in value)
+    return str(value)
+
+
+def describe_settings(values: Mapping[str, Any], getters: Mapping[str, Callable[[], Any]] | None = None) -> str:
+    """A one-line text of the settings a preview was computed with, e.g. "rows 9-17 · strength 0.5".
+
+    Args:
+        values: name -> value as the getters give it (a ``range`` or a 0/1 row mask is shown as
+            rows "1-3, 7"; a config as its fields).
+        getters: the getters that gave the values; a getter from :func:`config_widgets` limits a
+            config to the fields it edits.
+    """
+    getters = getters or {}
+    parts = []
+    for name, value in values.items():
+        fields = getattr(getters.get(name), "fields", None)
+        text = _value_text(value, fields)
+        parts.append(text if dataclasses.is_dataclass(value) or isinstance(value, Mapping) else f"{name} {text}")
+    return " · ".join(parts)
+
+
+def _value_widgets(controls: Sequence[Any]) -> list[Any]:
+    """The widgets holding values inside ``controls`` (containers are searched)."""
+    found, stack = [], list(controls)[::-1]
+    while stack:
+        w = stack.pop()
+        if hasattr(w, "children") and not hasattr(w, "value"):
+            stack.extend(list(w.children)[::-1])
+        elif hasattr(w, "observe") and hasattr(w, "value"):
+            found.append(w)
+    return found
+
+
+def _png(image: Any) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _set_image(widget: Any, image: Any, width: int | None) -> None:
+    """Show a PIL image in an ``ipywidgets.Image`` at its own size (at most ``width`` pixels wide)."""
+    widget.value = _png(image)
+    widget.layout.width = f"{min(width, image.size[0]) if width else image.size[0]}px"
+    widget.layout.max_width = "100%"
+    widget.layout.display = ""
+
+
+def preview_panel(compute: Callable[..., Any], controls: Mapping[str, tuple[Any, Callable[[], Any]]], *,
+                  auto: bool | None = None, quick_seconds: float = 1.0, width: int | None = None,
+                  describe: Callable[[Mapping[str, Any]], str] | None = None,
+                  run_label: str = "Run") -> tuple[Any, Callable[[], bool]]:
+    """Controls, a Run button, an image and its caption, tied together.
+
+    ``compute(**{name: getter()})`` makes the image (a PIL image, e.g. a ``MixPreview`` /
+    ``DeltaPreview`` / ``SwapPreview`` call). The controls never recompute on every step of a
+    drag or key press: with "update on every change" ticked the image is recomputed when a
+    control is released (sliders and text boxes of this module only report then); without it
+    a change only marks the image as out of date and the Run button recomputes it once, for
+    all the changes together. The caption under the image is written together with the image
+    and names the settings that made it (and how long it took); after a change that is not
+    computed yet it says so, and a failed computation removes the image and shows the error,
+    so an image is never captioned with settings it was not made with.
+
+    Args:
+        compute: keyword arguments named as ``controls`` -> a PIL image.
+        controls: name -> ``(widget, getter)`` as the factories of this module return them;
+            shown in this order above the button.
+        auto: True: recompute on every (released) change; False: only with the Run button,
+            and nothing is computed before it is pressed, so building the panel never runs the
+            work; None (default): compute once now and recompute on change only when that took
+            at most ``quick_seconds``. The user can switch it with the checkbox.
+        quick_seconds: the threshold for ``auto=None``.
+        width: display width of the image in pixels (default: its own).
+        describe: values -> caption text (default :func:`describe_settings`).
+        run_label: the button's text.
+    Returns:
+        ``(panel, run)``: the VBox to display, and ``run()`` which computes now (as the button
+        does) and returns True when an image was made.
+    """
+    W = _ipywidgets()
+    if not controls:
+        raise InputError("preview_panel: no controls given")
+    getters = {name: g for name, (_, g) in controls.items()}
+    say = describe or (lambda values: describe_settings(values, getters))
+    button = W.Button(description=run_label, tooltip="compute the image for the current settings")
+    follow = W.Checkbox(value=bool(auto), description="update on every change", indent=False,
+                        layout=W.Layout(width="auto"))
+    image = W.Image(format="png", layout=W.Layout(display="none"))
+    caption = W.HTML(value="")
+    state: dict[str, Any] = {"shown": None, "busy": False}
+
+    def values() -> dict[str, Any]:
+        return {name: g() for name, g in getters.items()}
+
+    def set_caption(text: str, kind: str = "") -> None:
+        color = {"stale": "#a15c00", "error": "#b00020", "busy": "#555"}.get(kind, "#222")
+        caption.value = f'<span class="facelib-preview-caption" style="color:{color}">{html.escape(text)}</span>'
+        caption.add_class("facelib-preview-caption")
+        button.button_style = "warning" if kind == "stale" else ""
+
+    def run(_button: Any = None) -> bool:
+        if state["busy"]:
+            return False
+        state["busy"] = True
+        button.disabled = True
+        try:
+            try:
+                current = values()
+            except Exception as e:  # a bad value in a text box: nothing to compute
+                image.layout.display, state["shown"] = "none", None
+                set_caption(f"cannot compute: {e}", "error")
+                return False
+            text = say(current)
+            set_caption(f"computing: {text} ...", "busy")
+            t0 = time.perf_counter()
+            try:
+                result = compute(**current)
+                if not (hasattr(result, "save") and hasattr(result, "size")):
+                    raise InputError(f"expected an image, got {str(result)[:200]}")
+                _set_image(image, result, width)
+            except Exception as e:  # noqa: BLE001 - shown in place of the image, never a stale image
+                image.layout.display, state["shown"] = "none", None
+                set_caption(f"failed for {text}: {type(e).__name__}: {e}", "error")
+                return False
+            state["shown"], state["seconds"] = text, time.perf_counter() - t0
+            set_caption(f"{text} ({state['seconds']:.1f} s)")
+            return True
+        finally:
+            state["busy"] = False
+            button.disabled = False
+
+    def changed(_change: Any = None) -> None:
+        if follow.value:
+            run()
+            return
+        try:
+            now = say(values())
+        except Exception as e:  # noqa: BLE001
+            now = f"(cannot read the settings: {e})"
+        if state["shown"] is None:
+            set_caption(f"press {run_label} to compute: {now}", "stale")
+        elif now != state["shown"]:
+            set_caption(f"shown: {state['shown']}; changed to {now}: press {run_label} to update", "stale")
+        else:
+            set_caption(f"{state['shown']} ({state['seconds']:.1f} s)")
+
+    if auto is False:
+        changed()
+    else:  # the first image now; with auto=None its time decides whether changes recompute at once
+        t0 = time.perf_counter()
+        ok = run()
+        follow.value = bool(auto) or (ok and time.perf_counter() - t0 <= quick_seconds)
+    for w in _value_widgets([w for w, _ in controls.values()]):
+        w.observe(changed, names="value")
+    button.on_click(run)
+    follow.observe(lambda change: run() if change["new"] else changed(), names="value")
+    panel = W.VBox([*(w for w, _ in controls.values()), W.HBox([button, follow]), image, caption])
+    panel.add_class("facelib-preview")
+    return panel, run
+
+
+_BAR_CLASS: Any = None
+
+
+def _notebook_bar_class() -> Any:
+    """tqdm's notebook bar, changed so that closing it replaces the widget by its last text line."""
+    global _BAR_CLASS
+    if _BAR_CLASS is not None:
+        return _BAR_CLASS
+    from IPython.display import display
+    from tqdm.notebook import tqdm_notebook
+    from tqdm.std import tqdm as std_tqdm
+
+    class TextWhenDoneBar(tqdm_notebook):  # type: ignore[misc, valid-type]
+        """A widget while running; its final text line (or nothing, with ``leave=False``) once closed."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self._handle = None
+            kwargs["display"] = False
+            super().__init__(*args, **kwargs)
+            if not self.disable and self.delay <= 0:
+                self._show()
+
+        def _show(self) -> None:
+            self._handle = display(self.container, display_id=True)
+            self.displayed = True
+
+        def display(self, *args: Any, check_delay: bool = True, **kwargs: Any) -> None:
+            super().display(*args, check_delay=False, **kwargs)
+            if check_delay and self.delay > 0 and not self.displayed:
+                self._show()
+
+        def close(self) -> None:
+            if self.disable or getattr(self, "_as_text", False):
+                return
+            super().close()
+            self._as_text = True
+            if self._handle is not None:
+                d = dict(self.format_dict)
+                d["ncols"] = 80
+                unfinished = bool(self.total) and self.n < self.total
+                text = std_tqdm.format_meter(**d) if self.leave or unfinished else ""
+                self._handle.update({"text/plain": text}, raw=True)
+            self.container.close()  # not shown any more: release the widget model
+
+    _BAR_CLASS = TextWhenDoneBar
+    return _BAR_CLASS
+
+
+def _in_kernel() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    ip = get_ipython()
+    return ip is not None and getattr(ip, "kernel", None) is not None
+
+
+def progress_bar(iterable: Any = None, **kwargs: Any) -> Any:
+    """A tqdm progress bar for long work (the arguments of ``tqdm.tqdm``).
+
+    In a notebook kernel a person uses, a progress widget while the work runs, replaced by
+    its final text line when the bar closes (nothing with ``leave=False``), so a saved
+    notebook holds text and never a widget whose model is gone ("Error displaying widget:
+    model not found" after reopening). In a terminal, in headless runs
+    (``FACELIB_HEADLESS``, as ``python -m facelib demo`` sets) and without ipywidgets:
+    tqdm's text bar.
+    """
+    from tqdm.std import tqdm as std_tqdm
+
+    cls = std_tqdm
+    if _in_kernel() and not os.environ.get("FACELIB_HEADLESS"):
+        try:
+            cls = _notebook_bar_class()
+        except ImportError:  # no ipywidgets: text
+            cls = std_tqdm
+    return cls(iterable, **kwargs)
+
+
+#: JupyterLab's setting (from the ipywidgets extension) that stores widget state in saved notebooks.
+SAVE_STATE_SETTING = {"@jupyter-widgets/jupyterlab-manager:plugin": {"saveState": True}}
+
+
+def enable_saved_widget_state(prefix: "str | os.PathLike[str] | None" = None) -> "os.PathLike[str]":
+    """Make the JupyterLab of an environment save widget state with every notebook it saves.
+
+    Without it a notebook saved with live controls shows "Error displaying widget: model not
+    found" in their place once it is reopened without the kernel that made them. Writes (merges)
+    ``<prefix>/share/jupyter/lab/settings/overrides.json``, which JupyterLab reads as the
+    defaults of that environment (``make`` runs it for ``.venv``). In another JupyterLab the same
+    is the menu item *Settings > Save Widget State Automatically*.
+
+    Args:
+        prefix: the environment (default: this interpreter's ``sys.prefix``).
+    Returns:
+        The path of ``overrides.json``.
+    """
+    import json
+    import sys
+    from pathlib import Path
+
+    from ._io import atomic_path
+
+    lab = Path(prefix if prefix is not None else sys.prefix) / "share" / "jupyter" / "lab"
+    path = lab / "settings" / "overrides.json"
+    try:
+        current = json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError as e:
+        raise InputError(f"{path}: not valid JSON ({e}); fix or remove it") from None
+    if not isinstance(current, dict):
+        raise InputError(f"{path}: expected a JSON object")
+    for plugin, values in SAVE_STATE_SETTING.items():
+        current[plugin] = {**current.get(plugin, {}), **values}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(current, indent=2) + "\n")
+    return path

@@ -62,8 +62,10 @@ def series(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("series") / "out"
     lines: list[str] = []
+    # INTERACTIVE: the widget cells run too (building the controls must never block a headless run)
     result = run_series(out, smoke=True, steps=SMOKE_STEPS, device="cpu", progress=False, echo=lines.append,
-                        parameters={"INPUT_DIR": str(out / "no-photos-here"), "OUTPUT_SIZE": 256})
+                        parameters={"INPUT_DIR": str(out / "no-photos-here"), "OUTPUT_SIZE": 256, "INTERACTIVE": True},
+                        cell_timeout=600)
     return result, out, lines
 
 
@@ -198,3 +200,21 @@ def test_live_line_shows_the_cell_and_its_progress_bar() -> None:
     stream = io.StringIO()
     feed(_LiveLine("[1/5] 01_alignment", 3, stream, echo_all=True, every=1e9), "Executing Cell 1", "hello")
     assert stream.getvalue().splitlines() == ["[1/5] 01_alignment: cell 1/3, 0 s", "hello"]
+
+
+def test_runner_reports_a_cell_timeout_as_failed(tmp_path: Path) -> None:
+    """A cell that runs past the limit fails its notebook (never "ok"), even when the code would
+    catch a KeyboardInterrupt and return normally."""
+    from facelib.pipeline import run_series
+
+    nbs = tmp_path / "notebooks"
+    nbs.mkdir()
+    _tiny_notebook(nbs / "01_alignment.ipynb",
+                   "import time\ntry:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n    pass\n", 'OUT_DIR = "out"\n')
+    t0 = __import__("time").perf_counter()
+    res = run_series(tmp_path / "out", notebooks_dir=nbs, smoke=True, only=["01"], progress=False,
+                     echo=None, report=False, cell_timeout=3)
+    assert __import__("time").perf_counter() - t0 < 50
+    step = res.steps[0]
+    assert step.status == "failed" and not res.ok
+    assert step.error.startswith("timed out: a cell ran longer than 3 s")

@@ -129,18 +129,11 @@ def test_strength_dropdown_progress_output() -> None:
     out, show = Wd.image_grid_output(width=64)
     from PIL import Image
 
-    import IPython.display
-
-    shown = []
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(IPython.display, "display", lambda obj, *a, **k: shown.append(obj))
-        show(Image.new("RGB", (128, 64), (9, 8, 7)))  # no kernel needed
-        show(Image.new("RGB", (32, 16)))
-        show("text")
-    assert type(out).__name__ == "Output"
-    # wider than 64 px: scaled to 64 px keeping the aspect; narrower: as is; other objects pass through
-    assert [im.size for im in shown[:2]] == [(64, 32), (32, 16)] and shown[2] == "text"
-    assert shown[0].getpixel((10, 10)) == (9, 8, 7)
+    show(Image.new("RGB", (128, 64)))  # no kernel: must not raise
+    image, text = out.children
+    assert bytes(image.value).startswith(b"\x89PNG") and image.layout.width == "64px" and text.value == ""
+    show("InputError: rows: bad")  # text replaces the image
+    assert image.layout.display == "none" and "rows: bad" in text.value
 
 
 def test_live_session(monkeypatch) -> None:
@@ -170,3 +163,216 @@ def test_ipywidgets_only_imported_on_use() -> None:
     offenders = [p.name for p in (REPO / "facelib").glob("*.py") if p.name != "widgets.py"
                  and "import ipywidgets" in p.read_text()]
     assert offenders == []
+
+
+def _image(n: int):
+    from PIL import Image
+
+    return Image.new("RGB", (8 + n, 8))
+
+
+def _panel_parts(panel):
+    *controls, buttons, image, caption = panel.children
+    button, follow = buttons.children
+    return controls, button, follow, image, caption
+
+
+def test_every_control_reports_on_release_only() -> None:
+    """Sliders and text boxes never fire on every step of a drag or on every keystroke."""
+    box, _ = Wd.config_widgets(_Cfg, ranges={"lr": (0.0, 1.0)})
+    made = [*box.children, Wd.row_range_slider(18)[0], Wd.strength_slider()[0]]
+    made += Wd.config_widgets({"N": 3, "X": 0.5, "S": "a"})[0].children
+    with_setting = [w for w in made if hasattr(w, "continuous_update")]
+    assert len(with_setting) >= 8
+    assert all(w.continuous_update is False for w in with_setting), \
+        [type(w).__name__ for w in with_setting if w.continuous_update]
+
+
+def test_preview_panel_quick_work_follows_released_changes() -> None:
+    calls = []
+
+    def compute(rows, strength):
+        calls.append((rows, strength))
+        return _image(len(calls))
+
+    rows_w, get_rows = Wd.row_range_slider(18, range(9, 18))
+    k_w, get_k = Wd.strength_slider(0.5)
+    panel, run = Wd.preview_panel(compute, {"rows": (rows_w, get_rows), "strength": (k_w, get_k)})
+    controls, button, follow, image, caption = _panel_parts(panel)
+    assert controls == [rows_w, k_w] and "facelib-preview" in panel._dom_classes
+    assert calls == [(range(9, 18), 0.5)] and follow.value is True  # quick: it follows the controls
+    assert bytes(image.value).startswith(b"\x89PNG") and "rows 9-17 · strength 0.5" in caption.value
+    k_w.value = 0.75
+    assert calls[-1] == (range(9, 18), 0.75) and "strength 0.75" in caption.value
+    rows_w.value = (2, 4)
+    assert calls[-1] == (range(2, 5), 0.75) and "rows 2-4 · strength 0.75" in caption.value
+    assert len(calls) == 3
+
+
+def test_preview_panel_slow_work_waits_for_run_and_caption_tells_the_truth() -> None:
+    calls = []
+
+    def compute(config, rows):
+        calls.append((config, rows))
+        return _image(len(calls))
+
+    cfg_box, get_cfg = Wd.config_widgets(_Cfg(steps=10), exclude=["lr", "scheduler", "gamma", "lpips", "noise"],
+                                         ranges={"steps": (0, 50)})
+    rows_w, get_rows = Wd.row_range_slider(18, range(0, 9))
+    panel, run = Wd.preview_panel(compute, {"config": (cfg_box, get_cfg), "rows": (rows_w, get_rows)}, auto=False)
+    _, button, follow, image, caption = _panel_parts(panel)
+    assert calls == [] and follow.value is False  # building it runs nothing
+    assert image.layout.display == "none" and "press Run to compute: steps 10 · rows 0-8" in caption.value
+    steps = cfg_box.children[0]
+    for v in (11, 12, 13, 14):  # four key presses on the slider: no computation
+        steps.value = v
+    assert calls == [] and "steps 14" in caption.value
+    button.click()
+    assert len(calls) == 1 and calls[0] == (_Cfg(steps=14), range(0, 9))
+    assert image.layout.display == "" and "steps 14 · rows 0-8 (" in caption.value and "press" not in caption.value
+    shown = image.value
+    rows_w.value = (3, 8)  # the image stays, the caption says it is out of date
+    assert len(calls) == 1 and image.value == shown
+    assert "shown: steps 14 · rows 0-8; changed to steps 14 · rows 3-8: press Run" in caption.value
+    rows_w.value = (0, 8)  # back to what the image shows
+    assert "press" not in caption.value and "steps 14 · rows 0-8" in caption.value
+    rows_w.value = (3, 8)
+    assert run() is True and len(calls) == 2 and image.value != shown and "rows 3-8 (" in caption.value
+    follow.value = True  # ticking "update on every change" computes now and then follows
+    assert len(calls) == 3
+    steps.value = 20
+    assert len(calls) == 4 and calls[-1][0].steps == 20
+
+
+def test_preview_panel_failure_never_leaves_a_stale_image() -> None:
+    state = {"fail": False}
+
+    def compute(strength):
+        if state["fail"]:
+            raise RuntimeError("out of memory")
+        return _image(1)
+
+    k_w, get_k = Wd.strength_slider(0.5)
+    panel, _ = Wd.preview_panel(compute, {"strength": (k_w, get_k)}, auto=True)
+    _, _, _, image, caption = _panel_parts(panel)
+    assert image.layout.display == ""
+    state["fail"] = True
+    k_w.value = 1.0
+    assert image.layout.display == "none"
+    assert "failed for strength 1: RuntimeError: out of memory" in caption.value
+    state["fail"] = False
+    k_w.value = 0.25
+    assert image.layout.display == "" and "strength 0.25" in caption.value
+    # the slow path: the first computation decides that changes wait for Run
+    import time as _time
+
+    panel, _ = Wd.preview_panel(lambda strength: (_time.sleep(0.05), _image(2))[1], {"strength": Wd.strength_slider()},
+                                quick_seconds=0.01)
+    assert _panel_parts(panel)[2].value is False
+    with pytest.raises(InputError, match="no controls"):
+        Wd.preview_panel(lambda: None, {})
+
+
+def test_describe_settings() -> None:
+    _, get_cfg = Wd.config_widgets(_Cfg(), exclude=["lr", "gamma", "lpips", "noise", "scheduler"])
+    text = Wd.describe_settings({"config": _Cfg(steps=7), "rows": range(9, 18), "mask": [0.0, 1.0, 1.0, 0.0, 1.0],
+                                 "strength": 0.5, "on": True}, {"config": get_cfg})
+    assert text == "steps 7 · rows 9-17 · mask 1-2, 4 · strength 0.5 · on on"
+    assert Wd.describe_settings({"mask": [0.0, 0.0]}) == "mask none"
+
+
+def test_widgets_never_capture_output() -> None:
+    """No facelib control routes output through an ipywidgets Output widget: headless runners
+    (nbclient, papermill) imitate its front end and can wait forever for it."""
+    import ipywidgets
+
+    entered = []
+    original = ipywidgets.Output.__enter__
+    ipywidgets.Output.__enter__ = lambda self: entered.append(self) or original(self)
+    try:
+        box, show = Wd.image_grid_output()
+        show(_image(1))
+        show("text")
+        k_w, get_k = Wd.strength_slider(0.5)
+        Wd.preview_panel(lambda strength: _image(3), {"strength": (k_w, get_k)})
+        k_w.value = 0.7
+    finally:
+        ipywidgets.Output.__enter__ = original
+    assert entered == []
+    source = (REPO / "facelib" / "widgets.py").read_text()
+    assert "W.Output(" not in source and ".Output(" not in source
+
+
+def test_progress_bar_text_outside_a_notebook(capsys) -> None:
+    from tqdm.std import tqdm as std_tqdm
+
+    with Wd.progress_bar(range(3), desc="work") as bar:
+        assert type(bar) is std_tqdm
+        for _ in bar:
+            pass
+    assert "work: 100%" in capsys.readouterr().err
+
+
+class _Handle:
+    def __init__(self) -> None:
+        self.updates = []
+
+    def update(self, obj, raw=False):
+        self.updates.append((obj, raw))
+
+
+def test_progress_bar_in_a_notebook_becomes_text_when_done(monkeypatch) -> None:
+    """In a live kernel the bar is a widget while it runs and its final text line once closed,
+    so a saved notebook holds no progress widget (whose model would be gone on reopening)."""
+    pytest.importorskip("tqdm.notebook")
+    import IPython.display
+
+    handles, shown = [], []
+
+    def fake_display(obj, display_id=False, **_):
+        shown.append(obj)
+        handles.append(_Handle())
+        return handles[-1]
+
+    monkeypatch.setattr(Wd, "_in_kernel", lambda: True)
+    monkeypatch.delenv("FACELIB_HEADLESS", raising=False)
+    monkeypatch.setattr(IPython.display, "display", fake_display)
+    monkeypatch.setattr(Wd, "_BAR_CLASS", None)
+    bar = Wd.progress_bar(total=4, desc="project")
+    assert type(shown[0]).__name__ == "TqdmHBox" and handles[0].updates == []
+    container = bar.container
+    bar.update(4)
+    bar.close()
+    (obj, raw), = handles[0].updates
+    assert raw and set(obj) == {"text/plain"} and "project: 100%" in obj["text/plain"] and "4/4" in obj["text/plain"]
+    assert container.comm is None  # the widget model is released
+    bar.close()  # twice is harmless
+    assert len(handles[0].updates) == 1
+    for _ in Wd.progress_bar(range(2), desc="inner", leave=False):
+        pass
+    assert handles[1].updates == [({"text/plain": ""}, True)]  # leave=False: nothing stays
+    bar = Wd.progress_bar(total=5, desc="stopped")
+    bar.update(2)
+    bar.close()
+    assert "2/5" in handles[2].updates[0][0]["text/plain"]  # an unfinished bar keeps its line
+    monkeypatch.setenv("FACELIB_HEADLESS", "1")  # papermill runs of `facelib demo`: text
+    from tqdm.std import tqdm as std_tqdm
+
+    assert type(Wd.progress_bar(total=1, disable=True)) is std_tqdm
+
+
+def test_enable_saved_widget_state(tmp_path) -> None:
+    import json
+
+    path = Wd.enable_saved_widget_state(tmp_path)
+    assert path == tmp_path / "share" / "jupyter" / "lab" / "settings" / "overrides.json"
+    assert json.loads(path.read_text()) == {"@jupyter-widgets/jupyterlab-manager:plugin": {"saveState": True}}
+    path.write_text(json.dumps({"@jupyterlab/apputils-extension:themes": {"theme": "JupyterLab Dark"},
+                                "@jupyter-widgets/jupyterlab-manager:plugin": {"saveState": False, "x": 1}}))
+    Wd.enable_saved_widget_state(tmp_path)
+    data = json.loads(path.read_text())
+    assert data["@jupyterlab/apputils-extension:themes"] == {"theme": "JupyterLab Dark"}  # kept
+    assert data["@jupyter-widgets/jupyterlab-manager:plugin"] == {"saveState": True, "x": 1}
+    path.write_text("{broken")
+    with pytest.raises(InputError, match="not valid JSON"):
+        Wd.enable_saved_widget_state(tmp_path)
