@@ -89,6 +89,9 @@ log = logging.getLogger(__name__)
 _FORMAT = "facelib.projection"
 _VERSION = 1
 
+#: precision name -> autocast dtype (None = plain float32)
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
 
 # ----------------------------------------------------------------------------------------
 # Learning-rate schedules
@@ -204,7 +207,12 @@ class ProjectConfig:
     id_weight: float = 0.0            # identity term weight (needs id_net)
     beta1: float = 0.9                # Adam betas (both references use torch/TF defaults)
     beta2: float = 0.999
-    seed: int = 0                     # image i uses seed + i
+    seed: int = 0                     # image i uses seed + i (project_folder: seed + hash of its path)
+    # speed options (GPU throughput); results stay equal to fp32 within the figures of
+    # benchmarks/project.py (synthetic-truth task)
+    precision: str = "fp32"           # "fp32" | "bf16" (autocast; Ampere+ GPUs, CPUs) | "fp16" (autocast + loss scaling; T4/P100)
+    tf32: bool = True                 # TF32 matmuls/convolutions on Ampere and newer GPUs (no effect elsewhere)
+    compile: bool = False             # torch.compile the generator for the fixed-shape step (CUDA graphs on GPUs); long first compile
 
     def __post_init__(self) -> None:
         check_settings(self, ("lpips_weight", "mse_weight", "noise_reg_weight", "initial_noise_factor", "id_weight",
@@ -219,6 +227,8 @@ class ProjectConfig:
             raise InputError(f"n_mean_latent: expected >= 1, got {self.n_mean_latent}")
         if self.lpips_weight + self.mse_weight + self.id_weight <= 0:
             raise InputError("lpips_weight, mse_weight and id_weight are all 0: nothing to optimise")
+        if self.precision not in PRECISIONS:
+            raise InputError(f"precision: expected one of {list(PRECISIONS)}, got {self.precision!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -361,16 +371,17 @@ class Projection:
             "steps_done": self.steps_done,
         }
 
-    def save(self, path: "str | os.PathLike[str]") -> Path:
+    def save(self, path: "str | os.PathLike[str]", *, extra: Mapping[str, Any] | None = None) -> Path:
         """Write ``path`` (tensors, ``weights_only``-loadable) and ``path.with_suffix('.json')``.
 
         Both are written atomically, the JSON last, so a JSON file beside a .pt marks a
-        complete result. Returns the JSON path.
+        complete result. ``extra``: more JSON entries (e.g. ``rank`` and ``world_size`` of a
+        distributed run). Returns the JSON path.
         """
         tensors = {"wplus": self.wplus.float(), "images": self.images.half()}
         if self.init_wplus is not None:
             tensors["init_wplus"] = self.init_wplus.float()
-        return save_result(path, tensors, self.noises, self.to_json())
+        return save_result(path, tensors, self.noises, {**self.to_json(), **dict(extra or {})})
 
     def to_pil(self) -> list:
         """The renderings as PIL images."""
@@ -559,6 +570,9 @@ def _project_batch(G: nn.Module, targets: torch.Tensor, seeds: Sequence[int], cf
 
     target_feats = lpips_loss.features(targets) if lpips_loss is not None and cfg.lpips_weight > 0 else None
     use_id = id_net is not None and target_emb is not None
+    synthesis = _synthesis_fn(G, cfg)
+    amp_dtype = PRECISIONS[cfg.precision]
+    scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
 
     def evaluate(step: int) -> Evaluation:
         """Render w + ramped latent noise; per-image objective and its terms (incl. "image_loss")."""
@@ -567,11 +581,14 @@ def _project_batch(G: nn.Module, targets: torch.Tensor, seeds: Sequence[int], cf
         if strength > 0:
             eps = torch.stack([torch.randn(G.n_latent, G.style_dim, generator=g) for g in gens]).to(device)
             w_eval = w + strength * eps
-        img = G.synthesis(w_eval, noise=noises)  # [N, 3, H, W]
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            img = synthesis(w_eval, noise=noises)  # [N, 3, H, W]
+            lp = lpips_loss.distance(img, target_feats) if target_feats is not None else None
+        img = img.float()  # the loss terms in float32
         terms: dict[str, torch.Tensor] = {"mse": mse_per_image(img, targets)}
         image_loss = cfg.mse_weight * terms["mse"]
-        if target_feats is not None:
-            terms["lpips"] = lpips_loss.distance(img, target_feats)
+        if lp is not None:
+            terms["lpips"] = lp.float()
             image_loss = image_loss + cfg.lpips_weight * terms["lpips"]
         if use_id and cfg.id_weight > 0:
             terms["id"] = 1.0 - identity_similarity(id_net, img, target_emb)
@@ -588,14 +605,47 @@ def _project_batch(G: nn.Module, targets: torch.Tensor, seeds: Sequence[int], cf
 
     # 2. Adam steps on the summed loss, the noise maps renormalised after each; keep each image's best step
     best = BestSteps([w0, *noises])
-    run = optimise(opt, best, evaluate, total=cfg.steps, lr_at=cfg.lr_at, label="projection", items="image(s)",
-                   hint="lower lr or check the generator/targets",
-                   after_step=(lambda: normalize_noises_(noises)) if cfg.optimize_noise else None,
-                   on_step=on_step, progress=progress, desc=desc)
+    with _tf32(device, cfg.tf32):
+        run = optimise(opt, best, evaluate, total=cfg.steps, lr_at=cfg.lr_at, label="projection",
+                       items="image(s)", hint="lower lr or check the generator/targets",
+                       after_step=(lambda: normalize_noises_(noises)) if cfg.optimize_noise else None,
+                       on_step=on_step, progress=progress, desc=desc, scaler=scaler)
     # 0 steps (or no finite step) keeps the start point
     return {"wplus": best.values[0], "noises": best.values[1:], "history": best.history, "best_step": best.step,
             "best_loss": best.loss.cpu().tolist(), "steps_done": run.steps_done, "interrupted": run.interrupted,
             "failure": run.failure, "any_step": best.any_step}
+
+
+class _tf32:
+    """Context: allow TF32 matmuls and cuDNN convolutions on a CUDA device when ``on`` (PyTorch
+    leaves matmuls in full fp32 by default); restores the previous flags. Only Ampere and newer
+    GPUs have TF32 units; elsewhere the flags change nothing."""
+
+    def __init__(self, device: torch.device, on: bool) -> None:
+        self.active = on and device.type == "cuda"
+
+    def __enter__(self) -> None:
+        if self.active:
+            self.saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.active:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = self.saved
+
+
+def _synthesis_fn(G: nn.Module, cfg: ProjectConfig) -> Callable[..., torch.Tensor]:
+    """``G.synthesis``, or with ``cfg.compile`` its ``torch.compile``d version (kept on G, so a
+    folder's batches compile once; on CUDA mode "reduce-overhead" records CUDA graphs)."""
+    if not cfg.compile:
+        return G.synthesis
+    compiled = getattr(G, "_compiled_synthesis", None)
+    if compiled is None:
+        mode = "reduce-overhead" if G.device.type == "cuda" else None
+        compiled = torch.compile(G.synthesis, mode=mode, dynamic=False)
+        G._compiled_synthesis = compiled
+    return compiled
 
 
 @torch.no_grad()
@@ -660,7 +710,7 @@ def project(G: nn.Module, targets: Any, *, config: ProjectConfig | None = None,
             on_step: StepCallback | None = None, progress: bool = True,
             cache_dir: "str | os.PathLike[str] | None" = None, id_net: nn.Module | None = None,
             target_embeddings: torch.Tensor | None = None, vgg_path: "str | os.PathLike[str] | None" = None,
-            desc: str | None = None, **options: Any) -> Projection:
+            desc: str | None = None, seeds: Sequence[int] | None = None, **options: Any) -> Projection:
     """Project images into W+ (see the module docstring for the method).
 
     Args:
@@ -683,6 +733,8 @@ def project(G: nn.Module, targets: Any, *, config: ProjectConfig | None = None,
             ``id_net`` of the targets' identity crops.
         vgg_path: VGG16 weight file or folder for LPIPS (otherwise searched, never downloaded).
         desc: progress-bar label.
+        seeds: one seed per image instead of ``config.seed + index`` (e.g. derived from each
+            image's name, so the result does not depend on the batch it ran in).
     Returns:
         A :class:`Projection`.
     Raises:
@@ -719,7 +771,12 @@ def project(G: nn.Module, targets: Any, *, config: ProjectConfig | None = None,
         if not torch.isfinite(iw).all():
             raise RangeError("init: start latent contains NaN or inf")
         init_wplus = iw.expand(n, -1, -1).contiguous()
-    seeds = [cfg.seed + i for i in range(n)]
+    if seeds is None:
+        seeds = [cfg.seed + i for i in range(n)]
+    else:
+        seeds = [int(s) for s in seeds]
+        if len(seeds) != n:
+            raise InputError(f"seeds: expected one per image ({n}), got {len(seeds)}")
     shas = [_sha256_tensor(x[i]) for i in range(n)]
     device = G.device
 
@@ -840,7 +897,8 @@ def _matches(meta_path: Path, cfg: ProjectConfig, weights: str, target_sha: str)
         saved = ProjectConfig.from_dict(meta.get("config", {}))
     except (OSError, ValueError, InputError) as e:
         return f"unreadable ({e})"
-    if dataclasses.replace(saved, seed=0) != dataclasses.replace(cfg, seed=0):
+    # the seed is per image; compiling changes the speed, not the result
+    if dataclasses.replace(saved, seed=0, compile=False) != dataclasses.replace(cfg, seed=0, compile=False):
         return "settings changed"
     if meta.get("weights_sha256") != weights:
         return "made with another generator"
@@ -862,8 +920,15 @@ def project_folder(src: "str | os.PathLike[str]", dst: "str | os.PathLike[str]",
     An image whose ``.pt`` and ``.json`` exist is skipped when they were made from the same
     image with the same settings and generator (else it is redone; ``overwrite`` redoes all).
     Unreadable images and batches whose optimisation fails are reported in the result and the
-    rest go on. Each saved file's ``config.seed`` is that image's own seed (it reproduces the
-    file alone).
+    rest go on. Each image's seed is ``seed`` plus a hash of its path relative to ``src``
+    (:func:`facelib.distributed.item_seed`), so its result does not depend on the batch or
+    process it ran in; the saved ``config.seed`` is that seed (it reproduces the file alone).
+
+    Under ``torchrun`` every rank takes its share of the sorted image list
+    (:func:`facelib.distributed.shard`; call :func:`facelib.distributed.init` first to join the
+    process group), projects it on its own device (the generator's), writes its files itself
+    (their JSON records ``rank`` and ``world_size``), and every rank returns the combined
+    result of all ranks. A rerun skips images any rank finished.
 
     Args:
         src: folder of aligned images (or one image).
@@ -876,6 +941,7 @@ def project_folder(src: "str | os.PathLike[str]", dst: "str | os.PathLike[str]",
         InputError: ``src`` is neither a folder nor an image, or ``batch_size`` < 1.
     """
     from .align import IMAGE_EXTENSIONS, list_images, load_image
+    from .distributed import gather, item_seed, shard, world
     from .grids import save_image, to_tensor
 
     if batch_size < 1:
@@ -890,6 +956,8 @@ def project_folder(src: "str | os.PathLike[str]", dst: "str | os.PathLike[str]",
         raise InputError(f"{src}: not a folder of images or an image file")
     if max_images is not None:
         images = images[:max_images]
+    info = world()
+    images = shard(sorted(images), info)  # this rank's share; the whole list in a single process
     weights = generator_id(G)
     result = ProjectFolderResult()
     todo: list[tuple[Path, torch.Tensor]] = []
@@ -909,12 +977,14 @@ def project_folder(src: "str | os.PathLike[str]", dst: "str | os.PathLike[str]",
             log.info("%s: redoing (%s)", path, why)
         todo.append((path, target))
     batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
+    where = f"rank {info.rank}/{info.world_size} " if info.distributed else ""
     for b, batch in enumerate(batches):
         paths = [p for p, _ in batch]
+        seeds = [item_seed(projection_paths(src, "", p)[0].with_suffix("").as_posix(), cfg.seed) for p in paths]
         try:
             proj = project(G, torch.cat([t for _, t in batch]), config=config, progress=progress,
-                           cache_dir=cache_dir, vgg_path=vgg_path,
-                           desc=f"batch {b + 1}/{len(batches)}", **options)
+                           cache_dir=cache_dir, vgg_path=vgg_path, seeds=seeds,
+                           desc=f"{where}batch {b + 1}/{len(batches)}", **options)
         except OptimisationError as e:
             for p in paths:
                 result.failed[str(p)] = str(e)
@@ -925,9 +995,14 @@ def project_folder(src: "str | os.PathLike[str]", dst: "str | os.PathLike[str]",
         for j, path in enumerate(paths):
             one = dataclasses.replace(proj.select(j), names=[path.stem])
             pt, _, png = projection_paths(src, dst, path)
-            one.save(pt)
+            one.save(pt, extra={"rank": info.rank, "world_size": info.world_size})
             save_image(one.images[0], png)
             result.written.append(pt)
+    if info.distributed:
+        parts = gather(result)
+        result = ProjectFolderResult(written=[p for r in parts for p in r.written],
+                                     skipped=[p for r in parts for p in r.skipped],
+                                     failed={k: v for r in parts for k, v in r.failed.items()})
     return result
 
 

@@ -361,6 +361,7 @@ def test_offline_default_warns_once_and_explicit_vgg_raises(small_generator, mon
 
 def test_cli_project_folder(small_generator, tmp_path, capsys):
     from facelib.cli import main
+    from facelib.distributed import item_seed
     from facelib.weights import save_generator
 
     G = small_generator
@@ -380,7 +381,7 @@ def test_cli_project_folder(small_generator, tmp_path, capsys):
     for i in range(2):
         assert (dst / "ann" / f"{i}.pt").is_file() and (dst / "ann" / f"{i}.png").is_file()
         p = load_projection(dst / "ann" / f"{i}.pt")
-        assert p.names == [str(i)] and p.config.steps == 3 and p.config.seed == i
+        assert p.names == [str(i)] and p.config.steps == 3 and p.config.seed == item_seed(f"ann/{i}", 0)
         assert Image.open(dst / "ann" / f"{i}.png").size == (32, 32)
     main(argv)
     assert "projected 0, skipped 2" in capsys.readouterr().out
