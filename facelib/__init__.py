@@ -76,6 +76,8 @@ _LAZY = {
     # grids
     "to_pil": "grids",
     "make_grid": "grids",
+    # runs over several processes (torchrun); the helpers live in facelib.distributed
+    "DistInfo": "distributed",
 }
 
 __all__ = sorted(set(_LAZY) | {
