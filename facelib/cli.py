@@ -284,7 +284,9 @@ def _run_project(args: argparse.Namespace) -> int:
     finally:
         finish()
     if info.rank == 0:  # the combined summary of every rank
-        print(result.summary() + (f" ({info.world_size} processes)" if info.distributed else ""))
+        print(result.summary())
+        if info.distributed:
+            print(f"(all {info.world_size} processes; each result's JSON names its rank)")
     return 0 if result.ok else 1
 
 
