@@ -456,3 +456,18 @@ def test_precision_and_compile_options(small_generator, monkeypatch):
     b = project(G, x, steps=2, compile=True, **FAST)
     assert len(calls) == 1 and calls[0]["dynamic"] is False  # compiled once per generator
     assert torch.equal(a.wplus, plain.wplus) and torch.equal(b.wplus, plain.wplus)
+
+
+@pytest.mark.slow
+def test_bf16_with_an_lpips_module_stays_close_to_fp32(small_generator):
+    lpips = pytest.importorskip("lpips")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net = lpips.LPIPS(net="vgg", pretrained=True, pnet_rand=True, verbose=False)
+    G = small_generator
+    x, _ = _known_targets(G, 1)
+    ref = project(G, x, steps=3, lpips=net, progress=False, lpips_size=32)
+    bf = project(G, x, steps=3, lpips=net, progress=False, lpips_size=32, precision="bf16")
+    a, b = ref.history[0]["lpips"], bf.history[0]["lpips"]
+    assert all(math.isfinite(v) for v in b) and abs(a[0] - b[0]) < 0.05 * max(a[0], 1e-3), (a, b)
+    assert abs(ref.metrics[0]["psnr"] - bf.metrics[0]["psnr"]) < 0.5
