@@ -954,7 +954,8 @@ def _align_job(job: tuple[Path, Path, Path, bool, dict]) -> tuple[list[Path], st
         written = []
         for face, target in reversed(list(zip(faces, targets))):
             with atomic_path(target) as tmp:
-                face.image.save(tmp, format="PNG")
+                # zlib level 1: ~4x faster to write than the default 6 for ~13 % more bytes (still lossless)
+                face.image.save(tmp, format="PNG", compress_level=1)
             written.append(target)
         return written, None, None
     except DependencyError as e:
@@ -1005,7 +1006,8 @@ def align_folder(src: "str | os.PathLike[str]", dst: "str | os.PathLike[str]", *
         overwrite: redo inputs whose outputs exist.
         progress: show a tqdm progress bar.
         workers: processes; None = one per CPU core (shared among torchrun's ranks on a
-            machine), 1 = in this process.
+            machine) but no more than one per 4 photos to align (a worker takes seconds to
+            start), 1 = in this process.
     Returns:
         :class:`AlignFolderResult`.
     """
@@ -1047,7 +1049,9 @@ def align_folder(src: "str | os.PathLike[str]", dst: "str | os.PathLike[str]", *
             skipped.append((path, f"already aligned ({done.name} exists)"))
             continue
         jobs.append((path, done, out_dir, all_faces, options))
-    n_workers = min(workers or _default_workers(), max(1, len(jobs)))
+    # a worker takes seconds to start (imports, dlib models): by default one per 4 photos, at most one per core
+    n_workers = min(workers, len(jobs)) if workers else min(_default_workers(), len(jobs) // 4)
+    n_workers = max(1, n_workers)
     written: list[Path] = []
     with contextlib.ExitStack() as stack:
         if n_workers > 1:

@@ -207,7 +207,7 @@ def _add_align(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--predictor", help="shape_predictor_68_face_landmarks.dat (file or folder)")
     p.add_argument("--overwrite", action="store_true", help="redo photos whose outputs exist")
     p.add_argument("--workers", type=int, default=0,
-                   help="worker processes (default 0 = one per CPU core; 1 = in this process). "
+                   help="worker processes (default: one per CPU core, at most one per 4 photos; 1 = in this process). "
                         "Under torchrun each rank aligns its share of the photos")
     p.add_argument("--warp", choices=["fast", "reference"], default="fast",
                    help="fast (default): one antialiased resampling, >= 40 dB of the reference; "
