@@ -13,6 +13,12 @@ fresh subprocess (peak RSS growth on CPU, ``max_memory_allocated`` on CUDA).
 ``--reference PATH`` also times rosinality/stylegan2-pytorch's own CPU path, imported from a
 local checkout at PATH (nothing is copied into this repository). Its ops try to compile a CUDA
 extension at import; the benchmark stubs the compile step out because the CPU path never uses it.
+
+``--variants`` times the default implementation with each speed option of projection
+(``ProjectConfig.precision`` / ``tf32`` / ``compile``) beside plain fp32, in the same run:
+``fp32`` (before), ``tf32`` (TF32 matmuls/convolutions; CUDA only), ``bf16`` / ``fp16``
+(autocast), ``compile`` (``torch.compile``, CUDA graphs on CUDA; the first call, which compiles,
+is the warm-up and not timed).
 """
 from __future__ import annotations
 
@@ -63,6 +69,19 @@ def _case(args: dict, queue) -> None:
     device = args["device"]
     base_rss = _rss_mb()
     n_latent, run = _build(args["impl"], args["size"], args.get("reference"), device)
+    variant = args.get("variant", "fp32")
+    cuda = device.startswith("cuda")
+    torch.backends.cuda.matmul.allow_tf32 = variant == "tf32"
+    torch.backends.cudnn.allow_tf32 = variant == "tf32"
+    if variant == "compile":
+        run = torch.compile(run, dynamic=False, mode="reduce-overhead" if cuda else None)
+    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(variant)
+    if amp is not None:
+        plain = run
+
+        def run(w):
+            with torch.autocast(torch.device(device).type, dtype=amp):
+                return plain(w).float()
     g = torch.Generator().manual_seed(0)
     w0 = torch.randn(args["batch"], n_latent, 512, generator=g).to(device)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
@@ -117,6 +136,9 @@ def main() -> int:
                     help="facelib (split modconv, NHWC on CPU / NCHW on CUDA: the default), facelib-nchw "
                          "(split, NCHW everywhere), facelib-fused (grouped conv)")
     ap.add_argument("--reference", help="path to a local rosinality/stylegan2-pytorch checkout (CPU only)")
+    ap.add_argument("--variants", nargs="+", default=None,
+                    help="speed options for the default impl: fp32 tf32 bf16 fp16 compile "
+                         "(default: fp32 bf16 on CPU, all on CUDA)")
     ap.add_argument("--json", help="also write the figures to this JSON file")
     args = ap.parse_args()
 
@@ -129,27 +151,35 @@ def main() -> int:
     rows = []
     print(f"# torch {torch.__version__}, {platform.processor() or platform.machine()}, "
           f"{args.threads} CPU threads" + (f", {torch.cuda.get_device_name()}" if "cuda" in devices else ""))
-    print(f"{'device':6} {'size':>5} {'batch':>5} {'impl':17} {'fwd ms':>9} {'fwd+bwd ms':>11} {'peak MiB':>9}")
+    print(f"{'device':6} {'size':>5} {'batch':>5} {'impl':17} {'variant':8} {'fwd ms':>9} {'fwd+bwd ms':>11} "
+          f"{'peak MiB':>9} {'vs fp32':>8}")
     for device in devices:
+        variants = args.variants or (["fp32", "bf16"] if device == "cpu" else ["fp32", "tf32", "bf16", "fp16", "compile"])
         for size in args.sizes:
             for batch in args.batches:
                 for impl in impls:
                     if impl.startswith("reference") and device != "cpu":
                         continue
-                    r = run_case(impl=impl, size=size, batch=batch, threads=args.threads, repeats=args.repeats,
-                                 device=device, reference=args.reference)
-                    r.update(device=device, size=size, batch=batch, impl=impl)
-                    rows.append(r)
-                    if "error" in r:
-                        print(f"{device:6} {size:>5} {batch:>5} {impl:17} {r['error']}")
-                        continue
-                    peak = r.get("peak_rss_mb", r.get("fwd+bwd_peak_mb", float("nan")))
-                    print(f"{device:6} {size:>5} {batch:>5} {impl:17} {r['fwd_ms']:>9.1f} {r['fwd+bwd_ms']:>11.1f} "
-                          f"{peak:>9.0f}", flush=True)
+                    base = None
+                    for variant in (variants if impl == "facelib" else ["fp32"]):
+                        if variant == "tf32" and device == "cpu":
+                            continue
+                        r = run_case(impl=impl, size=size, batch=batch, threads=args.threads, repeats=args.repeats,
+                                     device=device, reference=args.reference, variant=variant)
+                        r.update(device=device, size=size, batch=batch, impl=impl, variant=variant)
+                        rows.append(r)
+                        if "error" in r:
+                            print(f"{device:6} {size:>5} {batch:>5} {impl:17} {variant:8} {r['error']}")
+                            continue
+                        base = base or r
+                        peak = r.get("peak_rss_mb", r.get("fwd+bwd_peak_mb", float("nan")))
+                        print(f"{device:6} {size:>5} {batch:>5} {impl:17} {variant:8} {r['fwd_ms']:>9.1f} "
+                              f"{r['fwd+bwd_ms']:>11.1f} {peak:>9.0f} {base['fwd+bwd_ms'] / r['fwd+bwd_ms']:>7.2f}x",
+                              flush=True)
     ref = {(r["device"], r["size"], r["batch"]): r for r in rows if r["impl"] == "reference" and "error" not in r}
     for r in rows:
         key = (r["device"], r["size"], r["batch"])
-        if r["impl"] == "facelib" and key in ref and "error" not in r:
+        if r["impl"] == "facelib" and r["variant"] == "fp32" and key in ref and "error" not in r:
             print(f"speed-up vs reference ({key[0]}, {key[1]} px, batch {key[2]}): "
                   f"fwd {ref[key]['fwd_ms'] / r['fwd_ms']:.2f}x, fwd+bwd {ref[key]['fwd+bwd_ms'] / r['fwd+bwd_ms']:.2f}x")
     if args.json:

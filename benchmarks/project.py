@@ -16,6 +16,11 @@ known W+ latents (a random w per image, every row perturbed); each schedule and 
 projects them with MSE only (LPIPS needs ImageNet VGG weights, which a benchmark cannot
 assume) for several run lengths. The table gives mean PSNR (dB) of the kept step per run
 length, and, for the longest run, PSNR of the evaluated rendering at intermediate steps.
+
+Speed options (``ProjectConfig.precision`` / ``tf32`` / ``compile``): ``--variants`` times each
+beside plain fp32 in the same run (``fp32`` is the figure before these options existed; ``tf32``
+is CUDA only; the default is fp32 and bf16 on CPU, all five on CUDA), and the precision table
+projects the synthetic-truth task with each precision so the quality can be compared with fp32.
 """
 from __future__ import annotations
 
@@ -72,8 +77,11 @@ def _speed_case(args: dict, queue) -> None:
         stamps.append(time.perf_counter())
 
     total = args["warmup"] + args["steps"]
+    variant = args.get("variant", "fp32")
+    opts = {"precision": variant if variant in ("bf16", "fp16") else "fp32", "tf32": variant == "tf32",
+            "compile": variant == "compile"}
     project(G, targets, steps=total, lpips=lp, progress=False, on_step=on_step, scheduler="constant",
-            n_mean_latent=1000)
+            n_mean_latent=1000, **opts)
     timed = stamps[args["warmup"]:]
     steps_per_s = (len(timed) - 1) / (timed[-1] - timed[0]) if len(timed) > 1 else float("nan")
     if device.type == "cuda":
@@ -83,30 +91,36 @@ def _speed_case(args: dict, queue) -> None:
     queue.put({"steps_per_s": steps_per_s, "s_per_step": 1.0 / steps_per_s, "peak_mb": peak})
 
 
-def run_speed(sizes, batches, devices, steps, warmup, threads, use_lpips) -> list[dict]:
+def run_speed(sizes, batches, devices, steps, warmup, threads, use_lpips, variants=None) -> list[dict]:
     ctx = mp.get_context("spawn")
     rows = []
     for device in devices:
-        for size in sizes:
-            for batch in batches:
-                q = ctx.Queue()
-                case = {"size": size, "batch": batch, "device": device, "steps": steps, "warmup": warmup,
-                        "threads": threads, "lpips": use_lpips}
-                p = ctx.Process(target=_speed_case, args=(case, q))
-                p.start()
-                p.join()
-                if p.exitcode != 0:
-                    res = {"error": f"exit code {p.exitcode}"}
-                else:
-                    res = q.get()
-                row = {"device": device, "size": size, "batch": batch, **res}
-                rows.append(row)
-                if "error" in row:
-                    print(f"  {device:5s} {size:5d} px  batch {batch}: {row['error']}", flush=True)
-                else:
-                    print(f"  {device:5s} {size:5d} px  batch {batch}: {row['steps_per_s']:7.3f} steps/s "
-                          f"({row['s_per_step']:.3f} s/step, {row['steps_per_s'] * batch:.3f} images*steps/s), "
-                          f"peak {row['peak_mb']:.0f} MB", flush=True)
+        for variant in (variants or (["fp32", "bf16"] if device == "cpu" else ["fp32", "tf32", "bf16", "fp16", "compile"])):
+            if variant == "tf32" and device == "cpu":
+                continue
+            for size in sizes:
+                for batch in batches:
+                    q = ctx.Queue()
+                    case = {"size": size, "batch": batch, "device": device, "steps": steps, "warmup": warmup,
+                            "threads": threads, "lpips": use_lpips, "variant": variant}
+                    p = ctx.Process(target=_speed_case, args=(case, q))
+                    p.start()
+                    p.join()
+                    if p.exitcode != 0:
+                        res = {"error": f"exit code {p.exitcode}"}
+                    else:
+                        res = q.get()
+                    row = {"device": device, "size": size, "batch": batch, "variant": variant, **res}
+                    rows.append(row)
+                    if "error" in row:
+                        print(f"  {device:5s} {variant:7s} {size:5d} px  batch {batch}: {row['error']}", flush=True)
+                    else:
+                        base = next((r for r in rows if r["variant"] == "fp32" and r["device"] == device
+                                     and r["size"] == size and r["batch"] == batch and "error" not in r), row)
+                        print(f"  {device:5s} {variant:7s} {size:5d} px  batch {batch}: {row['steps_per_s']:7.3f} steps/s "
+                              f"({row['steps_per_s'] / base['steps_per_s']:.2f}x fp32) "
+                              f"({row['s_per_step']:.3f} s/step, {row['steps_per_s'] * batch:.3f} images*steps/s), "
+                              f"peak {row['peak_mb']:.0f} MB", flush=True)
     return rows
 
 
@@ -176,6 +190,27 @@ def run_curves(totals, schedules, resolution, n_images, threads, checkpoints) ->
             "checkpoints": [c for c in checkpoints if c <= longest], "rows": rows}
 
 
+def run_precision_quality(precisions, steps, resolution, n_images, threads) -> list[dict]:
+    """Mean PSNR of the synthetic-truth task projected with each precision (constant lr 0.1, MSE)."""
+    import torch
+
+    from facelib.project import project
+
+    torch.set_num_threads(threads)
+    G, targets, _ = synthetic_task(resolution, n_images)
+    rows = []
+    for prec in precisions:
+        t0 = time.perf_counter()
+        p = project(G, targets, steps=steps, lpips=None, mse_weight=1.0, scheduler="constant", precision=prec,
+                    progress=False)
+        rows.append({"precision": prec, "steps": steps, "psnr": [m["psnr"] for m in p.metrics],
+                     "mean_psnr": sum(m["psnr"] for m in p.metrics) / len(p), "seconds": time.perf_counter() - t0})
+        print(f"  {prec:5s} {steps} steps: mean PSNR {rows[-1]['mean_psnr']:6.2f} dB "
+              f"({rows[-1]['mean_psnr'] - rows[0]['mean_psnr']:+.2f} vs {rows[0]['precision']}), "
+              f"{rows[-1]['seconds']:.1f} s", flush=True)
+    return rows
+
+
 def print_curve_table(res: dict) -> None:
     totals, cps = res["totals"], res["checkpoints"]
     longest = max(totals)
@@ -213,6 +248,12 @@ def main(argv=None) -> int:
     ap.add_argument("--curve-images", type=int, default=4)
     ap.add_argument("--quick", action="store_true",
                     help="CPU-friendly: 256 px only, 3 timed steps, curve runs of 100 and 300 steps")
+    ap.add_argument("--variants", nargs="+", help="speed options: fp32 tf32 bf16 fp16 compile "
+                                                  "(default: fp32 bf16 on CPU, all on CUDA)")
+    ap.add_argument("--precisions", nargs="+", default=["fp32", "bf16", "fp16"],
+                    help="precisions of the quality table (synthetic truth)")
+    ap.add_argument("--precision-steps", type=int, default=300)
+    ap.add_argument("--no-precision", action="store_true", help="skip the precision quality table")
     ap.add_argument("--json", help="write all figures to this file")
     args = ap.parse_args(argv)
 
@@ -234,7 +275,12 @@ def main(argv=None) -> int:
         print(f"projection step speed (config-f, random weights, LPIPS {'off' if args.no_lpips else 'on'}, "
               f"{args.threads} CPU threads)", flush=True)
         out["speed"] = run_speed(args.sizes, args.batches, devices, args.steps, args.warmup, args.threads,
-                                 not args.no_lpips)
+                                 not args.no_lpips, args.variants)
+    if not args.no_precision:
+        print(f"\nprojection quality by precision (synthetic truth, {args.curve_res} px, {args.curve_images} images)",
+              flush=True)
+        out["precision"] = run_precision_quality(args.precisions, args.precision_steps, args.curve_res,
+                                                 args.curve_images, args.threads)
     if not args.no_curves:
         schedules = [(s, lr) for s in ("constant", "exp", "cosine", "rampupdown") for lr in args.curve_lrs]
         checkpoints = [25, 50, 100, 200, 300, 500, 1000]

@@ -120,6 +120,8 @@ _LAZY = {
     "load_tuning": "tuning",
     "tune_folder": "tuning",
     "paste_into_photo": "paste",
+    # runs over several processes (torchrun); the helpers live in facelib.distributed
+    "DistInfo": "distributed",
 }
 
 __all__ = sorted(set(_LAZY) | {

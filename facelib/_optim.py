@@ -169,7 +169,7 @@ def optimise(opt: torch.optim.Optimizer, best: BestSteps, evaluate: Callable[[in
              lr_at: Callable[[int], float], label: str, items: str, hint: str,
              after_step: Callable[[], Any] | None = None, on_step: StepCallback | None = None,
              progress: bool = True, desc: str | None = None,
-             stop_when: Callable[[], bool] | None = None) -> Outcome:
+             stop_when: Callable[[], bool] | None = None, scaler: Any = None) -> Outcome:
     """Run ``total`` optimiser steps of a batched optimisation, keeping each image's best step in ``best``.
 
     Each step sets the learning rate ``lr_at(step)`` on every parameter group, calls
@@ -183,6 +183,7 @@ def optimise(opt: torch.optim.Optimizer, best: BestSteps, evaluate: Callable[[in
         label: what runs ("projection"), for the progress bar (unless ``desc``) and the log.
         items: what the batch holds, for messages ("image(s)").
         stop_when: checked before each step; True ends the run there (every item has converged).
+        scaler: a ``torch.amp.GradScaler`` for float16 autocast (loss scaling), or None.
     """
     from .widgets import progress_bar as tqdm
 
@@ -203,8 +204,13 @@ def optimise(opt: torch.optim.Optimizer, best: BestSteps, evaluate: Callable[[in
             best.update(step, per_image if ev.criterion is None else ev.criterion, ev.keep)
             losses = best.record(lr, per_image, ev.terms)
             opt.zero_grad(set_to_none=True)
-            ev.loss.sum().backward()
-            opt.step()
+            if scaler is None:
+                ev.loss.sum().backward()
+                opt.step()
+            else:  # float16: scale the loss so small gradients do not underflow; skip steps with inf grads
+                scaler.scale(ev.loss.sum()).backward()
+                scaler.step(opt)
+                scaler.update()
             if after_step is not None:
                 after_step()
             steps_done = step + 1

@@ -289,19 +289,33 @@ def _add_align(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="redo photos whose outputs exist, also those made with other settings")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--workers", type=int, default=0,
+                   help="worker processes (default: one per CPU core, at most one per 4 photos; 1 = in this process). "
+                        "Under torchrun each rank aligns its share of the photos")
+    p.add_argument("--warp", choices=["fast", "reference"], default="fast",
+                   help="fast (default): one antialiased resampling, >= 40 dB of the reference; "
+                        "reference: FFHQ's 4x supersampled warp, bit-exact")
     p.set_defaults(func=_run_align)
 
 
 def _run_align(args: argparse.Namespace) -> int:
     from .align import MAX_OUTPUT_SIZE, align_folder
+    from .distributed import finish, init
 
     if not 16 <= args.size <= MAX_OUTPUT_SIZE:
         raise InputError(f"--size: expected 16 .. {MAX_OUTPUT_SIZE} px, got {args.size}")
-
-    result = align_folder(args.src, args.dst, output_size=args.size, all_faces=args.all_faces,
-                          detector=args.detector, predictor_path=args.predictor,
-                          overwrite=args.overwrite, layout=args.layout, progress=not args.quiet)
-    print(result.summary())
+    if args.workers < 0:
+        raise InputError(f"--workers: expected 0 (automatic) or more, got {args.workers}")
+    info = init("cpu")  # alignment runs on CPU cores; under torchrun the ranks share the photos (gloo)
+    try:
+        result = align_folder(args.src, args.dst, output_size=args.size, all_faces=args.all_faces,
+                              detector=args.detector, predictor_path=args.predictor,
+                              overwrite=args.overwrite, layout=args.layout, progress=not args.quiet,
+                              workers=args.workers or None, warp=args.warp)
+    finally:
+        finish()
+    if info.rank == 0:
+        print(result.summary())
     return 0 if result.ok else 1
 
 
@@ -327,7 +341,7 @@ def _add_project(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lpips-weight", type=float)
     p.add_argument("--mse-weight", type=float)
     p.add_argument("--noise-reg-weight", type=float)
-    p.add_argument("--seed", type=int, help="image k of a batch uses seed + k (default 0)")
+    p.add_argument("--seed", type=int, help="base seed; each image uses seed + a hash of its path (default 0)")
     p.add_argument("--batch-size", type=int,
                    help="images optimised together (default: up to 4, as many as the free memory holds)")
     p.add_argument("--device", default="auto", help=_DEVICE_HELP)
@@ -340,6 +354,12 @@ def _add_project(sub: argparse._SubParsersAction) -> None:
                         "(a few hundred steps, or --steps 0, replace a thousand); without --weights its decoder "
                         "is the generator")
     _add_tune_options(p)
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"],
+                   help="fp32 (default); bf16: autocast (Ampere+ GPUs, CPUs); fp16: autocast with loss scaling (T4, P100)")
+    p.add_argument("--compile", action="store_true", default=None,
+                   help="torch.compile the generator step (CUDA graphs on GPUs); pays off on long runs")
+    p.add_argument("--no-tf32", dest="tf32", action="store_false", default=None,
+                   help="keep matmuls/convolutions in full fp32 on Ampere+ GPUs")
     p.set_defaults(func=_run_project)
 
 
@@ -356,6 +376,7 @@ def _run_project(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ._io import check_output_folder
+    from .distributed import finish, init
     from .project import project_folder
 
     # --steps 0 is meaningful only from an encoder's W+ (the encoder's inversion as it is)
@@ -364,23 +385,30 @@ def _run_project(args: argparse.Namespace) -> int:
     check_output_folder(args.out_dir, "OUT_DIR")
     if not Path(args.aligned_dir).exists():
         raise InputError(f"ALIGNED_DIR {args.aligned_dir}: no such folder or image")
-    device = _device(args.device)
-    options = _given(args, ("steps", "lr", "scheduler", "gamma", "lpips", "lpips_weight", "mse_weight",
-                            "noise_reg_weight", "seed"))
-    encoder = None
-    if args.init_encoder:
-        from .encoders import load_encoder
+    _device(args.device)  # a device that does not exist here: one clear line before anything starts
+    info = init(args.device)  # under torchrun: join the group, this rank's device (cuda:LOCAL_RANK or CPU)
+    try:
+        device = _device(str(info.device))
+        options = _given(args, ("steps", "lr", "scheduler", "gamma", "lpips", "lpips_weight", "mse_weight",
+                                "noise_reg_weight", "seed", "precision", "compile", "tf32"))
+        encoder = None
+        if args.init_encoder:
+            from .encoders import load_encoder
 
-        encoder = load_encoder(args.init_encoder, device=device, decoder=not args.weights)
-        options["init"] = encoder
-    if encoder is not None and encoder.decoder is not None:
-        G = encoder.decoder
-    else:
-        G = _generator(args.weights, device)
-    result = project_folder(args.aligned_dir, args.out_dir, G, batch_size=args.batch_size,
-                            overwrite=args.overwrite, progress=not args.quiet, cache_dir=args.cache_dir,
-                            vgg_path=args.vgg_path, **options)
+            encoder = load_encoder(args.init_encoder, device=device, decoder=not args.weights)
+            options["init"] = encoder
+        G = encoder.decoder if encoder is not None and encoder.decoder is not None else _generator(args.weights,
+                                                                                                     device)
+        result = project_folder(args.aligned_dir, args.out_dir, G, batch_size=args.batch_size,
+                                overwrite=args.overwrite, progress=not args.quiet, cache_dir=args.cache_dir,
+                                vgg_path=args.vgg_path, **options)
+    finally:
+        finish()
+    if info.rank != 0:  # rank 0 prints the combined summary of every rank (and tunes)
+        return 0 if result.ok else 1
     print(result.summary())
+    if info.distributed:
+        print(f"(all {info.world_size} processes; each result's JSON names its rank)")
     if args.tune:
         from .tuning import tune_folder
 
@@ -646,6 +674,12 @@ def _add_swap(sub: argparse._SubParsersAction) -> None:
 def _run_swap(args: argparse.Namespace) -> int:
     import dataclasses
     from pathlib import Path
+
+    from .distributed import world
+
+    if world().rank != 0:  # one swap is one job: under torchrun rank 0 does it, the other ranks have none
+        log.info("swap: rank %d has no share of a single swap; rank 0 runs it", world().rank)
+        return 0
 
     from ._io import check_output_file
     from .data import RANDOM_ID_STAMP, SMOKE_STAMP, identity_network

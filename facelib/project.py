@@ -94,6 +94,9 @@ log = logging.getLogger(__name__)
 _FORMAT = "facelib.projection"
 _VERSION = 1
 
+#: precision name -> autocast dtype (None = plain float32)
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
 
 # ----------------------------------------------------------------------------------------
 # Learning-rate schedules
@@ -210,7 +213,12 @@ class ProjectConfig:
     id_weight: float = 0.0            # identity term weight (needs id_net)
     beta1: float = 0.9                # Adam betas (both references use torch/TF defaults)
     beta2: float = 0.999
-    seed: int = 0                     # image i uses seed + i
+    seed: int = 0                     # image i uses seed + i (project_folder: seed + hash of its path)
+    # speed options (GPU throughput); results stay equal to fp32 within the figures of
+    # benchmarks/project.py (synthetic-truth task)
+    precision: str = "fp32"           # "fp32" | "bf16" (autocast; Ampere+ GPUs, CPUs) | "fp16" (autocast + loss scaling; T4/P100)
+    tf32: bool = True                 # TF32 matmuls/convolutions on Ampere and newer GPUs (no effect elsewhere)
+    compile: bool = False             # torch.compile the generator for the fixed-shape step (CUDA graphs on GPUs); long first compile
 
     def __post_init__(self) -> None:
         check_settings(self, ("lpips_weight", "mse_weight", "noise_reg_weight", "initial_noise_factor", "id_weight",
@@ -225,6 +233,8 @@ class ProjectConfig:
             raise InputError(f"n_mean_latent: expected >= 1, got {self.n_mean_latent}")
         if self.lpips_weight + self.mse_weight + self.id_weight <= 0:
             raise InputError("lpips_weight, mse_weight and id_weight are all 0: nothing to optimise")
+        if self.precision not in PRECISIONS:
+            raise InputError(f"precision: expected one of {list(PRECISIONS)}, got {self.precision!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -368,16 +378,17 @@ class Projection:
             "steps_done": self.steps_done, "quality": quality_card(self).to_dict(),
         }
 
-    def save(self, path: "str | os.PathLike[str]") -> Path:
+    def save(self, path: "str | os.PathLike[str]", *, extra: Mapping[str, Any] | None = None) -> Path:
         """Write ``path`` (tensors, ``weights_only``-loadable) and ``path.with_suffix('.json')``.
 
         Both are written atomically, the JSON last, so a JSON file beside a .pt marks a
-        complete result. Returns the JSON path.
+        complete result. ``extra``: more JSON entries (e.g. ``rank`` and ``world_size`` of a
+        distributed run). Returns the JSON path.
         """
         tensors = {"wplus": self.wplus.float(), "images": self.images.half()}
         if self.init_wplus is not None:
             tensors["init_wplus"] = self.init_wplus.float()
-        return save_result(path, tensors, self.noises, self.to_json())
+        return save_result(path, tensors, self.noises, {**self.to_json(), **dict(extra or {})})
 
     def to_pil(self) -> list:
         """The renderings as PIL images."""
@@ -566,6 +577,9 @@ def _project_batch(G: nn.Module, targets: torch.Tensor, seeds: Sequence[int], cf
 
     target_feats = lpips_loss.features(targets) if lpips_loss is not None and cfg.lpips_weight > 0 else None
     use_id = id_net is not None and target_emb is not None
+    synthesis = _synthesis_fn(G, cfg)
+    amp_dtype = PRECISIONS[cfg.precision]
+    scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
 
     def evaluate(step: int) -> Evaluation:
         """Render w + ramped latent noise; per-image objective and its terms (incl. "image_loss")."""
@@ -574,11 +588,14 @@ def _project_batch(G: nn.Module, targets: torch.Tensor, seeds: Sequence[int], cf
         if strength > 0:
             eps = torch.stack([torch.randn(G.n_latent, G.style_dim, generator=g) for g in gens]).to(device)
             w_eval = w + strength * eps
-        img = G.synthesis(w_eval, noise=noises)  # [N, 3, H, W]
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            img = synthesis(w_eval, noise=noises)  # [N, 3, H, W]
+            lp = lpips_loss.distance(img, target_feats) if target_feats is not None else None
+        img = img.float()  # the loss terms in float32
         terms: dict[str, torch.Tensor] = {"mse": mse_per_image(img, targets)}
         image_loss = cfg.mse_weight * terms["mse"]
-        if target_feats is not None:
-            terms["lpips"] = lpips_loss.distance(img, target_feats)
+        if lp is not None:
+            terms["lpips"] = lp.float()
             image_loss = image_loss + cfg.lpips_weight * terms["lpips"]
         if use_id and cfg.id_weight > 0:
             terms["id"] = 1.0 - identity_similarity(id_net, img, target_emb)
@@ -595,14 +612,47 @@ def _project_batch(G: nn.Module, targets: torch.Tensor, seeds: Sequence[int], cf
 
     # 2. Adam steps on the summed loss, the noise maps renormalised after each; keep each image's best step
     best = BestSteps([w0, *noises])
-    run = optimise(opt, best, evaluate, total=cfg.steps, lr_at=cfg.lr_at, label="projection", items="image(s)",
-                   hint="lower lr or check the generator/targets",
-                   after_step=(lambda: normalize_noises_(noises)) if cfg.optimize_noise else None,
-                   on_step=on_step, progress=progress, desc=desc)
+    with _tf32(device, cfg.tf32):
+        run = optimise(opt, best, evaluate, total=cfg.steps, lr_at=cfg.lr_at, label="projection",
+                       items="image(s)", hint="lower lr or check the generator/targets",
+                       after_step=(lambda: normalize_noises_(noises)) if cfg.optimize_noise else None,
+                       on_step=on_step, progress=progress, desc=desc, scaler=scaler)
     # 0 steps (or no finite step) keeps the start point
     return {"wplus": best.values[0], "noises": best.values[1:], "history": best.history, "best_step": best.step,
             "best_loss": best.loss.cpu().tolist(), "steps_done": run.steps_done, "interrupted": run.interrupted,
             "failure": run.failure, "any_step": best.any_step}
+
+
+class _tf32:
+    """Context: allow TF32 matmuls and cuDNN convolutions on a CUDA device when ``on`` (PyTorch
+    leaves matmuls in full fp32 by default); restores the previous flags. Only Ampere and newer
+    GPUs have TF32 units; elsewhere the flags change nothing."""
+
+    def __init__(self, device: torch.device, on: bool) -> None:
+        self.active = on and device.type == "cuda"
+
+    def __enter__(self) -> None:
+        if self.active:
+            self.saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.active:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = self.saved
+
+
+def _synthesis_fn(G: nn.Module, cfg: ProjectConfig) -> Callable[..., torch.Tensor]:
+    """``G.synthesis``, or with ``cfg.compile`` its ``torch.compile``d version (kept on G, so a
+    folder's batches compile once; on CUDA mode "reduce-overhead" records CUDA graphs)."""
+    if not cfg.compile:
+        return G.synthesis
+    compiled = getattr(G, "_compiled_synthesis", None)
+    if compiled is None:
+        mode = "reduce-overhead" if G.device.type == "cuda" else None
+        compiled = torch.compile(G.synthesis, mode=mode, dynamic=False)
+        G._compiled_synthesis = compiled
+    return compiled
 
 
 @torch.no_grad()
@@ -672,7 +722,7 @@ def project(G: nn.Module, targets: Any, *, config: ProjectConfig | None = None,
             on_step: StepCallback | None = None, progress: bool = True,
             cache_dir: "str | os.PathLike[str] | None" = None, id_net: nn.Module | None = None,
             target_embeddings: torch.Tensor | None = None, vgg_path: "str | os.PathLike[str] | None" = None,
-            desc: str | None = None, **options: Any) -> Projection:
+            desc: str | None = None, seeds: Sequence[int] | None = None, **options: Any) -> Projection:
     """Project images into W+ (see the module docstring for the method).
 
     Args:
@@ -697,6 +747,8 @@ def project(G: nn.Module, targets: Any, *, config: ProjectConfig | None = None,
             ``id_net`` of the targets' identity crops.
         vgg_path: VGG16 weight file or folder for LPIPS (otherwise searched, never downloaded).
         desc: progress-bar label.
+        seeds: one seed per image instead of ``config.seed + index`` (e.g. derived from each
+            image's name, so the result does not depend on the batch it ran in).
     Returns:
         A :class:`Projection`.
     Raises:
@@ -738,7 +790,12 @@ def project(G: nn.Module, targets: Any, *, config: ProjectConfig | None = None,
         if not torch.isfinite(iw).all():
             raise RangeError("init: start latent contains NaN or inf")
         init_wplus = iw.expand(n, -1, -1).contiguous()
-    seeds = [cfg.seed + i for i in range(n)]
+    if seeds is None:
+        seeds = [cfg.seed + i for i in range(n)]
+    else:
+        seeds = [int(s) for s in seeds]
+        if len(seeds) != n:
+            raise InputError(f"seeds: expected one per image ({n}), got {len(seeds)}")
     shas = [_sha256_tensor(x[i]) for i in range(n)]
     device = G.device
 
@@ -900,8 +957,9 @@ def _matches(meta_path: Path, cfg: ProjectConfig, weights: str, target_sha: str)
         return "redo", f"unreadable ({e})"
     if meta.get("interrupted"):
         return "redo", "interrupted"
-    if dataclasses.replace(saved, seed=0) != dataclasses.replace(cfg, seed=0):
-        diff = [f.name for f in dataclasses.fields(ProjectConfig) if f.name != "seed"
+    # the seed is per image; compiling changes the speed, not the result
+    if dataclasses.replace(saved, seed=0, compile=False) != dataclasses.replace(cfg, seed=0, compile=False):
+        diff = [f.name for f in dataclasses.fields(ProjectConfig) if f.name not in ("seed", "compile")
                 and getattr(saved, f.name) != getattr(cfg, f.name)]
         shown = ", ".join(f"{k} {getattr(saved, k)!r} (now {getattr(cfg, k)!r})" for k in diff[:3])
         return "other", f"made with other settings: {shown}"
@@ -912,7 +970,7 @@ def _matches(meta_path: Path, cfg: ProjectConfig, weights: str, target_sha: str)
     return "same", None
 
 
-def _save_one(one: "Projection", pt: Path, png: Path, smoke: bool) -> None:
+def _save_one(one: "Projection", pt: Path, png: Path, smoke: bool, extra: Mapping[str, Any] | None = None) -> None:
     """Write one image's result as a unit: the rendering first, then the tensors, the JSON last
     (its presence marks the set complete)."""
     from .grids import save_image, stamp, to_pil
@@ -923,7 +981,7 @@ def _save_one(one: "Projection", pt: Path, png: Path, smoke: bool) -> None:
 
         image = stamp(image, SMOKE_STAMP)
     save_image(image, png)
-    one.save(pt)
+    one.save(pt, extra=extra)
 
 
 def project_folder(src: "str | os.PathLike[str]", dst: "str | os.PathLike[str]", G: nn.Module, *,
@@ -951,6 +1009,15 @@ def project_folder(src: "str | os.PathLike[str]", dst: "str | os.PathLike[str]",
 
     Ctrl-C raises :class:`facelib.errors.BatchInterrupted` whose ``result`` lists what was
     finished, skipped and not reached.
+    Each image's seed is ``seed`` plus a hash of its path relative to ``src``
+    (:func:`facelib.distributed.item_seed`), so its result does not depend on the batch or
+    process it ran in; the saved ``config.seed`` is that seed (it reproduces the file alone).
+
+    Under ``torchrun`` every rank takes its share of the sorted image list
+    (:func:`facelib.distributed.shard`; call :func:`facelib.distributed.init` first to join the
+    process group), projects it on its own device (the generator's), writes its files itself
+    (their JSON records ``rank`` and ``world_size``), and every rank returns the combined
+    result of all ranks. A rerun skips images any rank finished.
 
     Args:
         src: folder of aligned images (or one image).
@@ -970,6 +1037,7 @@ def project_folder(src: "str | os.PathLike[str]", dst: "str | os.PathLike[str]",
     from .errors import BatchInterrupted, MemoryLimitError
     from .grids import to_tensor
     from .memory import is_out_of_memory, plan_batch
+    from .distributed import gather, item_seed, shard, world
 
     if batch_size is not None and (isinstance(batch_size, bool) or batch_size < 1):
         raise InputError(f"batch_size: expected >= 1, got {batch_size}")
@@ -990,6 +1058,8 @@ def project_folder(src: "str | os.PathLike[str]", dst: "str | os.PathLike[str]",
         log.info("removed %s (left by an interrupted run)", stale)
     if max_images is not None:
         images = images[:max_images]
+    info = world()
+    images = shard(sorted(images), info)  # this rank's share; the whole list in a single process
     weights = generator_id(G)
     smoke = str(weights).startswith("smoke-")
     todo: list[tuple[Path, torch.Tensor]] = []
@@ -1028,15 +1098,17 @@ def project_folder(src: "str | os.PathLike[str]", dst: "str | os.PathLike[str]",
     else:
         size = 1
     queue = [todo[i:i + size] for i in range(0, len(todo), size)]
+    where = f"rank {info.rank}/{info.world_size} " if info.distributed else ""
     done = 0
     try:
         while queue:
             batch = queue.pop(0)
             paths = [p for p, _ in batch]
+            seeds = [item_seed(projection_paths(src, "", p)[0].with_suffix("").as_posix(), cfg.seed) for p in paths]
             try:
                 proj = project(G, torch.cat([t for _, t in batch]), config=config, progress=progress,
-                               cache_dir=cache_dir, vgg_path=vgg_path,
-                               desc=f"{done + 1}-{done + len(batch)} of {len(todo)}", **options)
+                               cache_dir=cache_dir, vgg_path=vgg_path, seeds=seeds,
+                               desc=f"{where}{done + 1}-{done + len(batch)} of {len(todo)}", **options)
             except OptimisationError as e:
                 for p in paths:
                     result.failed[str(p)] = str(e)
@@ -1065,7 +1137,7 @@ def project_folder(src: "str | os.PathLike[str]", dst: "str | os.PathLike[str]",
             for j, path in enumerate(paths):
                 one = dataclasses.replace(proj.select(j), names=[path.stem])
                 pt, _, png = projection_paths(src, dst, path)
-                _save_one(one, pt, png, smoke)
+                _save_one(one, pt, png, smoke, extra={"rank": info.rank, "world_size": info.world_size})
                 result.written.append(pt)
             done += len(batch)
     except KeyboardInterrupt:
@@ -1075,6 +1147,13 @@ def project_folder(src: "str | os.PathLike[str]", dst: "str | os.PathLike[str]",
                               if str(projection_paths(src, dst, p)[0]) not in finished
                               and str(p) not in result.failed]
         raise BatchInterrupted(result) from None
+    if info.distributed:
+        parts = gather(result)
+        result = ProjectFolderResult(written=[p for r in parts for p in r.written],
+                                     skipped=[p for r in parts for p in r.skipped],
+                                     failed={k: v for r in parts for k, v in r.failed.items()},
+                                     kept={k: v for r in parts for k, v in r.kept.items()},
+                                     notes=list(dict.fromkeys(n for r in parts for n in r.notes)))
     return result
 
 
