@@ -1037,9 +1037,13 @@ def _align_job(job: tuple[Path, list[Path], bool, dict, dict]) -> tuple[list[Pat
             targets = [folder / name.replace("{k}", str(k)) for k in range(len(faces))]
         written = []
         for face, target in reversed(list(zip(faces, targets))):  # _0 last: it marks a finished photo
-            save_alignment(face, target, path)  # geometry first: the image marks a finished face
-            with atomic_path(target) as tmp:
-                face.image.save(tmp, **fmt)
+            geometry = save_alignment(face, target, path)  # geometry first: the image marks a finished face
+            try:
+                with atomic_path(target) as tmp:
+                    face.image.save(tmp, **fmt)
+            except BaseException:
+                Path(geometry).unlink(missing_ok=True)  # no geometry without its image
+                raise
             written.append(target)
         return written, None, None
     except DependencyError as e:

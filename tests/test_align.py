@@ -401,7 +401,7 @@ def test_align_folder_continues_past_bad_files(tmp_path):
     failed = {p.name: why for p, why in res.failed}
     assert set(failed) == {"corrupt.jpg", "blank.png"}
     assert "cannot read" in failed["corrupt.jpg"] and "no face" in failed["blank.png"]
-    assert _all_files(dst) == ["alice/small.png"]  # nothing partial, no temp files
+    assert _all_files(dst) == ["alice/small.align.json", "alice/small.png"]  # nothing partial, no temp files
     assert Image.open(dst / "alice" / "small.png").size == (64, 64)
     assert "corrupt.jpg" in res.summary() and not res.ok
     # re-run: the aligned photo is skipped, the bad ones fail again
@@ -500,7 +500,8 @@ def test_align_folder_all_faces(tmp_path):
     src.mkdir()
     (src / "pair.jpg").write_bytes(face_path("two_people.jpg").read_bytes())
     res = facelib.align_folder(src, tmp_path / "dst", output_size=64, all_faces=True, progress=False, layout="mirror")
-    assert res.ok and _all_files(tmp_path / "dst") == ["pair_0.png", "pair_1.png"]
+    assert res.ok and _all_files(tmp_path / "dst") == ["pair_0.align.json", "pair_0.png",
+                                                        "pair_1.align.json", "pair_1.png"]
     assert res.written[-1].name == "pair_0.png"  # _0 is written last: it marks a complete photo
     again = facelib.align_folder(src, tmp_path / "dst", output_size=64, all_faces=True, progress=False, layout="mirror")
     assert again.written == () and len(again.skipped) == 1

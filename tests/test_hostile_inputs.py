@@ -124,7 +124,7 @@ def test_kill_between_writes_then_rerun_completes_every_item(small_generator, tm
     _photos(small_generator, src)
     real_save = P.Projection.save
 
-    def killed(self, path):  # the rendering is written, then the process "dies"
+    def killed(self, path, **kw):  # the rendering is written, then the process "dies"
         raise KeyboardInterrupt
 
     monkeypatch.setattr(P.Projection, "save", killed)
@@ -403,6 +403,7 @@ def test_align_ctrl_c_lists_what_was_not_reached_and_stale_parts_go(tmp_path, mo
         return [type("F", (), {"image": Image.new("RGB", (64, 64))})()]
 
     monkeypatch.setattr(A, "align_faces", fake_align)
+    monkeypatch.setattr(A, "save_alignment", lambda face, image, photo: Path(image).with_suffix(".align.json"))
     with pytest.raises(BatchInterrupted) as info:
         A.align_folder(src, dst, output_size=64, progress=False)
     r = info.value.result

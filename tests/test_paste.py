@@ -81,7 +81,7 @@ def test_align_folder_writes_geometry_and_paste_file_uses_it(astronaut, tmp_path
     src = tmp_path / "photos" / "ann"
     src.mkdir(parents=True)
     (src / "a.png").write_bytes(photo.read_bytes())
-    r = align_folder(tmp_path / "photos", tmp_path / "aligned", output_size=128, progress=False)
+    r = align_folder(tmp_path / "photos", tmp_path / "aligned", output_size=128, progress=False, layout="mirror")
     crop = tmp_path / "aligned" / "ann" / "a.png"
     assert r.written == (crop,)
     meta = json.loads(alignment_path(crop).read_text())
