@@ -80,7 +80,7 @@ def _mask(spec: str, n_latent: int, option: str):
     try:
         mask = LayerMask.scaled(spec, n_latent)
     except FacelibError as e:
-        raise InputError(f"{option}: {e} (rows are given in 18-row terms, 0-17)") from None
+        raise InputError(f"{option} {spec!r}: {e} (rows are given in 18-row terms, 0-17)") from None
     if not any(w > 0 for w in mask.weights):
         raise InputError(f"{option} {spec!r}: selects no W+ row, so the edit would change nothing; "
                          "give rows such as '1-17' or a preset")

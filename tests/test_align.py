@@ -594,8 +594,8 @@ def test_align_folder_workers_keep_order_and_results_and_ranks_share_the_photos(
     for k in range(3):
         (src / "p" / f"{k}.jpg").write_bytes(face_path("obama-240p.jpg").read_bytes())
     (src / "p" / "1x.jpg").write_bytes(b"\xff\xd8\xff garbage")
-    one = facelib.align_folder(src, tmp_path / "one", output_size=64, progress=False, workers=1)
-    two = facelib.align_folder(src, tmp_path / "two", output_size=64, progress=False, workers=2)
+    one = facelib.align_folder(src, tmp_path / "one", output_size=64, progress=False, workers=1, layout="mirror")
+    two = facelib.align_folder(src, tmp_path / "two", output_size=64, progress=False, workers=2, layout="mirror")
     assert [p.relative_to(tmp_path / "one") for p in one.written] == \
         [p.relative_to(tmp_path / "two") for p in two.written] == [Path("p/0.png"), Path("p/1.png"), Path("p/2.png")]
     assert [p.name for p, _ in two.failed] == ["1x.jpg"]
@@ -604,7 +604,7 @@ def test_align_folder_workers_keep_order_and_results_and_ranks_share_the_photos(
     # under torchrun (rank 1 of 2) a rank aligns only its share of the sorted list
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
-    mine = facelib.align_folder(src, tmp_path / "r1", output_size=64, progress=False, workers=1)
+    mine = facelib.align_folder(src, tmp_path / "r1", output_size=64, progress=False, workers=1, layout="mirror")
     # sorted: 0.jpg 1.jpg 1x.jpg 2.jpg -> rank 1 has 1.jpg and 2.jpg, rank 0 the broken 1x.jpg
     assert [p.name for p in mine.written] == ["1.png", "2.png"] and mine.failed == ()
     with pytest.raises(InputError, match="workers"):

@@ -310,7 +310,7 @@ def test_bad_options_are_one_line_errors(small_generator, tmp_path, capsys):
         (["sample", "s.png", "--truncation", "nan"], ["--truncation: expected a finite number"]),
         (["mix", "a.pt", "a.pt", "m.png", "--rows", "", "--weights", str(weights)], ["--rows '': selects no W+ row"]),
         (["mix", "a.pt", "a.pt", "m.png", "--rows", "eyes", "--weights", str(weights)],
-         ["--rows: ", "cannot read 'eyes'"]),
+         ["--rows 'eyes': ", "cannot read 'eyes'"]),
         (["express", "a.pt", "a.pt", "a.pt", "e.png", "--mask", "none", "--weights", str(weights)],
          ["--mask 'none': selects no W+ row"]),
     ]

@@ -155,7 +155,7 @@ def test_cli_project_tune_then_edits_render_tuned_and_paste_back(tmp_path, singl
     Image.fromarray(skdata.astronaut()).save(photos / "a.png")
     Image.fromarray(np.ascontiguousarray(skdata.astronaut()[:, ::-1])).save(photos / "b.png")
     try:
-        align_folder(tmp_path / "photos", tmp_path / "aligned", output_size=64, progress=False)
+        align_folder(tmp_path / "photos", tmp_path / "aligned", output_size=64, progress=False, layout="mirror")
     except facelib.DependencyError as e:
         pytest.skip(str(e))
     lat = tmp_path / "latents"

@@ -37,11 +37,11 @@ class _RecordingBar:
 
 @pytest.mark.slow
 def test_progress_bar_shows_loss_and_lr_of_every_step(small_generator, monkeypatch):
-    import tqdm.auto
+    import tqdm.std
 
     from facelib.project import ProjectConfig, project
 
-    monkeypatch.setattr(tqdm.auto, "tqdm", _RecordingBar)
+    monkeypatch.setattr(tqdm.std, "tqdm", _RecordingBar)  # the text bar facelib's progress bars use here
     _RecordingBar.instances.clear()
     G = small_generator
     with torch.no_grad():
