@@ -22,10 +22,19 @@ def shared_path(*parts: str) -> Path:
 
 
 def import_from(folder: Path, name: str):
-    """Import module ``name`` from ``folder`` (the shared fixtures' builders)."""
-    if str(folder) not in sys.path:
-        sys.path.insert(0, str(folder))
-    return __import__(name)
+    """Import module ``name`` from ``folder`` (the shared fixtures' builders).
+
+    Each folder's module gets its own name (several folders hold a ``synth.py``), so one test
+    never receives another folder's module from ``sys.modules``."""
+    import importlib.util
+
+    key = f"_shared_{Path(folder).name}_{name}"
+    if key not in sys.modules:
+        spec = importlib.util.spec_from_file_location(key, Path(folder) / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[key] = module
+        spec.loader.exec_module(module)
+    return sys.modules[key]
 
 
 def make_small_generator(seed: int = 0):
