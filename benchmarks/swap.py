@@ -37,7 +37,7 @@ def rows_table(steps: int, pairs: int, device: str) -> list[dict]:
     import torch
 
     from facelib.data import SMOKE_ARCFACE, smoke_generator
-    from facelib.edits import random_latents
+    from facelib.edit_inputs import random_latents
     from facelib.identity import build_arcface
     from facelib.swap import face_swap
 

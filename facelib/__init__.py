@@ -45,13 +45,13 @@ _LAZY = {
     "LayerMask": "edits",
     "expression_delta": "edits",
     "apply_delta": "edits",
-    "row_effects": "edits",
-    "RowEffects": "edits",
+    "row_effects": "row_measure",
+    "RowEffects": "row_measure",
     "EXPRESSION_MASKS": "edits",
-    "style_table": "edits",
-    "expression_table": "edits",
-    "load_latents": "edits",
-    "save_latents": "edits",
+    "style_table": "tables",
+    "expression_table": "tables",
+    "load_latents": "latents",
+    "save_latents": "latents",
     # identity
     "load_arcface": "identity",
     "identity_crop": "identity",
@@ -85,8 +85,8 @@ _LAZY = {
     "PUBLISHED_INVERSION": "quality",
     # the user's own material: emotion names of photo files, reference inputs, the kernel check
     "emotion_label": "data",
-    "expression_photos": "edits",
-    "aligned_dir": "edits",
+    "expression_photos": "edit_inputs",
+    "aligned_dir": "edit_inputs",
     "check_kernel": "kernel",
     "missing_packages": "kernel",
     # edit directions (SeFa, InterFaceGAN, GANSpace) and the attributes that label them
@@ -122,6 +122,13 @@ _LAZY = {
     "paste_into_photo": "paste",
     # runs over several processes (torchrun); the helpers live in facelib.distributed
     "DistInfo": "distributed",
+    # W+ input checks, named latent sets and the preview base class shared by the edit modules
+    "as_wplus": "edits",
+    "check_strength": "edits",
+    "LatentSet": "latents",
+    "gather_latents": "latents",
+    "latents_for": "latents",
+    "Preview": "previews",
 }
 
 __all__ = sorted(set(_LAZY) | {

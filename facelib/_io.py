@@ -5,11 +5,13 @@ import contextlib
 import dataclasses
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-__all__ = ["atomic_path", "jsonable", "remove_stale_parts", "check_output_file", "check_output_folder"]
+__all__ = ["atomic_path", "jsonable", "remove_stale_parts", "check_output_file", "check_output_folder",
+           "safe_name"]
 
 #: Image file suffixes PIL writes, for output paths.
 WRITABLE_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -147,3 +149,9 @@ def check_output_file(path: "str | os.PathLike[str]", name: str,
     if problem:
         raise InputError(f"{name} {path}: {problem}")
     return path
+
+
+def safe_name(name: str) -> str:
+    """``name`` made safe as a file name: runs of characters other than ``A-Za-z0-9._-`` become
+    ``_``, leading/trailing dots and underscores go; "image" when nothing is left."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("._") or "image"

@@ -335,7 +335,7 @@ def latents_with_scores(latents: Mapping[str, Any], scores: Mapping[str, float],
 
     Args:
         latents: {name: projection / W+ (n_latent, D) or (1, n_latent, D)}, e.g. from
-            :func:`facelib.edits.find_projections` (names like "anna/0").
+            :func:`facelib.edit_inputs.find_projections` (names like "anna/0").
         scores: {name: value}; a latent matches by its full name or its last part ("0").
     Returns:
         :class:`LabelledLatents` over the names present in both (W+ rows averaged to one w).

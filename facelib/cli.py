@@ -525,14 +525,14 @@ def _paste_back(args: argparse.Namespace, G, image, out: str) -> None:
 
 
 def _latents_and_generator(paths: Sequence[str], weights: str | None, device: str):
-    """Read saved latents and the generator they belong to (:func:`facelib.edits.generator_for`).
+    """Read saved latents and the generator they belong to (:func:`facelib.latents.generator_for`).
 
     Returns:
         (list of SavedLatents, generator, where the generator came from).
     Raises:
         ShapeError: a file's W+ rows do not fit the generator (the message names the file).
     """
-    from .edits import generator_for, load_latents
+    from .latents import generator_for, load_latents
     from .errors import ShapeError
     from .weights import resolve_device
 
@@ -558,7 +558,8 @@ def _write_edit(G, source: str, wplus, noises, out: str, *, render_G=None, paste
     from pathlib import Path
 
     from .data import SMOKE_STAMP
-    from .edits import render, save_latents
+    from .edits import render
+    from .latents import save_latents
     from .grids import make_grid, save_image, stamp, to_pil
 
     images = render(render_G if render_G is not None else G, wplus, noise=noises)
@@ -813,7 +814,7 @@ def _fit_from_args(G, args: argparse.Namespace, name: str):
     from ._optim import generator_id
     from .attributes import label_latents, latents_with_scores, read_scores
     from .directions import fit_direction
-    from .edits import find_projections
+    from .edit_inputs import find_projections
 
     if args.scores:
         latents = find_projections(args.latents, G=G)

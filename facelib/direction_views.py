@@ -6,9 +6,9 @@
 * :func:`pick_target`: the projected face to edit (a projection of notebook 02, else a
   random latent, said so);
 * :func:`strip_grid`: one row per direction, the face moved from -3 sigma to +3 sigma;
-* :class:`DirectionPreview`: the face with one strength per direction and a row mask, re-drawn
-  when widgets change (``facelib.widgets.direction_sliders``);
 * :func:`export_edits`: chosen edits as a grid plus one image each, for the report.
+
+The interactive preview with sliders is :class:`facelib.previews.DirectionPreview`.
 """
 from __future__ import annotations
 
@@ -19,16 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-import torch
-
 from ._optim import generator_id
-from .directions import Direction, Directions, apply_direction, direction_strip, generator_of, load_directions
+from .directions import Direction, Directions, direction_strip, generator_of, load_directions
 from .directions import pca_directions, sefa_directions
-from .edits import LayerMask, MaskSpec, find_projections, random_latents, render
+from .edit_inputs import find_projections, random_latents
+from .edits import LayerMask, MaskSpec, render
 from .errors import CheckpointError, InputError
+from .previews import DirectionPreview
 
-__all__ = ["directions_for", "find_directions", "pick_target", "strip_grid", "DirectionPreview",
-           "export_edits", "ChosenEdit"]
+__all__ = ["directions_for", "find_directions", "pick_target", "strip_grid", "export_edits", "ChosenEdit"]
 
 log = logging.getLogger(__name__)
 
@@ -165,70 +164,6 @@ def strip_grid(G: Any, target: Any, directions: "Directions | Sequence[Direction
                      col_labels=[f"{s:+g} sigma" if s else "0" for s in sigmas], title=title)
 
 
-class DirectionPreview:
-    """``preview(strengths, mask)`` -> PIL image: the target and the target with every direction applied.
-
-    ``strengths``: one value per direction, in units of its sigma; ``mask``: rows (any
-    :class:`LayerMask` form; None = each direction's own rows).
-    """
-
-    def __init__(self, G: Any, target: Any, directions: "Directions | Sequence[Direction]", *, cell: int = 256,
-                 label: str | None = None) -> None:
-        self.G = generator_of(G)
-        self.directions = list(directions)
-        self.cell, self.label = cell, label
-        w = getattr(target, "wplus", target)
-        self.wplus = (w if w.ndim == 3 else w[None])[:1].detach().float().cpu()
-        noises = getattr(target, "noises", None)
-        self.noises = [None if nz is None else nz[:1] for nz in noises] if noises is not None else None
-        self._base = render(self.G, self.wplus, noise=self.noises)[0]
-
-    def edited(self, strengths: Sequence[float], mask: MaskSpec = None) -> torch.Tensor:
-        """The edited W+ (1, n_latent, D)."""
-        strengths = list(strengths)
-        if len(strengths) != len(self.directions):
-            raise InputError(f"strengths: {len(strengths)} values for {len(self.directions)} directions")
-        w = self.wplus
-        for d, s in zip(self.directions, strengths):
-            if s:
-                w = apply_direction(w, d, float(s) * (d.sigma or 1.0), mask=mask)
-        return w
-
-    def __call__(self, strengths: Sequence[float], mask: MaskSpec = None):
-        from .grids import make_grid, stamp
-
-        image = render(self.G, self.edited(strengths, mask), noise=self.noises)[0]
-        said = ", ".join(f"{d.name} {float(s):+.1f}" for d, s in zip(self.directions, strengths) if s) or "no edit"
-        rows = "own rows" if mask is None else f"rows {LayerMask.coerce(mask, self.G.n_latent)}"
-        grid = make_grid([[self._base, image]], cell=self.cell, col_labels=["target", "edited"],
-                         title=f"{said} (sigma units), {rows}")
-        return stamp(grid, self.label) if self.label else grid
-
-    def watch(self, show: Any, controls: Sequence[Any], settings: Any) -> None:
-        """Show ``self(**settings())`` now and whenever a value widget inside ``controls`` changes.
-
-        Args:
-            show: displays an image (``facelib.widgets.image_grid_output()[1]``).
-            controls: widgets (containers are searched for their value widgets).
-            settings: zero-argument callable giving ``{"strengths": [...], "mask": ...}``, e.g. the
-                getter of ``facelib.widgets.direction_sliders``.
-        """
-        def update(_change: Any = None) -> None:
-            try:
-                show(self(**settings()))
-            except InputError as e:
-                show(f"{type(e).__name__}: {e}")
-
-        stack = list(controls)
-        while stack:
-            w = stack.pop()
-            if hasattr(w, "children"):
-                stack.extend(w.children)
-            elif hasattr(w, "observe") and hasattr(w, "value"):
-                w.observe(update, names="value")
-        update()
-
-
 @dataclass(frozen=True)
 class ChosenEdit:
     """One edit to export: direction ``index``, ``strength`` in sigma units, ``rows`` (None = its own)."""
@@ -265,7 +200,7 @@ def export_edits(G: Any, target: Any, directions: "Directions | Sequence[Directi
             raise InputError(f"edits: direction index {e.index} out of range (there are {len(dirs)})")
         chosen.append(e)
     preview = DirectionPreview(G, target, dirs, cell=cell)
-    images, captions = [preview._base], ["target"]
+    images, captions = [preview.base], ["target"]
     folder = Path(folder)
     written = []
     for n, e in enumerate(chosen):

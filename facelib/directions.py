@@ -39,7 +39,7 @@ import torch
 
 from ._io import atomic_path, jsonable
 from ._optim import generator_id
-from .edits import LayerMask, MaskSpec
+from .edits import LayerMask, MaskSpec, render
 from .errors import CheckpointError, InputError, ShapeError
 
 __all__ = [
@@ -541,8 +541,6 @@ def direction_strip(G: Any, wplus: Any, direction: "Direction | torch.Tensor", *
     Returns:
         (len(sigmas), 3, H, W) float in [-1, 1] (clamped), on the CPU.
     """
-    from .edits import render
-
     G = generator_of(G)
     w = getattr(wplus, "wplus", wplus)
     if noise is None:

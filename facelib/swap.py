@@ -14,8 +14,8 @@ convolutions) with Adam on, per image,
 where ``_m`` means the image terms are weighted per pixel by a map that is 1 outside the
 inner face and ``inner_face_weight`` inside it. The inner face is the convex hull of dlib's
 68 landmarks found on the target image, or, when dlib finds no face (e.g. untrained
-generators), the fixed FFHQ ellipse (:data:`facelib.edits.FFHQ_FACE_ELLIPSE`; both via
-:func:`facelib.edits.face_region`); which one was used is recorded per image. The target's
+generators), the fixed FFHQ ellipse (:data:`facelib.face_regions.FFHQ_FACE_ELLIPSE`; both via
+:func:`facelib.face_regions.face_region`); which one was used is recorded per image. The target's
 noise maps are kept (a Projection's own maps, else the generator's stored ones), the rows that
 are not optimised are copied unchanged from the target, and for every image the step with the
 lowest loss is kept.
@@ -71,7 +71,6 @@ from torch import nn
 from ._optim import (BestSteps, Evaluation, Frozen, StepCallback, StepState, batch_indices, check_settings,
                      generator_id, image_batch, lpips_option, optimise, read_result, resolve_lpips_option,
                      save_result)
-from .edits import _Preview
 from .errors import CheckpointError, DependencyError, InputError, OptimisationError, RangeError, ShapeError
 
 __all__ = [
@@ -88,7 +87,6 @@ __all__ = [
     "DEFAULT_ROWS",
     "SwapInputs",
     "swap_inputs",
-    "SwapPreview",
 ]
 
 log = logging.getLogger(__name__)
@@ -172,10 +170,10 @@ def _face_masks(images: torch.Tensor, kind: str, feather_frac: float) -> tuple[t
     """Inner-face masks (N, 1, H, W) in [0, 1] of target images, and what each one is.
 
     ``kind``: "auto" (68-landmark hull when dlib finds the face, else the FFHQ ellipse; see
-    :func:`facelib.edits.face_region`), "landmarks" (the hull; NoFaceError / DependencyError
-    otherwise), "ellipse" (:func:`facelib.edits.ffhq_ellipse_mask`), "none" (zeros).
+    :func:`facelib.face_regions.face_region`), "landmarks" (the hull; NoFaceError / DependencyError
+    otherwise), "ellipse" (:func:`facelib.face_regions.ffhq_ellipse_mask`), "none" (zeros).
     """
-    from .edits import face_region, ffhq_ellipse_mask
+    from .face_regions import face_region, ffhq_ellipse_mask
 
     n, _, h, _ = images.shape
     size = int(h)
@@ -727,7 +725,7 @@ def _target_latents(G: nn.Module, target: Any) -> tuple[torch.Tensor, list[torch
     """Target W+ (N, L, D) CPU float32, its noise maps (or None) and names.
 
     ``target`` is a W+ tensor or anything with a ``wplus`` tensor and optionally ``noises``
-    and ``names`` (a Projection, :class:`facelib.edits.SavedLatents`).
+    and ``names`` (a Projection, :class:`facelib.latents.SavedLatents`).
     """
     if isinstance(target, torch.Tensor):
         w = target.detach().float().cpu()
@@ -990,7 +988,7 @@ class SwapInputs:
         sources: (P, 3, H, W) float32 in [-1, 1], the identity donors (aligned photos when found,
             else the source projections' renderings, else renderings of random latents).
         targets: the targets' latents: ``wplus`` (P, n_latent, D), ``noises`` (or None), ``names``
-            (a :class:`facelib.edits.SavedLatents`); pass it to :func:`face_swap` as ``target``.
+            (a :class:`facelib.latents.SavedLatents`); pass it to :func:`face_swap` as ``target``.
         source_names / target_names: per pair.
         target_photos: per pair the target's aligned photo path, or None.
         notes: what was used (and what stood in for missing inputs).
@@ -1033,7 +1031,7 @@ def swap_inputs(G: nn.Module, *, latents_dir: Any = "out/latents", aligned_dir: 
                 pairs: Sequence[Sequence[str]] | None = None, max_pairs: int = 4, seed: int = 0) -> SwapInputs:
     """(source, target) pairs for notebook 05, falling back to random latents.
 
-    With two or more projections in ``latents_dir`` (:func:`facelib.edits.find_projections`;
+    With two or more projections in ``latents_dir`` (:func:`facelib.edit_inputs.find_projections`;
     those of another generator are skipped): ``pairs`` names them (``[("AJoly/2", "LDCaprio/0")]``),
     else the first projection is the source and the next ones (other people first, by the
     folder name) are targets, up to ``max_pairs``, as in the report's table (one source on
@@ -1045,7 +1043,8 @@ def swap_inputs(G: nn.Module, *, latents_dir: Any = "out/latents", aligned_dir: 
     Raises:
         InputError: a named pair refers to a projection that does not exist.
     """
-    from .edits import SavedLatents, find_projections, random_latents
+    from .edit_inputs import find_projections, random_latents
+    from .latents import SavedLatents
     from .project import load_targets
 
     notes: list[str] = []
@@ -1093,45 +1092,3 @@ def swap_inputs(G: nn.Module, *, latents_dir: Any = "out/latents", aligned_dir: 
                            weights_path=None, path=Path("."))
     return SwapInputs(sources=sources, targets=targets, source_names=[f"random_src_{i}" for i in range(n)],
                       target_names=list(targets.names), target_photos=[None] * n, notes=tuple(notes), stand_ins=True)
-
-
-class SwapPreview(_Preview):
-    """``preview(config=None, rows=None)`` -> PIL table (source / target / swap) of one pair.
-
-    Runs :func:`face_swap` (no progress bar) and caches results per settings, so moving a
-    slider back is free. ``rows``: any row form, or a (first, last) pair as an
-    ``IntRangeSlider`` gives it; ``config``: a :class:`SwapConfig` (e.g. the getter of
-    ``facelib.widgets.config_widgets``). Use :meth:`watch` to tie it to widgets.
-    """
-
-    def __init__(self, G: nn.Module, id_net: nn.Module, source: torch.Tensor, target: Any, *, cell: int = 192,
-                 label: str | None = None, judge: bool = False, **options: Any) -> None:
-        from .tuning import as_generator
-
-        G = as_generator(G)  # a one-photo Tuning renders through its tuned generator
-        self.G, self.id_net, self.cell, self.label, self.judge = G, id_net, cell, label, judge
-        from .edits import SavedLatents
-
-        self.source = _batch_images(source, "source")[:1]
-        w, noises, names = _target_latents(G, target)  # the first pair only
-        self.target = SavedLatents(wplus=w[:1], noises=None if noises is None else [nz[:1] for nz in noises],
-                                   names=names[:1], weights_sha256=None, weights_path=None, path=Path("."))
-        self.options = options
-        self._cache: dict[Any, Any] = {}
-
-    def __call__(self, config: SwapConfig | None = None, rows: Any = None):
-        from .grids import stamp
-
-        if isinstance(rows, tuple) and len(rows) == 2 and all(isinstance(v, int) for v in rows):
-            rows = range(min(rows), max(rows) + 1)
-        r = resolve_rows(rows, self.G.n_latent) if rows is not None else None
-        key = (config, r)
-        if key not in self._cache:
-            result = face_swap(self.G, self.id_net, self.source, self.target, config=config, rows=r,
-                               progress=False, judge=self.judge, **self.options)
-            cfg = result.config
-            self._cache[key] = result.select(0).grid(
-                self.source, cell=self.cell,
-                title=f"rows {_rows_label(cfg.rows or ())}, id_weight {cfg.id_weight:g}, {cfg.steps} steps")
-        grid = self._cache[key]
-        return stamp(grid, self.label) if self.label else grid

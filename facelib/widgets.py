@@ -359,7 +359,7 @@ def direction_sliders(names: Sequence[str], n_latent: int, *, rows: "Sequence[fl
         description: label of the row boxes.
     Returns:
         ``(widget, getter)``; ``getter()`` gives ``{"strengths": [float per direction],
-        "mask": [0.0 / 1.0 per row]}``, the keywords of ``facelib.direction_views.DirectionPreview``.
+        "mask": [0.0 / 1.0 per row]}``, the keywords of ``facelib.previews.DirectionPreview``.
     Raises:
         InputError: no names, ``limit <= 0`` or a bad row mask.
     """

@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from facelib.direction_views import (DirectionPreview, directions_for, export_edits, find_directions,
-                                     pick_target, strip_grid)
+from facelib.direction_views import directions_for, export_edits, find_directions, pick_target, strip_grid
 from facelib.directions import apply_direction
 from facelib.errors import InputError
+from facelib.previews import DirectionPreview
 from .conftest import make_small_generator
 
 

@@ -218,7 +218,7 @@ def test_latents_with_scores_matches_names():
 def test_cli_directions_and_edit(tmp_path, monkeypatch, capsys, single_thread):
     from facelib.cli import main
     from facelib.data import smoke_generator
-    from facelib.edits import load_latents, save_latents
+    from facelib.latents import load_latents, save_latents
 
     monkeypatch.chdir(tmp_path)
     G = smoke_generator(0)

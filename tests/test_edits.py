@@ -9,8 +9,9 @@ import torch
 from PIL import Image
 
 import facelib
-from facelib import edits
-from facelib.edits import LayerMask, apply_delta, expression_delta, mix_styles, row_effects
+from facelib import edit_inputs, edits, face_regions, latents, previews, tables
+from facelib.edits import LayerMask, apply_delta, expression_delta, mix_styles
+from facelib.row_measure import row_effects
 from facelib.grids import to_pil
 
 from .conftest import grid_cell, grid_size, title_lines
@@ -239,7 +240,7 @@ def test_expression_masks_presets_follow_the_report():
 
 def test_row_effects_one_row_delta(small_generator):
     G = small_generator
-    t = edits.random_latents(G, 1)[0]
+    t = edit_inputs.random_latents(G, 1)[0]
     delta = torch.zeros(G.n_latent, G.style_dim)
     delta[5] = 2.0 * _w(G.style_dim, seed=4)
     fx = row_effects(G, t, delta=delta, progress=False)
@@ -258,7 +259,7 @@ def test_row_effects_one_row_delta(small_generator):
 
 def test_row_effects_match_direct_rendering(small_generator):
     G = small_generator
-    t = edits.random_latents(G, 1, seed=1)[0]
+    t = edit_inputs.random_latents(G, 1, seed=1)[0]
     delta = _w(G.n_latent, G.style_dim, seed=2)
     region = torch.zeros(G.resolution, G.resolution)
     region[8:24, 10:22] = 1.0
@@ -294,9 +295,9 @@ def test_row_effects_match_direct_rendering(small_generator):
 
 def test_row_effects_style_rows_where_mask_is_zero(small_generator):
     G = small_generator
-    t = edits.random_latents(G, 1, seed=1)[0]
+    t = edit_inputs.random_latents(G, 1, seed=1)[0]
     style = t.clone()
-    style[2:4] = edits.random_latents(G, 1, seed=7)[0, 2:4]  # the style differs on rows 2-3 only
+    style[2:4] = edit_inputs.random_latents(G, 1, seed=7)[0, 2:4]  # the style differs on rows 2-3 only
     fx = row_effects(G, t, style_wplus=style, mask_region="ellipse", progress=False)
     assert fx.kind == "style"
     assert set(fx.skipped) == set(range(G.n_latent)) - {2, 3}
@@ -306,7 +307,7 @@ def test_row_effects_style_rows_where_mask_is_zero(small_generator):
 
 def test_row_effects_errors(small_generator):
     G = small_generator
-    t = edits.random_latents(G, 1)[0]
+    t = edit_inputs.random_latents(G, 1)[0]
     with pytest.raises(facelib.InputError):
         row_effects(G, t, progress=False)
     with pytest.raises(facelib.InputError):
@@ -318,14 +319,14 @@ def test_row_effects_errors(small_generator):
 
 
 def test_face_region_fallback_and_landmarks():
-    mask, source = edits.face_region(torch.zeros(3, 64, 64), 64)
+    mask, source = face_regions.face_region(torch.zeros(3, 64, 64), 64)
     assert "ellipse" in source and mask.shape == (64, 64)
     assert 0.2 < float(mask.mean()) < 0.3  # about the area of a landmark hull on FFHQ crops
     from .conftest import shared_path
 
     photo = shared_path("faces", "obama.jpg")
     face = facelib.align_faces(photo, output_size=256)[0]
-    mask, source = edits.face_region(face.image, 128)
+    mask, source = face_regions.face_region(face.image, 128)
     assert source.startswith("landmarks")
     ref = face.mask(128)
     inter = float((mask * ref).sum())
@@ -337,9 +338,9 @@ def test_face_region_fallback_and_landmarks():
 
 def test_style_and_expression_tables(small_generator, tmp_path):
     G = small_generator
-    contents = edits.random_latents(G, 2, seed=1)
-    styles = {"a": edits.random_latents(G, 1, seed=2), "b": edits.random_latents(G, 1, seed=3)}
-    table = edits.style_table(G, contents, styles, rows="fine", progress=False)
+    contents = edit_inputs.random_latents(G, 2, seed=1)
+    styles = {"a": edit_inputs.random_latents(G, 1, seed=2), "b": edit_inputs.random_latents(G, 1, seed=3)}
+    table = tables.style_table(G, contents, styles, rows="fine", progress=False)
     assert table.mixed_images.shape == (2, 2, 3, G.resolution, G.resolution)
     assert table.style_names == ("a", "b")
     with torch.no_grad():
@@ -353,9 +354,9 @@ def test_style_and_expression_tables(small_generator, tmp_path):
     files = table.save_images(tmp_path / "styles")
     assert {p.name for p in files} >= {"a_style.jpg", "transferred_a.jpg", "transferred_b_contents_1.jpg"}
 
-    refs = {e: edits.random_latents(G, 2, seed=10 + k) for k, e in enumerate(("happy", "sad"))}
-    neutral = edits.random_latents(G, 2, seed=20)
-    ex = edits.expression_table(G, contents[:1], neutral, refs, progress=False)
+    refs = {e: edit_inputs.random_latents(G, 2, seed=10 + k) for k, e in enumerate(("happy", "sad"))}
+    neutral = edit_inputs.random_latents(G, 2, seed=20)
+    ex = tables.expression_table(G, contents[:1], neutral, refs, progress=False)
     assert ex.edited_images.shape == (1, 2, 3, G.resolution, G.resolution)
     torch.testing.assert_close(ex.deltas[0], expression_delta(neutral, refs["happy"]))
     assert torch.equal(ex.edited_wplus[0, 0], apply_delta(contents[0], ex.deltas[0], mask="happy"))
@@ -378,8 +379,8 @@ def test_style_and_expression_tables(small_generator, tmp_path):
 
 def test_previews(small_generator):
     G = small_generator
-    w = edits.random_latents(G, 3)
-    mix = edits.MixPreview(G, w[:1], w[1:2], cell=32)
+    w = edit_inputs.random_latents(G, 3)
+    mix = previews.MixPreview(G, w[:1], w[1:2], cell=32)
     img = mix(rows=(4, 7), strength=0.5)
     layout = dict(row_labels=["style", "transferred"], col_labels=True)
     layout["title_lines"] = title_lines(img, 2, 32, **layout)  # the title: one line or more
@@ -390,7 +391,7 @@ def test_previews(small_generator):
                               np.asarray(grid_cell(img, 1, 0, 32, **layout)))
     img = mix(rows=(4, 7), strength=0.0)  # nothing taken from the style: the content itself
     assert np.array_equal(np.asarray(grid_cell(img, 1, 1, 32, **layout)), np.asarray(grid_cell(img, 1, 0, 32, **layout)))
-    preview = edits.DeltaPreview(G, w[:1], {"a": w[1] - w[0], "b": w[2] - w[0]}, cell=32)
+    preview = previews.DeltaPreview(G, w[:1], {"a": w[1] - w[0], "b": w[2] - w[0]}, cell=32)
     img = preview(mask=[0.0, 1.0] + [0.0] * (G.n_latent - 2), strength=1.0)
     layout = dict(row_labels=["a", "b"], col_labels=True, title_lines=1)  # "strength 1" fits on one line
     assert isinstance(img, Image.Image) and img.size == grid_size(2, 3, 32, **layout) == (127, 116)
@@ -421,8 +422,8 @@ class _FakeBox:
 
 def test_preview_watch_rerenders_on_change(small_generator):
     G = small_generator
-    w = edits.random_latents(G, 2)
-    preview = edits.MixPreview(G, w[:1], w[1:], cell=32)
+    w = edit_inputs.random_latents(G, 2)
+    preview = previews.MixPreview(G, w[:1], w[1:], cell=32)
     slider, strength = _FakeWidget((4, 7)), _FakeWidget(1.0)
     shown = []
     preview.watch(shown.append, [_FakeBox([slider]), strength], rows=lambda: slider.value,
@@ -456,7 +457,7 @@ def test_cli_mix_and_express_round_trip(small_generator, tmp_path, capsys):
     weights = tmp_path / "G.pt"
     save_generator(small_generator, weights)
     G = load_generator(weights)
-    lat = edits.random_latents(G, 4, seed=5)
+    lat = edit_inputs.random_latents(G, 4, seed=5)
     content, style = lat[0], lat[1]
     torch.save({"wplus": content[None]}, tmp_path / "content.pt")
     torch.save(style, tmp_path / "style.pt")  # a bare (n_latent, D) tensor
@@ -467,7 +468,7 @@ def test_cli_mix_and_express_round_trip(small_generator, tmp_path, capsys):
     rows = LayerMask.scaled("4-7", G.n_latent)  # the report's 18-row terms, as in the notebooks
     expect_w = mix_styles(content, style, rows=rows)
     assert np.abs(_png(out) - _expected(G, expect_w[None])).max() <= 1
-    saved = edits.load_latents(out.with_suffix(".pt"))
+    saved = latents.load_latents(out.with_suffix(".pt"))
     assert torch.equal(saved.wplus[0], expect_w)
     meta = json.loads((tmp_path / "mixed.edit.json").read_text())
     assert meta["rows"] == str(rows) and meta["weights_sha256"] == G.weights_sha256
@@ -480,7 +481,7 @@ def test_cli_mix_and_express_round_trip(small_generator, tmp_path, capsys):
                  str(out2), "--mask", "1-7", "--strength", "0.8"]) == 0
     delta = ((lat[3] - lat[2]) + (lat[0] - lat[3])) / 2
     expect2 = apply_delta(expect_w, delta, mask=LayerMask.scaled("1-7", G.n_latent), strength=0.8)
-    assert torch.allclose(edits.load_latents(out2.with_suffix(".pt")).wplus[0], expect2, atol=1e-6)
+    assert torch.allclose(latents.load_latents(out2.with_suffix(".pt")).wplus[0], expect2, atol=1e-6)
     assert np.abs(_png(out2) - _expected(G, expect2[None])).max() <= 1
     capsys.readouterr()
 
@@ -513,21 +514,21 @@ def test_find_projections_and_inputs(small_generator, tmp_path):
     from facelib.project import project
 
     G = small_generator
-    lat = edits.random_latents(G, 2, seed=3)
+    lat = edit_inputs.random_latents(G, 2, seed=3)
     proj = project(G, G.synthesis(lat).clamp(-1, 1), steps=1, lpips=None, mse_weight=1.0, progress=False)
     proj.select(0).save(tmp_path / "latents" / "ann" / "0.pt")
     proj.select(1).save(tmp_path / "latents" / "bob" / "0.pt")
     torch.save({"wplus": lat}, tmp_path / "latents" / "stray.pt")  # no sidecar: not a projection folder entry
-    found = edits.find_projections(tmp_path / "latents", G=G)
+    found = edit_inputs.find_projections(tmp_path / "latents", G=G)
     assert list(found) == ["ann/0", "bob/0"]
     other = facelib.StyleGAN2Generator(32, style_dim=32, n_mlp=2, channel_max=32, seed=0)
-    assert edits.find_projections(tmp_path / "latents", G=other) == {}
+    assert edit_inputs.find_projections(tmp_path / "latents", G=other) == {}
 
-    inp = edits.style_inputs(G, latents_dir=tmp_path / "latents", styles_dir=tmp_path / "none", progress=False)
+    inp = edit_inputs.style_inputs(G, latents_dir=tmp_path / "latents", styles_dir=tmp_path / "none", progress=False)
     assert list(inp.targets) == ["ann/0"] and list(inp.references["styles"]) == ["bob/0"]
     assert not inp.stand_ins
-    inp = edits.expression_inputs(G, latents_dir=tmp_path / "nothing", expressions_dir=tmp_path / "none",
-                                  progress=False)
+    inp = edit_inputs.expression_inputs(G, latents_dir=tmp_path / "nothing", expressions_dir=tmp_path / "none",
+                                        progress=False)
     assert inp.stand_ins and list(inp.references) == list(edits.EMOTIONS)
     assert any("meaningless" in n for n in inp.notes)
 
@@ -547,12 +548,12 @@ def test_reference_photos_are_aligned_projected_and_reused(small_generator, tmp_
     shutil.copy(faces / "obama-240p.jpg", root / "neutral" / "a.jpg")
     shutil.copy(faces / "obama-240p.jpg", root / "Happy" / "b.jpg")
     Image.new("RGB", (300, 200), (90, 120, 200)).save(root / "Happy" / "c.png")  # no face: centre-cropped
-    assert edits.reference_dir(None, role="expressions", inventory=locate([tmp_path])) == root
-    assert edits.reference_dir(None, role="styles", inventory=locate([tmp_path])) is None
+    assert edit_inputs.reference_dir(None, role="expressions", inventory=locate([tmp_path])) == root
+    assert edit_inputs.reference_dir(None, role="styles", inventory=locate([tmp_path])) is None
 
     work = tmp_path / "work"
     opts = dict(latents_dir=tmp_path / "none", progress=False, project_steps=1, lpips=None, mse_weight=1.0)
-    inp = edits.expression_inputs(G, expressions_dir=root, work_dir=work, emotions=("neutral", "happy"), **opts)
+    inp = edit_inputs.expression_inputs(G, expressions_dir=root, work_dir=work, emotions=("neutral", "happy"), **opts)
     assert list(inp.references["neutral"]) == ["a"] and list(inp.references["happy"]) == ["b", "c"]
     assert inp.photos == {"neutral": work / "neutral" / "aligned" / "a.png",
                           "happy": work / "happy" / "aligned" / "b.png"}
@@ -561,7 +562,7 @@ def test_reference_photos_are_aligned_projected_and_reused(small_generator, tmp_
 
     # the same photos as styles, in the same work folder: reused, nothing is projected again
     before = {p: p.stat().st_mtime_ns for p in work.rglob("*.pt")}
-    st = edits.style_inputs(G, styles_dir=root / "Happy", work_dir=work / "happy", **opts)
+    st = edit_inputs.style_inputs(G, styles_dir=root / "Happy", work_dir=work / "happy", **opts)
     assert list(st.references["styles"]) == ["b", "c"]
     assert st.photos == {s: work / "happy" / "aligned" / f"{s}.png" for s in ("b", "c")}
     assert {p: p.stat().st_mtime_ns for p in work.rglob("*.pt")} == before
@@ -573,19 +574,19 @@ def test_generator_for_finds_the_recorded_generator(small_generator, tmp_path, m
     from facelib.weights import file_sha256, save_generator
 
     def saved(sha, weights_path=None):
-        return edits.SavedLatents(wplus=torch.zeros(1, 1, 1), noises=None, names=["x"], weights_sha256=sha,
+        return latents.SavedLatents(wplus=torch.zeros(1, 1, 1), noises=None, names=["x"], weights_sha256=sha,
                                   weights_path=weights_path, path=tmp_path / "x.pt")
 
     smoke = smoke_generator(2)
-    G, where = edits.generator_for([saved(smoke.weights_sha256)])
+    G, where = latents.generator_for([saved(smoke.weights_sha256)])
     assert "seed 2" in where and G.weights_sha256 == smoke.weights_sha256
     weights = tmp_path / "data" / "G.pt"
     save_generator(small_generator, weights)
     monkeypatch.setenv("FACELIB_DATA", str(weights.parent))
     sha = file_sha256(weights)
-    G, where = edits.generator_for([saved(sha)])
+    G, where = latents.generator_for([saved(sha)])
     assert "SHA-256 match" in where and G.weights_sha256 == sha
-    G, where = edits.generator_for([saved(None, str(weights))])
+    G, where = latents.generator_for([saved(None, str(weights))])
     assert "recorded in x.pt" in where and G.weights_sha256 == sha
     with pytest.raises(facelib.DependencyError, match="which generator"):
-        edits.generator_for([saved("0" * 64)])
+        latents.generator_for([saved("0" * 64)])

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 import facelib
-from facelib import edits
+from facelib import edit_inputs, latents
 from facelib.cli import main
 from facelib.errors import BatchInterrupted, CheckpointError, InputError, RangeError
 from facelib.grids import to_pil
@@ -82,7 +82,7 @@ def test_project_keeps_results_of_other_settings_and_generator(small_generator, 
 
 def test_mix_keeps_out_of_other_settings(small_generator, tmp_path, capsys):
     weights = _weights(small_generator, tmp_path)
-    lat = edits.random_latents(small_generator, 2, seed=1)
+    lat = edit_inputs.random_latents(small_generator, 2, seed=1)
     torch.save({"wplus": lat[:1]}, tmp_path / "a.pt")
     torch.save({"wplus": lat[1:]}, tmp_path / "b.pt")
     out = tmp_path / "mix.png"
@@ -254,11 +254,11 @@ def test_non_finite_weights_and_latents_are_refused_with_the_tensor_name(small_g
     sd[bad] = sd[bad].clone().fill_(float("inf"))
     with pytest.raises(CheckpointError, match=f"identity network tensor '{bad}' holds inf"):
         load_arcface(sd)
-    w = edits.random_latents(small_generator, 1, seed=0)
+    w = edit_inputs.random_latents(small_generator, 1, seed=0)
     w[0, 0, 0] = float("nan")
     torch.save({"wplus": w}, tmp_path / "lat.pt")
     with pytest.raises(CheckpointError, match=r"lat\.pt: W\+ contains NaN"):
-        edits.load_latents(tmp_path / "lat.pt")
+        latents.load_latents(tmp_path / "lat.pt")
 
 
 def test_convert_verification_fails_on_nan(small_generator, tmp_path, monkeypatch):
@@ -301,7 +301,7 @@ def test_output_paths_are_checked_before_any_work(small_generator, tmp_path, cap
 
 def test_bad_options_are_one_line_errors(small_generator, tmp_path, capsys):
     weights = _weights(small_generator, tmp_path)
-    lat = edits.random_latents(small_generator, 2, seed=1)
+    lat = edit_inputs.random_latents(small_generator, 2, seed=1)
     torch.save({"wplus": lat[:1]}, tmp_path / "a.pt")
     cases = [
         (["sample", "s.png", "--device", "gpu0"], []),  # sample has no --device: argparse

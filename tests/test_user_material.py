@@ -190,7 +190,7 @@ def test_emotion_labels_from_any_name():
 
 
 def test_expression_photos_flat_nested_any_case(tmp_path):
-    from facelib.edits import expression_photos
+    from facelib.edit_inputs import expression_photos
 
     root = tmp_path / "styles-expressions" / "out" / "expressions"
     flat = ["Neutral copy.jpg", "Happy copy.JPEG", "sadness (2).png", "Fear - Copy.Jpg", "Smug copy.jpg"]
@@ -211,7 +211,7 @@ def test_expression_photos_flat_nested_any_case(tmp_path):
 
 def test_located_datasets_are_found_with_the_reports_layouts(tmp_path):
     from facelib.data import locate
-    from facelib.edits import aligned_dir, reference_dir
+    from facelib.edit_inputs import aligned_dir, reference_dir
 
     kaggle = tmp_path / "input"
     for i, name in enumerate(["Neutral copy.jpg", "Happy copy.jpg", "Sad copy.jpg", "Fear copy.jpg"]):
@@ -256,30 +256,30 @@ def test_swap_sources_find_aligned_photos_in_any_case(tmp_path):
 
 @pytest.mark.slow
 def test_expression_and_style_inputs_use_the_attached_photos(tmp_path, small_generator):
-    from facelib import edits
+    from facelib import edit_inputs
 
     G = small_generator
     expr = tmp_path / "expressions"
     for i, name in enumerate(["Neutral copy.jpg", "Happy copy.JPG", "sad copy.png", "FEAR copy.jpeg"]):
         _photo(expr / name, i)
-    inputs = edits.expression_inputs(G, latents_dir=tmp_path / "none", expressions_dir=expr,
-                                     work_dir=tmp_path / "work", project_steps=2, progress=False)
+    inputs = edit_inputs.expression_inputs(G, latents_dir=tmp_path / "none", expressions_dir=expr,
+                                           work_dir=tmp_path / "work", project_steps=2, progress=False)
     assert list(inputs.references) == ["neutral", "happy", "sad", "fear"]
     assert all(not any(k.startswith("random") for k in refs) for refs in inputs.references.values())
     assert inputs.stand_in_for == ("targets",)  # only the targets (no projections given) are random
     assert set(inputs.photos) == {"neutral", "happy", "sad", "fear"}
     assert "random latents stand in for: targets" in inputs.stand_in_note()
     # given in another case and form, and an emotion without photos: that one (only) stands in
-    again = edits.expression_inputs(G, latents_dir=tmp_path / "none", expressions_dir=expr,
-                                    work_dir=tmp_path / "work", emotions=["Neutral", "happiness", "Angry"],
+    again = edit_inputs.expression_inputs(G, latents_dir=tmp_path / "none", expressions_dir=expr,
+                                          work_dir=tmp_path / "work", emotions=["Neutral", "happiness", "Angry"],
                                     project_steps=2, progress=False)
     assert list(again.references) == ["neutral", "happy", "angry"]
     assert again.stand_in_for == ("targets", "angry")
     styles = tmp_path / "bad-trip-styles"
     for i, name in enumerate(["bad_trip1.jpeg", "GREEN.JPEG", "more/bad_trip2.png"]):
         _photo(styles / name, 10 + i)
-    sin = edits.style_inputs(G, latents_dir=tmp_path / "none", styles_dir=styles, work_dir=tmp_path / "sw",
-                             project_steps=2, progress=False)
+    sin = edit_inputs.style_inputs(G, latents_dir=tmp_path / "none", styles_dir=styles, work_dir=tmp_path / "sw",
+                                   project_steps=2, progress=False)
     assert list(sin.references["styles"]) == ["GREEN", "bad_trip1", "more/bad_trip2"]
     assert sin.stand_in_for == ("targets",)
     assert set(sin.photos) == set(sin.references["styles"])
@@ -393,39 +393,39 @@ def _latents(G, n, seed):
 
 @pytest.mark.slow
 def test_row_effects_are_cached_by_their_inputs(small_generator, tmp_path, monkeypatch):
-    from facelib import edits
+    from facelib import row_measure
 
     G = small_generator
     t, style = _latents(G, 2, 3)
     cache = tmp_path / "cache"
-    first = edits.row_effects(G, t, style_wplus=style, mask_region="ellipse", progress=False, cache_dir=cache)
+    first = row_measure.row_effects(G, t, style_wplus=style, mask_region="ellipse", progress=False, cache_dir=cache)
     assert len(list(cache.rglob("*.pt"))) == 1
-    real_render = edits.render
+    real_render = row_measure.render
 
     def no_render(*a, **k):
         raise AssertionError("a cached measurement is not rendered again")
 
-    monkeypatch.setattr(edits, "render", no_render)
-    again = edits.row_effects(G, t, style_wplus=style, mask_region="ellipse", progress=False, cache_dir=cache)
+    monkeypatch.setattr(row_measure, "render", no_render)
+    again = row_measure.row_effects(G, t, style_wplus=style, mask_region="ellipse", progress=False, cache_dir=cache)
     assert again.to_dict() == first.to_dict()
     assert torch.equal(again.thumbnails, first.thumbnails) and torch.equal(again.region, first.region)
     # another strength, edit or generator is measured anew
-    monkeypatch.setattr(edits, "render", real_render)
-    other = edits.row_effects(G, t, style_wplus=style, strength=0.5, mask_region="ellipse", progress=False,
-                              cache_dir=cache)
+    monkeypatch.setattr(row_measure, "render", real_render)
+    other = row_measure.row_effects(G, t, style_wplus=style, strength=0.5, mask_region="ellipse", progress=False,
+                                    cache_dir=cache)
     assert other.strength == 0.5 and len(list(cache.rglob("*.pt"))) == 2
-    delta = edits.row_effects(G, t, delta=style - t, mask_region="ellipse", progress=False, cache_dir=cache)
+    delta = row_measure.row_effects(G, t, delta=style - t, mask_region="ellipse", progress=False, cache_dir=cache)
     assert delta.kind == "delta" and len(list(cache.rglob("*.pt"))) == 3
     from .conftest import make_small_generator
 
-    edits.row_effects(make_small_generator(seed=5), t, style_wplus=style, mask_region="ellipse", progress=False,
-                      cache_dir=cache)
+    row_measure.row_effects(make_small_generator(seed=5), t, style_wplus=style, mask_region="ellipse", progress=False,
+                            cache_dir=cache)
     assert len(list(cache.rglob("*.pt"))) == 4
     # an unreadable entry is recomputed, not an error
     for p in cache.rglob("*.pt"):
         p.write_bytes(b"garbage")
-    assert edits.row_effects(G, t, style_wplus=style, mask_region="ellipse", progress=False,
-                             cache_dir=cache).to_dict() == first.to_dict()
+    assert row_measure.row_effects(G, t, style_wplus=style, mask_region="ellipse", progress=False,
+                                   cache_dir=cache).to_dict() == first.to_dict()
 
 
 @pytest.fixture(scope="module")
@@ -573,7 +573,7 @@ def test_report_badges_sit_above_the_images_not_over_them(tmp_path):
 def test_cli_rows_and_masks_adapt_like_the_notebooks(small_generator, tmp_path, capsys):
     import json
 
-    from facelib import edits
+    from facelib import edit_inputs, edits, latents
     from facelib.cli import main
     from facelib.edits import LayerMask
     from facelib.weights import load_generator, save_generator
@@ -582,7 +582,7 @@ def test_cli_rows_and_masks_adapt_like_the_notebooks(small_generator, tmp_path, 
     save_generator(small_generator, weights)
     G = load_generator(weights)
     assert G.n_latent < 18
-    lat = edits.random_latents(G, 3, seed=2)
+    lat = edit_inputs.random_latents(G, 3, seed=2)
     for i, name in enumerate(["content", "style", "neutral"]):
         torch.save({"wplus": lat[i:i + 1]}, tmp_path / f"{name}.pt")
     out = tmp_path / "mix.png"
@@ -590,7 +590,7 @@ def test_cli_rows_and_masks_adapt_like_the_notebooks(small_generator, tmp_path, 
                  "--weights", str(weights)]) == 0
     notebook_rows = LayerMask.scaled("9-17", G.n_latent)  # what notebook 03 uses for ROWS = "9-17"
     assert json.loads((tmp_path / "mix.edit.json").read_text())["rows"] == str(notebook_rows)
-    assert torch.equal(edits.load_latents(out.with_suffix(".pt")).wplus,
+    assert torch.equal(latents.load_latents(out.with_suffix(".pt")).wplus,
                        edits.mix_styles(lat[:1], lat[1:2], rows=notebook_rows))
     out2 = tmp_path / "exp.png"
     assert main(["express", str(tmp_path / "content.pt"), str(tmp_path / "neutral.pt"), str(tmp_path / "style.pt"),
