@@ -34,11 +34,11 @@ _LAZY = {
     "face_mask": "align",
     "dlib_model_path": "align",
     # projection
-    "project": "project",
-    "Projection": "project",
-    "ProjectConfig": "project",
-    "load_projection": "project",
-    "project_folder": "project",
+    "project": "projection",
+    "Projection": "projection",
+    "ProjectConfig": "projection",
+    "load_projection": "projection",
+    "project_folder": "projection_folder",
     "LPIPSLoss": "losses",
     # edits
     "mix_styles": "edits",

@@ -377,7 +377,7 @@ def _run_project(args: argparse.Namespace) -> int:
 
     from ._io import check_output_folder
     from .distributed import finish, init
-    from .project import project_folder
+    from .projection_folder import project_folder
 
     # --steps 0 is meaningful only from an encoder's W+ (the encoder's inversion as it is)
     _check_counts(args, ["batch_size"] if args.init_encoder and args.steps == 0 else ["steps", "batch_size"])
@@ -692,7 +692,7 @@ def _run_swap(args: argparse.Namespace) -> int:
     (target,), G, g_source = _latents_and_generator([args.target], args.weights, args.device)
     source_path = Path(args.source)
     if source_path.suffix.lower() == ".pt":
-        from .project import load_projection
+        from .projection import load_projection
 
         source = load_projection(source_path)
     else:

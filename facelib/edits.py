@@ -1553,7 +1553,7 @@ def find_projections(folder: "str | os.PathLike[str]", *, G: torch.nn.Module | N
         {"<person>/<n>": Projection} in sorted order (empty when the folder does not exist).
     """
     from ._optim import generator_id
-    from .project import load_projection
+    from .projection import load_projection
 
     root = Path(folder)
     if not root.is_dir():
@@ -1744,7 +1744,7 @@ def _references(G: torch.nn.Module, photos: Any, work: Path, steps: int, progres
 
     from .align import align_faces, load_image
     from .errors import FacelibError
-    from .project import project_folder
+    from .projection_folder import project_folder
 
     named = reference_photo_names(photos)
     if not named:

@@ -243,7 +243,7 @@ class StyleEncoder(nn.Module):
         Returns:
             (N, n_styles, style_dim) float32 W+ on the CPU.
         """
-        from .project import load_targets
+        from .projection import load_targets
 
         if batch_size < 1:
             raise InputError(f"batch_size: expected >= 1, got {batch_size}")

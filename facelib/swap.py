@@ -482,7 +482,7 @@ class SwapConfig:
         return cls(**kw)
 
     def lr_at(self, step: int) -> float:
-        from .project import lr_schedule
+        from .projection import lr_schedule
 
         return lr_schedule(self.scheduler, step, self.steps, self.lr)
 
@@ -718,7 +718,7 @@ def _source_images(source: Any, resolution: int) -> tuple[torch.Tensor, list[str
     if isinstance(source, torch.Tensor):
         x = image_batch(source, "source")
         return x, [None] * x.shape[0]
-    from .project import load_targets
+    from .projection import load_targets
 
     return load_targets(source, resolution)
 
@@ -1046,7 +1046,7 @@ def swap_inputs(G: nn.Module, *, latents_dir: Any = "out/latents", aligned_dir: 
         InputError: a named pair refers to a projection that does not exist.
     """
     from .edits import SavedLatents, find_projections, random_latents
-    from .project import load_targets
+    from .projection import load_targets
 
     notes: list[str] = []
     ldir = Path(latents_dir) if latents_dir else None

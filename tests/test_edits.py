@@ -485,7 +485,7 @@ def test_cli_mix_and_express_round_trip(small_generator, tmp_path, capsys):
     capsys.readouterr()
 
     # a saved Projection: its noise maps are used for the rendering
-    from facelib.project import project
+    from facelib.projection import project
 
     proj = project(G, G.synthesis(lat[:1]).clamp(-1, 1), steps=2, lpips=None, mse_weight=1.0, progress=False)
     proj.save(tmp_path / "proj.pt")
@@ -510,7 +510,7 @@ def test_cli_mix_and_express_round_trip(small_generator, tmp_path, capsys):
 
 
 def test_find_projections_and_inputs(small_generator, tmp_path):
-    from facelib.project import project
+    from facelib.projection import project
 
     G = small_generator
     lat = edits.random_latents(G, 2, seed=3)

@@ -39,7 +39,7 @@ class _RecordingBar:
 def test_progress_bar_shows_loss_and_lr_of_every_step(small_generator, monkeypatch):
     import tqdm.auto
 
-    from facelib.project import ProjectConfig, project
+    from facelib.projection import ProjectConfig, project
 
     monkeypatch.setattr(tqdm.auto, "tqdm", _RecordingBar)
     _RecordingBar.instances.clear()
