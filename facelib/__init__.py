@@ -65,7 +65,7 @@ _LAZY = {
     "face_swap": "swap",
     "SwapResult": "swap",
     "SwapConfig": "swap",
-    "judge_swap": "swap",
+    "judge_swap": "swap_judge",
     "load_swap": "swap",
     # data, notebooks, report
     "locate": "data",

@@ -1,4 +1,4 @@
-"""facelib.swap: identity moves towards the source, rows and image held, robustness, judge, persistence, CLI."""
+"""facelib.swap, facelib.swap_judge, facelib.swap_pairs: identity moves towards the source, rows and image held, robustness, judge, persistence, CLI."""
 from __future__ import annotations
 
 import json
@@ -10,8 +10,8 @@ from torch import nn
 
 import facelib
 from facelib.errors import CheckpointError, InputError, NoFaceError, OptimisationError, RangeError, ShapeError
-from facelib.swap import (SwapConfig, SwapResult, face_swap, face_weight_map, judge_swap, load_swap,
-                          resolve_rows)
+from facelib.swap import SwapConfig, SwapResult, face_swap, face_weight_map, load_swap, resolve_rows
+from facelib.swap_judge import judge_swap
 
 from .conftest import make_small_generator, shared_path
 
@@ -205,6 +205,9 @@ def test_bad_inputs_are_clear_errors(G, id_net, pairs):
         face_swap(G, id_net, sources, targets, stepz=3, **FAST)
     with pytest.raises(InputError, match="id_net"):
         face_swap(G, None, sources, targets, **FAST)
+    with pytest.raises(InputError, match=r"^face_swap: pass either config= or keyword settings, not both "
+                                         r"\(got config= and rows, steps\)"):
+        face_swap(G, id_net, sources, targets, config=SwapConfig(lpips=None), steps=2, rows="0-3")
     with pytest.raises(RangeError, match="NaN"):
         face_swap(G, id_net, sources, targets * float("nan"), **FAST)
     with pytest.raises(InputError, match="mask"):
@@ -381,7 +384,7 @@ def test_cli_round_trip(G, id_net, pairs, tmp_path, capsys):
 
 def test_swap_inputs_pairs_projections_with_their_photos(G, tmp_path):
     from facelib.grids import save_image
-    from facelib.swap import swap_inputs
+    from facelib.swap_pairs import swap_inputs
 
     g = torch.Generator().manual_seed(3)
     with torch.no_grad():
