@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._optim import Frozen
+from .dlib_judge import DLIB_SAME_PERSON_THRESHOLD, dlib_descriptors, dlib_distance, dlib_landmarks, pose_proxy
 from .errors import InputError, ShapeError
 from .identity import identity_crop
 
@@ -32,13 +33,13 @@ class SwapJudgement:
         id_moved: (id_to_source - id_target_to_source) / (1 - id_target_to_source): the share
             of the way from the target's identity to the source's (0 = not moved, 1 = reached).
         dlib_to_source / dlib_to_target / dlib_target_to_source: dlib descriptor distances
-            (below :data:`~facelib.identity.DLIB_SAME_PERSON_THRESHOLD` = same person); None
+            (below :data:`~facelib.dlib_judge.DLIB_SAME_PERSON_THRESHOLD` = same person); None
             when the dlib part was off.
         dlib_same_as_source / dlib_same_as_target: the distances under the threshold.
         detected: per image {"result", "source", "target"}: whether dlib's detector found the
             face (False: the fixed FFHQ box was used and the dlib figures mean little).
         yaw / pitch, target_yaw / target_pitch: landmark pose proxies
-            (:func:`~facelib.identity.pose_proxy`) of result and target.
+            (:func:`~facelib.dlib_judge.pose_proxy`) of result and target.
         yaw_change / pitch_change: result minus target.
         threshold: the dlib threshold used.
     """
@@ -177,9 +178,6 @@ def judge_swap(result_images: Any, source_images: Any, target_images: Any, id_ne
         fields.update(id_to_source=to_src, id_to_target=to_tgt, id_target_to_source=base, id_moved=moved)
     if not dlib:
         return SwapJudgement(**fields)
-
-    from .identity import (DLIB_SAME_PERSON_THRESHOLD, dlib_descriptors, dlib_distance, dlib_landmarks,
-                           pose_proxy)
 
     def resized(x: torch.Tensor) -> torch.Tensor:
         x = x.clamp(-1, 1)
