@@ -361,7 +361,7 @@ def test_debug_flag_anywhere_and_unexpected_errors_are_one_line(tmp_path, capsys
     assert main(["project", "p", "o", "--device", "banana", "--debug"]) == 1
     err = capsys.readouterr().err
     assert "Traceback" in err and err.strip().splitlines()[-1].startswith("error: --device")
-    import facelib.cli as C
+    import facelib.cli_data as C
 
     def boom(args):
         raise OSError(28, "No space left on device")
