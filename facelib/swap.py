@@ -71,7 +71,7 @@ from ._optim import (BestSteps, Evaluation, Frozen, StepCallback, StepState, bat
                      save_result)
 from .edits import _Preview
 from .errors import CheckpointError, DependencyError, InputError, OptimisationError, RangeError, ShapeError
-from .swap_judge import batch_images, broadcast_batch, embed_faces, judge_swap
+from .swap_judge import batch_images, broadcast_batch, embed_faces, judge_swap, swap_metrics_text
 
 __all__ = [
     "SwapConfig",
@@ -387,19 +387,8 @@ class SwapResult:
                   "another lr or other rows")
 
     def caption(self, i: int = 0) -> str:
-        """A short text of image ``i``'s identity and pose figures (for grids)."""
-        m = self.metrics[i]
-        parts = ["UNCHANGED: the swap did nothing (best step 0)"] if self.unchanged[i] else []
-        if "id_to_source" in m:
-            parts.append(f"id src {m['id_to_source']:.2f} (was {m['id_target_to_source']:.2f}) "
-                         f"tgt {m['id_to_target']:.2f}")
-        if "dlib_to_source" in m:
-            det = m.get("dlib_detected", {})
-            parts.append(f"dlib src {m['dlib_to_source']:.2f} tgt {m['dlib_to_target']:.2f}"
-                         + ("" if all(det.values()) else " (no face)"))
-        if "yaw_change" in m:
-            parts.append(f"dyaw {m['yaw_change']:+.2f}")
-        return " | ".join(parts)
+        """A short text of image ``i``'s identity and pose figures (:func:`swap_metrics_text`)."""
+        return swap_metrics_text(self.metrics[i], unchanged=self.unchanged[i])
 
     def grid(self, source_images: Any, *, target_photos: Sequence[Any] | None = None, cell: int = 256,
              title: str | None = None):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ from .dlib_judge import DLIB_SAME_PERSON_THRESHOLD, dlib_descriptors, dlib_dista
 from .errors import InputError, ShapeError
 from .identity import identity_crop
 
-__all__ = ["SwapJudgement", "judge_swap", "batch_images", "broadcast_batch", "embed_faces"]
+__all__ = ["SwapJudgement", "judge_swap", "swap_metrics_text", "batch_images", "broadcast_batch", "embed_faces"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -87,19 +87,42 @@ class SwapJudgement:
         return out
 
     def summary(self, i: int = 0) -> str:
-        """One line for image ``i``: identity to source/target (network, dlib) and pose change."""
-        parts = []
-        if self.id_to_source is not None:
-            parts.append(f"id cos src {self.id_to_source[i]:.2f} (from {self.id_target_to_source[i]:.2f}, "
-                         f"moved {self.id_moved[i]:.0%}) tgt {self.id_to_target[i]:.2f}")
-        if self.dlib_to_source is not None:
-            det = self.detected[i] if self.detected else {}
-            note = "" if all(det.values()) else " [no face found: fallback box]"
-            parts.append(f"dlib d src {self.dlib_to_source[i]:.2f}{'=' if self.dlib_same_as_source[i] else '>'} "
-                         f"tgt {self.dlib_to_target[i]:.2f}{note}")
-        if self.yaw_change is not None:
-            parts.append(f"pose d yaw {self.yaw_change[i]:+.2f} pitch {self.pitch_change[i]:+.2f}")
-        return " | ".join(parts)
+        """One line for image ``i``: identity to source/target (network, dlib) and pose change
+        (:func:`swap_metrics_text` of :meth:`metrics`)."""
+        return swap_metrics_text(self.metrics(i))
+
+
+def swap_metrics_text(m: Mapping[str, Any], *, unchanged: bool = False) -> str:
+    """The one text of a swap's figures: ``m`` is one image's metrics (:attr:`SwapResult.metrics
+    <facelib.swap.SwapResult>` entry, a saved JSON's, or :meth:`SwapJudgement.metrics`).
+
+    ``id src 0.62 (was 0.31, moved 45%) tgt 0.71 | dlib src 0.52= tgt 0.47 | dyaw +0.02
+    dpitch -0.01``: identity cosine (optimised network) to the source, before the swap and
+    the share of the way moved, to the target; dlib distance to source (``=`` below dlib's
+    same-person threshold, ``>`` above; "(no face)" when dlib used the fixed FFHQ box) and to the
+    target; the pose change. Parts whose figures are absent are left out; ``unchanged`` (or
+    ``m["unchanged"]``) puts "UNCHANGED: the swap did nothing (best step 0)" first. "" when ``m``
+    holds none of these figures.
+    """
+    parts = ["UNCHANGED: the swap did nothing (best step 0)"] if unchanged or m.get("unchanged") is True else []
+    if "id_to_source" in m:
+        text = f"id src {m['id_to_source']:.2f}"
+        if "id_target_to_source" in m:
+            moved = f", moved {m['id_moved']:.0%}" if isinstance(m.get("id_moved"), (int, float)) else ""
+            text += f" (was {m['id_target_to_source']:.2f}{moved})"
+        if "id_to_target" in m:
+            text += f" tgt {m['id_to_target']:.2f}"
+        parts.append(text)
+    if "dlib_to_source" in m:
+        same = m.get("dlib_same_as_source")
+        mark = "" if same is None else "=" if same else ">"
+        det = m.get("dlib_detected") or {}
+        parts.append(f"dlib src {m['dlib_to_source']:.2f}{mark}"
+                     + (f" tgt {m['dlib_to_target']:.2f}" if "dlib_to_target" in m else "")
+                     + ("" if all(det.values()) else " (no face)"))
+    if "yaw_change" in m:
+        parts.append(f"dyaw {m['yaw_change']:+.2f}" + (f" dpitch {m['pitch_change']:+.2f}" if "pitch_change" in m else ""))
+    return " | ".join(parts)
 
 
 def batch_images(x: Any, name: str) -> torch.Tensor:

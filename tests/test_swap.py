@@ -413,3 +413,16 @@ def test_swap_inputs_pairs_projections_with_their_photos(G, tmp_path):
     stand = swap_inputs(G, latents_dir=tmp_path / "none", aligned_dir=None, max_pairs=2, seed=0)
     assert stand.stand_ins and len(stand) == 2 and stand.targets.wplus.shape == (2, G.n_latent, G.style_dim)
     assert "random" in stand.notes[0]
+
+
+def test_one_text_for_a_swaps_figures():
+    from facelib.swap_judge import swap_metrics_text
+
+    m = {"id_to_source": 0.62, "id_target_to_source": 0.31, "id_moved": 0.4493, "id_to_target": 0.71,
+         "dlib_to_source": 0.52, "dlib_same_as_source": True, "dlib_to_target": 0.47,
+         "dlib_detected": {"result": True, "source": True, "target": False}, "yaw_change": 0.02, "pitch_change": -0.01}
+    assert swap_metrics_text(m) == ("id src 0.62 (was 0.31, moved 45%) tgt 0.71 | dlib src 0.52= tgt 0.47 "
+                                    "(no face) | dyaw +0.02 dpitch -0.01")
+    assert swap_metrics_text({"id_to_source": 0.5, "unchanged": True}) == (
+        "UNCHANGED: the swap did nothing (best step 0) | id src 0.50")
+    assert swap_metrics_text({"id_similarity": 0.61}) == ""
