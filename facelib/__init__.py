@@ -122,6 +122,10 @@ _LAZY = {
     "paste_into_photo": "paste",
     # runs over several processes (torchrun); the helpers live in facelib.distributed
     "DistInfo": "distributed",
+    # a swap's saved images and its figures as text; the loss history of an optimisation
+    "save_swaps": "swap",
+    "swap_metrics_text": "swap_judge",
+    "loss_history_figure": "plots",
 }
 
 __all__ = sorted(set(_LAZY) | {

@@ -261,9 +261,8 @@ def _run_swap(args: argparse.Namespace) -> int:
         return 0
 
     from ._io import check_output_file
-    from .data import RANDOM_ID_STAMP, SMOKE_STAMP, identity_network
-    from .grids import save_image, stamp, to_pil
-    from .swap import UNCHANGED_STAMP, SwapConfig, face_swap, resolve_rows
+    from .data import SMOKE_STAMP, identity_network
+    from .swap import SwapConfig, face_swap, resolve_rows, save_swaps
 
     check_counts(args, ["steps"])
     check_finite(args, ["id_weight", "latent_weight", "lr"])
@@ -296,17 +295,11 @@ def _run_swap(args: argparse.Namespace) -> int:
         return done
     result = face_swap(tuned, ident.net, source, target, progress=not args.quiet, judge=not args.no_judge,
                        vgg_path=args.vgg_path, **options)  # the target's own noise maps are used
-    image = to_pil(result.images[0])
-    if is_smoke(G):
-        image = stamp(image, SMOKE_STAMP)
-    elif ident.random:
-        image = stamp(image, RANDOM_ID_STAMP)
-    if result.unchanged[0]:
-        image = stamp(image, UNCHANGED_STAMP)
     result = dataclasses.replace(result, source_names=[str(args.source)] * len(result),
                                  target_names=[str(args.target)] * len(result))
-    save_image(image, out)  # the image first, the tensors and the JSON (marking a complete set) last
-    meta = result.save(pt)
+    # the image first, the tensors and the JSON (marking a complete set) last
+    save_swaps(result.select([0]), [out], stamps=[SMOKE_STAMP if is_smoke(G) else None], random_id=ident.random)
+    meta = pt.with_suffix(".json")
     print(f"wrote {out}, {pt} and {meta} ({g_source}; {ident.describe()}; rows {args.rows or 'default'}"
           f"{'; tuned ' + tuning if tuning else ''})")
     _paste_back(args, G, result.images[:1], str(out))

@@ -79,6 +79,7 @@ __all__ = [
     "StepState",
     "face_swap",
     "load_swap",
+    "save_swaps",
     "resolve_rows",
     "default_rows",
     "face_weight_map",
@@ -463,6 +464,41 @@ class SwapResult:
                    "images": self.images.half(), "target_images": self.target_images.half(),
                    "face_masks": self.face_masks.half()}
         return save_result(path, tensors, self.noises, self.to_json())
+
+
+def save_swaps(result: SwapResult, paths: Sequence["str | os.PathLike[str]"], *, stamps: Sequence[str | None] = (),
+               random_id: bool = False, **save_kwargs: Any) -> list[Path]:
+    """Write pair ``i`` of ``result`` as ``paths[i]`` (the image; JPEG, PNG, ... by suffix), then
+    ``.pt`` and ``.json`` beside it (:meth:`SwapResult.save`; the JSON, last, marks a complete set).
+
+    Every image carries the stamps that say what it is: ``stamps`` (e.g. the smoke-run label;
+    None entries are skipped), :data:`facelib.data.RANDOM_ID_STAMP` when ``random_id`` (the
+    identity network is the untrained one of :func:`facelib.data.identity_network`), and
+    :data:`UNCHANGED_STAMP` when the pair's swap did nothing. The notebook and ``python -m
+    facelib swap`` both save through here.
+
+    Args:
+        result: N pairs. paths: N image paths. save_kwargs: for :func:`facelib.grids.save_image`
+            (e.g. ``quality=95``).
+    Returns:
+        The image paths written.
+    Raises:
+        InputError: not one path per pair.
+    """
+    from .data import RANDOM_ID_STAMP
+    from .grids import save_image, stamp, to_pil
+
+    paths = [Path(p) for p in paths]
+    if len(paths) != len(result):
+        raise InputError(f"paths: expected one per pair ({len(result)}), got {len(paths)}")
+    texts = [t for t in stamps if t] + ([RANDOM_ID_STAMP] if random_id else [])
+    for path, one in zip(paths, result):
+        image = to_pil(one.images[0])
+        for text in texts + ([UNCHANGED_STAMP] if one.unchanged[0] else []):  # unchanged: the target as it was
+            image = stamp(image, text)
+        save_image(image, path, **save_kwargs)
+        one.save(path.with_suffix(".pt"))
+    return paths
 
 
 def load_swap(path: "str | os.PathLike[str]") -> SwapResult:

@@ -504,3 +504,17 @@ def test_project_folder_takes_a_config_or_options_not_both(small_generator, tmp_
                                          r"\(got config= and steps\)"):
         project_folder(tmp_path, tmp_path / "out", small_generator, config=ProjectConfig(lpips=None), steps=2)
     assert not (tmp_path / "out").exists()
+
+
+def test_loss_history_figure_draws_every_run_and_marks_the_best_step():
+    from facelib.plots import loss_history_figure
+
+    runs = [{"loss": [4.0, 2.0, 3.0], "mse": [1.0, 0.5, 0.6], "lpips": [0.4, 0.3, 0.35], "lr": [0.1, 0.05, 0.0]},
+            {"loss": [5.0, 1.0], "mse": [2.0, 0.1]}, {}]
+    fig = loss_history_figure(runs, names=["ann/0", "bob/0", "empty"], best_steps=[1, 1, None], scheduler="cosine")
+    ax_loss, ax_img, ax_lr = fig.axes
+    assert [ln.get_label() for ln in ax_loss.get_lines() if not ln.get_label().startswith("_")] == ["ann/0", "bob/0"]
+    marks = [ln for ln in ax_loss.get_lines() if ln.get_marker() == "o"]
+    assert [(list(m.get_xdata()), list(m.get_ydata())) for m in marks] == [([1], [2.0]), ([1], [1.0])]
+    assert len(ax_img.get_lines()) == 3 and list(ax_lr.get_lines()[0].get_ydata()) == [0.1, 0.05, 0.0]
+    assert ax_lr.get_title() == "schedule: cosine" and ax_loss.get_yscale() == "log"

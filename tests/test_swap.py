@@ -426,3 +426,24 @@ def test_one_text_for_a_swaps_figures():
     assert swap_metrics_text({"id_to_source": 0.5, "unchanged": True}) == (
         "UNCHANGED: the swap did nothing (best step 0) | id src 0.50")
     assert swap_metrics_text({"id_similarity": 0.61}) == ""
+
+
+def test_save_swaps_stamps_and_writes_each_pair(G, id_net, pairs, tmp_path):
+    from PIL import Image
+
+    from facelib.grids import stamp, to_pil
+    from facelib.swap import UNCHANGED_STAMP, save_swaps
+
+    targets, sources = pairs
+    r = face_swap(G, id_net, sources[:2], targets[:2], steps=0, **FAST)  # no step: both pairs unchanged
+    assert r.unchanged == [True, True]
+    paths = save_swaps(r, [tmp_path / "a.png", tmp_path / "b.png"], stamps=["SMOKE RUN", None], random_id=True)
+    assert paths == [tmp_path / "a.png", tmp_path / "b.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "a.png", "a.pt", "b.json", "b.png", "b.pt"]
+    from facelib.data import RANDOM_ID_STAMP
+
+    want = stamp(stamp(stamp(to_pil(r.images[1]), "SMOKE RUN"), RANDOM_ID_STAMP), UNCHANGED_STAMP)
+    assert Image.open(tmp_path / "b.png").tobytes() == want.tobytes()
+    assert torch.equal(load_swap(tmp_path / "b.pt").wplus, r.select(1).wplus)
+    with pytest.raises(InputError, match=r"paths: expected one per pair \(2\), got 1"):
+        save_swaps(r, [tmp_path / "c.png"])
