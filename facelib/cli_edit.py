@@ -275,10 +275,11 @@ def _run_swap(args: argparse.Namespace) -> int:
         source = load_projection(source_path)
     else:
         source = source_path
-    ident = identity_network(args.arcface)
+    # as notebook 05: --arcface, else the one found under data/ (not in a smoke run), else the small random one
+    ident = identity_network(args.arcface, smoke=is_smoke(G), device=G.device, seed=args.seed or 0)
     if ident.random:
-        log.warning("no --arcface and none found under data/: using a small RANDOM identity network "
-                    "(a smoke run; the identity figures mean nothing)")
+        why = "a smoke run" if is_smoke(G) else "no --arcface and none found under data/"
+        log.warning("using a small RANDOM identity network (%s; the identity figures mean nothing)", why)
     options = given_options(args, ("steps", "rows", "id_weight", "latent_weight", "lr", "mask", "lpips", "seed"))
     tuned, tuning = _tuned_generator(args, G, args.target)
     if "rows" in options:
