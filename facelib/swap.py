@@ -70,7 +70,7 @@ from ._optim import (BestSteps, Evaluation, Frozen, StepCallback, StepState, bat
                      generator_id, image_batch, lpips_option, optimise, read_result, resolve_lpips_option,
                      save_result)
 from .edits import _Preview
-from .errors import CheckpointError, DependencyError, InputError, OptimisationError, RangeError, ShapeError
+from .errors import CheckpointError, DependencyError, InputError, OptimisationError, RangeError, ShapeError, check_shape
 from .swap_judge import batch_images, broadcast_batch, embed_faces, judge_swap, swap_metrics_text
 
 __all__ = [
@@ -570,9 +570,7 @@ def _target_latents(G: nn.Module, target: Any) -> tuple[torch.Tensor, list[torch
     else:
         raise InputError(f"target: expected a W+ tensor (N, {G.n_latent}, {G.style_dim}) or a Projection, "
                          f"got {type(target).__name__}")
-    if w.ndim != 3 or w.shape[1:] != (G.n_latent, G.style_dim):
-        raise ShapeError(f"target: expected W+ of shape (N, {G.n_latent}, {G.style_dim}), got {tuple(w.shape)}",
-                         actual_shape=w.shape, expected_shape=(None, G.n_latent, G.style_dim))
+    check_shape("target", w, (None, G.n_latent, G.style_dim))
     if not torch.isfinite(w).all():
         raise RangeError("target: W+ contains NaN or inf")
     if noises is not None:

@@ -16,7 +16,7 @@ from torch import nn
 
 from ._optim import Frozen
 from .dlib_judge import DLIB_SAME_PERSON_THRESHOLD, dlib_descriptors, dlib_distance, dlib_landmarks, pose_proxy
-from .errors import InputError, ShapeError
+from .errors import InputError, ShapeError, check_shape
 from .identity import identity_crop
 
 __all__ = ["SwapJudgement", "judge_swap", "swap_metrics_text", "batch_images", "broadcast_batch", "embed_faces"]
@@ -137,9 +137,7 @@ def batch_images(x: Any, name: str) -> torch.Tensor:
         raise InputError(f"{name}: expected a (N, 3, H, W) tensor in [-1, 1] or a Projection, got {type(x).__name__}")
     if x.ndim == 3:
         x = x[None]
-    if x.ndim != 4 or x.shape[1] != 3:
-        raise ShapeError(f"{name}: expected (N, 3, H, W) images, got {tuple(x.shape)}",
-                         actual_shape=x.shape, expected_shape=(None, 3, None, None))
+    check_shape(name, x, (None, 3, None, None))
     return x.detach().float()
 
 
