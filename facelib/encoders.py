@@ -237,7 +237,7 @@ class StyleEncoder(nn.Module):
         line says so.
 
         Args:
-            images: what :func:`facelib.project.load_targets` accepts ((N, 3, H, W) in [-1, 1],
+            images: what :func:`facelib.projection.load_targets` accepts ((N, 3, H, W) in [-1, 1],
                 a path, a PIL image, or a list of them).
             batch_size: images per forward pass.
         Returns:

@@ -1,7 +1,7 @@
 """Face swap by identity-loss optimisation in W+, and an independent judge of the result.
 
 ``face_swap(G, id_net, source, target)`` puts the identity of ``source`` (photos, or a
-:class:`~facelib.project.Projection`) onto ``target`` (a W+ latent, or a Projection) while
+:class:`~facelib.projection.Projection`) onto ``target`` (a W+ latent, or a Projection) while
 keeping the target's pose, hair, background and lighting. Starting at the target's W+, it
 optimises only the chosen W+ rows (by default rows 0-8, the layers up to the 64 px
 convolutions) with Adam on, per image,
@@ -239,7 +239,7 @@ class SwapConfig:
 
     steps: int = 200                  # ~13 s at 1024 px on an H200 (benchmarks/swap.py); the report does not say
     lr: float = 0.03                  # Adam; W+ starts at the target, so no warm-up is needed
-    scheduler: str = "cosine"         # decays to 0 so the last steps settle (facelib.project.lr_schedule)
+    scheduler: str = "cosine"         # decays to 0 so the last steps settle (facelib.projection.lr_schedule)
     rows: tuple[int, ...] | None = None  # None = rows 0-8 (see the module docstring); the result records them
     id_weight: float = 1.0            # identity term 1 - cos, in [0, 2]
     lpips: str | None = "auto"        # "auto" | "vgg" | None | "module" (an lpips.LPIPS was passed)

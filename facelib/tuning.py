@@ -348,9 +348,9 @@ def tune_generator(G: nn.Module, projection: Projection, targets: Any, *, config
     Args:
         G: the generator the projection was made with; it is never modified (each photo gets
             a deep copy; its device is used).
-        projection: a :class:`~facelib.project.Projection` of N photos: its W+ are the pivots
+        projection: a :class:`~facelib.projection.Projection` of N photos: its W+ are the pivots
             and its noise maps are kept.
-        targets: the N photos it was projected from, in any form :func:`~facelib.project.project`
+        targets: the N photos it was projected from, in any form :func:`~facelib.projection.project`
             takes ((N, 3, H, W) float in [-1, 1], PIL images, paths, a list); checked against
             the projection's recorded image hashes when the resolution matches.
         config / options: a :class:`TuneConfig` and/or its fields as keywords, e.g.
