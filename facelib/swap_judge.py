@@ -121,7 +121,8 @@ def swap_metrics_text(m: Mapping[str, Any], *, unchanged: bool = False) -> str:
                      + (f" tgt {m['dlib_to_target']:.2f}" if "dlib_to_target" in m else "")
                      + ("" if all(det.values()) else " (no face)"))
     if "yaw_change" in m:
-        parts.append(f"dyaw {m['yaw_change']:+.2f}" + (f" dpitch {m['pitch_change']:+.2f}" if "pitch_change" in m else ""))
+        pitch = f" dpitch {m['pitch_change']:+.2f}" if "pitch_change" in m else ""
+        parts.append(f"dyaw {m['yaw_change']:+.2f}{pitch}")
     return " | ".join(parts)
 
 

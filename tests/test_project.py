@@ -1,4 +1,5 @@
-"""facelib.projection and facelib.projection_folder: recovery of known latents, schedules, batching, robustness, persistence, cache, CLI."""
+"""facelib.projection and facelib.projection_folder: recovery of known latents, schedules, batching,
+robustness, persistence, cache, CLI."""
 from __future__ import annotations
 
 import json

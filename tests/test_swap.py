@@ -1,4 +1,5 @@
-"""facelib.swap, facelib.swap_judge, facelib.swap_pairs: identity moves towards the source, rows and image held, robustness, judge, persistence, CLI."""
+"""facelib.swap, facelib.swap_judge, facelib.swap_pairs: identity moves towards the source, rows and
+image held, robustness, judge, persistence, CLI."""
 from __future__ import annotations
 
 import json
