@@ -32,7 +32,7 @@ def _case(args: dict, queue) -> None:
     import torch
 
     from facelib.memory import projection_bytes
-    from facelib.project import project
+    from facelib.projection import project
     from facelib.stylegan2 import StyleGAN2Generator
 
     torch.set_num_threads(args["threads"])

@@ -51,7 +51,7 @@ def _speed_case(args: dict, queue) -> None:
 
     import torch
 
-    from facelib.project import project
+    from facelib.projection import project
     from facelib.stylegan2 import StyleGAN2Generator
 
     torch.set_num_threads(args["threads"])
@@ -163,7 +163,7 @@ def run_curves(totals, schedules, resolution, n_images, threads, checkpoints) ->
 
     import torch
 
-    from facelib.project import project
+    from facelib.projection import project
 
     torch.set_num_threads(threads)
     G, targets, _ = synthetic_task(resolution, n_images)
@@ -194,7 +194,7 @@ def run_precision_quality(precisions, steps, resolution, n_images, threads) -> l
     """Mean PSNR of the synthetic-truth task projected with each precision (constant lr 0.1, MSE)."""
     import torch
 
-    from facelib.project import project
+    from facelib.projection import project
 
     torch.set_num_threads(threads)
     G, targets, _ = synthetic_task(resolution, n_images)

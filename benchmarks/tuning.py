@@ -44,7 +44,7 @@ def _case(args: dict, queue) -> None:
     import torch
 
     torch.set_num_threads(args["threads"])
-    from facelib.project import project
+    from facelib.projection import project
     from facelib.stylegan2 import StyleGAN2Generator
     from facelib.tuning import load_tuning, tune_generator
     from facelib.weights import save_generator
@@ -113,7 +113,7 @@ def _files_only(G, size: int) -> dict:
 
     import torch
 
-    from facelib.project import project
+    from facelib.projection import project
     from facelib.tuning import load_tuning, tune_generator
     from facelib.weights import save_generator
 

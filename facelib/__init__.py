@@ -34,11 +34,11 @@ _LAZY = {
     "face_mask": "align",
     "dlib_model_path": "align",
     # projection
-    "project": "project",
-    "Projection": "project",
-    "ProjectConfig": "project",
-    "load_projection": "project",
-    "project_folder": "project",
+    "project": "projection",
+    "Projection": "projection",
+    "ProjectConfig": "projection",
+    "load_projection": "projection",
+    "project_folder": "projection_folder",
     "LPIPSLoss": "losses",
     # edits
     "mix_styles": "edits",
@@ -57,15 +57,15 @@ _LAZY = {
     "identity_crop": "identity",
     "build_arcface": "identity",
     "detect_arcface_arch": "identity",
-    "dlib_descriptors": "identity",
-    "dlib_distance": "identity",
-    "dlib_landmarks": "identity",
-    "pose_proxy": "identity",
-    "DLIB_SAME_PERSON_THRESHOLD": "identity",
+    "dlib_descriptors": "dlib_judge",
+    "dlib_distance": "dlib_judge",
+    "dlib_landmarks": "dlib_judge",
+    "pose_proxy": "dlib_judge",
+    "DLIB_SAME_PERSON_THRESHOLD": "dlib_judge",
     "face_swap": "swap",
     "SwapResult": "swap",
     "SwapConfig": "swap",
-    "judge_swap": "swap",
+    "judge_swap": "swap_judge",
     "load_swap": "swap",
     # data, notebooks, report
     "locate": "data",
@@ -129,6 +129,10 @@ _LAZY = {
     "gather_latents": "latents",
     "latents_for": "latents",
     "Preview": "previews",
+    # a swap's saved images and its figures as text; the loss history of an optimisation
+    "save_swaps": "swap",
+    "swap_metrics_text": "swap_judge",
+    "loss_history_figure": "plots",
 }
 
 __all__ = sorted(set(_LAZY) | {

@@ -246,7 +246,7 @@ def check_settings(cfg: Any, nonnegative: Sequence[str]) -> None:
     Raises:
         InputError: naming the first bad setting.
     """
-    from .project import SCHEDULERS
+    from .projection import SCHEDULERS
 
     if isinstance(cfg.steps, bool) or not isinstance(cfg.steps, int) or cfg.steps < 0:
         raise InputError(f"steps: expected an integer >= 0, got {cfg.steps!r}")

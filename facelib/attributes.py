@@ -3,7 +3,7 @@
 Everything here is measured with models facelib already uses, so labels need no labelled
 dataset:
 
-* from dlib's 68 landmarks (:func:`facelib.identity.dlib_landmarks`), all divided by the
+* from dlib's 68 landmarks (:func:`facelib.dlib_judge.dlib_landmarks`), all divided by the
   inter-ocular distance ``d`` and taken in the face's own frame (``u`` = unit eye-to-eye axis,
   ``v`` its perpendicular pointing down the face), so they do not depend on image size or
   in-plane rotation:
@@ -14,7 +14,7 @@ dataset:
     corners; a closed, relaxed mouth is narrower with level corners;
   - ``eyes_open``: eye aspect ratio (Soukupova & Cech 2016), mean over both eyes:
     (|p2 - p6| + |p3 - p5|) / (2 |p1 - p4|) on points 36-41 and 42-47;
-  - ``yaw`` / ``pitch``: :func:`facelib.identity.pose_proxy`.
+  - ``yaw`` / ``pitch``: :func:`facelib.dlib_judge.pose_proxy`.
 
 * ``identity``: cosine similarity of ArcFace embeddings to a reference embedding.
 * user scores: :func:`read_scores` reads a CSV of ``file,value`` rows (for the user's own
@@ -65,14 +65,14 @@ def landmark_attributes(landmarks68: Any) -> dict[str, np.ndarray]:
 
     Args:
         landmarks68: (68, 2) or (N, 68, 2) (x, y) points (iBUG 300-W order), or a
-            :class:`facelib.identity.DlibLandmarks`.
+            :class:`facelib.dlib_judge.DlibLandmarks`.
     Returns:
         {name: (N,) float64} for every name in :data:`LANDMARK_ATTRIBUTES` (N = 1 for one face).
         Scale-free (divided by the inter-ocular distance); see the module docstring.
     Raises:
         ShapeError: not (N, 68, 2). InputError: the eye centres coincide.
     """
-    from .identity import pose_proxy
+    from .dlib_judge import pose_proxy
 
     pts = getattr(landmarks68, "points", landmarks68)
     pts = np.asarray(pts.detach().cpu() if isinstance(pts, torch.Tensor) else pts, dtype=np.float64)
@@ -166,7 +166,7 @@ def measure_attributes(images: Any, attributes: Sequence[str] = LANDMARK_ATTRIBU
         InputError: an unknown attribute, or ``identity`` without reference/arcface.
         DependencyError: dlib or its landmark model is missing.
     """
-    from .identity import dlib_landmarks
+    from .dlib_judge import dlib_landmarks
 
     names = [str(a) for a in ([attributes] if isinstance(attributes, str) else attributes)]
     unknown = [a for a in names if a not in ATTRIBUTES]

@@ -26,7 +26,8 @@ from .align import align_faces, list_images, load_image
 from .data import emotion_label, is_emotion_name, locate
 from .edits import EMOTIONS
 from .errors import CheckpointError, DependencyError, FacelibError, InputError
-from .project import load_projection, project_folder
+from .projection import load_projection
+from .projection_folder import project_folder
 
 __all__ = ["find_projections", "reference_dir", "aligned_dir", "reference_photo_names", "expression_photos",
            "random_latents", "reference_projections", "EditInputs", "style_inputs", "expression_inputs"]

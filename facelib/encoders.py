@@ -237,13 +237,13 @@ class StyleEncoder(nn.Module):
         line says so.
 
         Args:
-            images: what :func:`facelib.project.load_targets` accepts ((N, 3, H, W) in [-1, 1],
+            images: what :func:`facelib.projection.load_targets` accepts ((N, 3, H, W) in [-1, 1],
                 a path, a PIL image, or a list of them).
             batch_size: images per forward pass.
         Returns:
             (N, n_styles, style_dim) float32 W+ on the CPU.
         """
-        from .project import load_targets
+        from .projection import load_targets
 
         if batch_size < 1:
             raise InputError(f"batch_size: expected >= 1, got {batch_size}")

@@ -8,6 +8,8 @@ themselves are built in :mod:`facelib.widgets`.
 """
 from __future__ import annotations
 
+import dataclasses
+
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -227,8 +229,11 @@ class SwapPreview(Preview):
         r = resolve_rows(rows, self.G.n_latent) if rows is not None else None
         key = (config, r)
         if key not in self._cache:
-            result = face_swap(self.G, self.id_net, self.source, self.target, config=config, rows=r,
-                               progress=False, judge=self.judge, **self.options)
+            settings = {"rows": r} if r is not None else {}
+            if config is not None:  # a config or keyword settings, not both
+                config, settings = dataclasses.replace(config, **settings), {}
+            result = face_swap(self.G, self.id_net, self.source, self.target, config=config,
+                               progress=False, judge=self.judge, **settings, **self.options)
             cfg = result.config
             self._cache[key] = result.select(0).grid(
                 self.source, cell=self.cell,

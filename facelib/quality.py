@@ -127,7 +127,7 @@ def quality_card(source: Any, *, names: Sequence[str | None] | None = None, smok
     """The quality card of a projection (or of its per-image ``metrics`` list).
 
     Args:
-        source: a :class:`~facelib.project.Projection` (or anything with ``.metrics``), a saved
+        source: a :class:`~facelib.projection.Projection` (or anything with ``.metrics``), a saved
             projection's JSON dict, or a list of per-image metric dicts.
         names: per-image labels (default: the projection's names).
         smoke: whether the run is a smoke run (default: its generator fingerprint says so).

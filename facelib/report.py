@@ -607,6 +607,8 @@ def _face_swap(doc: _Doc, out: Path) -> int:
     results = [p for p in imgs if "_on_" in p.stem]
     if not results:
         return 0
+    from .swap_judge import swap_metrics_text  # torch: only when there are swaps to describe
+
     rows = []
     for p in sorted(results, key=_natural):
         source, target = p.stem.split("_on_", 1)
@@ -615,10 +617,10 @@ def _face_swap(doc: _Doc, out: Path) -> int:
         tgt = _find(imgs, f"{p.stem}_target") or _named(out, meta.get("target_names")) or _aligned_of(out, target)
         m = meta.get("metrics")
         m = m[0] if isinstance(m, list) and m else m if isinstance(m, Mapping) else {}
-        facts = _metric_text(m)
         unchanged = bool(m.get("unchanged", m.get("best_step", 1) in (0, -1)))
-        if unchanged:
-            facts = "UNCHANGED: the swap did nothing (best step 0; the result is the target as it was). " + facts
+        facts = swap_metrics_text(m, unchanged=unchanged) or _metric_text(m)  # older files: every figure
+        if unchanged and not facts.startswith("UNCHANGED"):
+            facts = "UNCHANGED: the swap did nothing (best step 0). " + facts
         rows.append([_Img(src, f"source {source}") if src else None,
                      _Img(tgt, f"target {target}") if tgt else None,
                      _Img(p, f"{source} on {target}" + (": UNCHANGED, the swap did nothing" if unchanged else ""),

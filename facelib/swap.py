@@ -1,7 +1,7 @@
 """Face swap by identity-loss optimisation in W+, and an independent judge of the result.
 
 ``face_swap(G, id_net, source, target)`` puts the identity of ``source`` (photos, or a
-:class:`~facelib.project.Projection`) onto ``target`` (a W+ latent, or a Projection) while
+:class:`~facelib.projection.Projection`) onto ``target`` (a W+ latent, or a Projection) while
 keeping the target's pose, hair, background and lighting. Starting at the target's W+, it
 optimises only the chosen W+ rows (by default rows 0-8, the layers up to the 64 px
 convolutions) with Adam on, per image,
@@ -55,7 +55,6 @@ Saved format (:meth:`SwapResult.save` / :func:`load_swap`)::
 from __future__ import annotations
 
 import dataclasses
-import glob
 import logging
 import math
 import os
@@ -63,7 +62,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -71,22 +69,20 @@ from torch import nn
 from ._optim import (BestSteps, Evaluation, Frozen, StepCallback, StepState, batch_indices, check_settings,
                      generator_id, image_batch, lpips_option, optimise, read_result, resolve_lpips_option,
                      save_result)
-from .errors import CheckpointError, DependencyError, InputError, OptimisationError, RangeError, ShapeError
+from .errors import CheckpointError, DependencyError, InputError, OptimisationError, RangeError, ShapeError, check_shape
+from .swap_judge import batch_images, broadcast_batch, embed_faces, judge_swap, swap_metrics_text
 
 __all__ = [
     "SwapConfig",
     "SwapResult",
-    "SwapJudgement",
     "StepState",
     "face_swap",
-    "judge_swap",
     "load_swap",
+    "save_swaps",
     "resolve_rows",
     "default_rows",
     "face_weight_map",
     "DEFAULT_ROWS",
-    "SwapInputs",
-    "swap_inputs",
 ]
 
 log = logging.getLogger(__name__)
@@ -232,199 +228,6 @@ def _weighted_lpips(lpips_loss: Any, images: torch.Tensor, target_feats: Sequenc
 # Judge
 # ----------------------------------------------------------------------------------------
 
-@dataclass(frozen=True, eq=False)
-class SwapJudgement:
-    """Output of :func:`judge_swap`; every field has one entry per result image.
-
-    Attributes:
-        id_to_source / id_to_target: cosine similarity (optimised identity network) of the
-            result to the source / target; None without a network.
-        id_target_to_source: the same between target and source (where the result started).
-        id_moved: (id_to_source - id_target_to_source) / (1 - id_target_to_source): the share
-            of the way from the target's identity to the source's (0 = not moved, 1 = reached).
-        dlib_to_source / dlib_to_target / dlib_target_to_source: dlib descriptor distances
-            (below :data:`~facelib.identity.DLIB_SAME_PERSON_THRESHOLD` = same person); None
-            when the dlib part was off.
-        dlib_same_as_source / dlib_same_as_target: the distances under the threshold.
-        detected: per image {"result", "source", "target"}: whether dlib's detector found the
-            face (False: the fixed FFHQ box was used and the dlib figures mean little).
-        yaw / pitch, target_yaw / target_pitch: landmark pose proxies
-            (:func:`~facelib.identity.pose_proxy`) of result and target.
-        yaw_change / pitch_change: result minus target.
-        threshold: the dlib threshold used.
-    """
-
-    id_to_source: np.ndarray | None
-    id_to_target: np.ndarray | None
-    id_target_to_source: np.ndarray | None
-    id_moved: np.ndarray | None
-    dlib_to_source: np.ndarray | None = None
-    dlib_to_target: np.ndarray | None = None
-    dlib_target_to_source: np.ndarray | None = None
-    dlib_same_as_source: np.ndarray | None = None
-    dlib_same_as_target: np.ndarray | None = None
-    detected: tuple[dict[str, bool], ...] | None = None
-    yaw: np.ndarray | None = None
-    pitch: np.ndarray | None = None
-    target_yaw: np.ndarray | None = None
-    target_pitch: np.ndarray | None = None
-    yaw_change: np.ndarray | None = None
-    pitch_change: np.ndarray | None = None
-    threshold: float = 0.6
-
-    def __len__(self) -> int:
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            if isinstance(v, np.ndarray):
-                return len(v)
-            if isinstance(v, tuple):
-                return len(v)
-        return 0
-
-    def metrics(self, i: int) -> dict[str, Any]:
-        """Image ``i``'s figures as a JSON-ready dict (fields that are None are left out)."""
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            if v is None or f.name == "threshold":
-                continue
-            if f.name == "detected":
-                out["dlib_detected"] = dict(v[i])
-            elif isinstance(v, np.ndarray):
-                out[f.name] = bool(v[i]) if v.dtype == bool else float(v[i])
-        if self.dlib_to_source is not None:
-            out["dlib_threshold"] = float(self.threshold)
-        return out
-
-    def summary(self, i: int = 0) -> str:
-        """One line for image ``i``: identity to source/target (network, dlib) and pose change."""
-        parts = []
-        if self.id_to_source is not None:
-            parts.append(f"id cos src {self.id_to_source[i]:.2f} (from {self.id_target_to_source[i]:.2f}, "
-                         f"moved {self.id_moved[i]:.0%}) tgt {self.id_to_target[i]:.2f}")
-        if self.dlib_to_source is not None:
-            det = self.detected[i] if self.detected else {}
-            note = "" if all(det.values()) else " [no face found: fallback box]"
-            parts.append(f"dlib d src {self.dlib_to_source[i]:.2f}{'=' if self.dlib_same_as_source[i] else '>'} "
-                         f"tgt {self.dlib_to_target[i]:.2f}{note}")
-        if self.yaw_change is not None:
-            parts.append(f"pose d yaw {self.yaw_change[i]:+.2f} pitch {self.pitch_change[i]:+.2f}")
-        return " | ".join(parts)
-
-
-def _batch_images(x: Any, name: str) -> torch.Tensor:
-    if hasattr(x, "images") and hasattr(x, "wplus"):  # a Projection or SwapResult
-        x = x.images
-    if not isinstance(x, torch.Tensor):
-        raise InputError(f"{name}: expected a (N, 3, H, W) tensor in [-1, 1] or a Projection, got {type(x).__name__}")
-    if x.ndim == 3:
-        x = x[None]
-    if x.ndim != 4 or x.shape[1] != 3:
-        raise ShapeError(f"{name}: expected (N, 3, H, W) images, got {tuple(x.shape)}",
-                         actual_shape=x.shape, expected_shape=(None, 3, None, None))
-    return x.detach().float()
-
-
-def _broadcast(n: int, *tensors: torch.Tensor) -> list[torch.Tensor]:
-    out = []
-    for t in tensors:
-        if t.shape[0] == n:
-            out.append(t)
-        elif t.shape[0] == 1:
-            out.append(t.expand(n, *t.shape[1:]))
-        else:
-            raise ShapeError(f"batch sizes do not match: {t.shape[0]} vs {n} (each side must be N or 1)",
-                             actual_shape=t.shape, expected_shape=(n, *t.shape[1:]))
-    return out
-
-
-@torch.no_grad()
-def _embed(id_net: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """(N, E) normalised CPU embeddings of (N, 3, H, W) images, with the network in eval mode."""
-    from .identity import identity_crop
-
-    dev = next(id_net.parameters()).device
-    with Frozen(id_net):
-        return F.normalize(id_net(identity_crop(images.to(dev).float())).float(), dim=1).cpu()
-
-
-def judge_swap(result_images: Any, source_images: Any, target_images: Any, id_net: nn.Module | None, *,
-               dlib: bool = True, size: int = 256) -> SwapJudgement:
-    """Judge swap results: identity with the optimised network and with dlib, and pose vs the target.
-
-    Args:
-        result_images: (N, 3, H, W) float in [-1, 1], FFHQ-aligned (or a SwapResult / Projection).
-        source_images: (N or 1, 3, H', W') in [-1, 1], the identity donors (any size).
-        target_images: (N or 1, 3, H'', W'') in [-1, 1], what the results started from.
-        id_net: the identity network the swap optimised ((N, 3, 112, 112) -> (N, E) normalised),
-            or None to skip that part.
-        dlib: also run dlib's face-recognition ResNet and the 68-point landmarks (pose).
-        size: dlib works on copies resized to this side (256: an FFHQ face is then about
-            150 px, the size of dlib's face chip; smaller generator outputs are upsampled).
-    Returns:
-        :class:`SwapJudgement`. Images where dlib's detector finds no face use the fixed FFHQ
-        box and are marked in ``detected``.
-    Raises:
-        ShapeError / InputError: bad images; DependencyError: ``dlib=True`` without dlib.
-    """
-    res = _batch_images(result_images, "result_images").cpu()
-    src = _batch_images(source_images, "source_images").cpu()
-    tgt = _batch_images(target_images, "target_images").cpu()
-    n = res.shape[0]
-    _broadcast(n, src, tgt)  # batch sizes must be N or 1
-    fields: dict[str, Any] = {"id_to_source": None, "id_to_target": None, "id_target_to_source": None,
-                              "id_moved": None}
-    if id_net is not None:
-        e_res, e_src, e_tgt = _embed(id_net, res), _embed(id_net, src), _embed(id_net, tgt)
-        e_src, e_tgt = _broadcast(n, e_src, e_tgt)
-        to_src = (e_res * e_src).sum(1).numpy().astype(np.float64)
-        to_tgt = (e_res * e_tgt).sum(1).numpy().astype(np.float64)
-        base = (e_tgt * e_src).sum(1).numpy().astype(np.float64)
-        moved = (to_src - base) / np.maximum(1.0 - base, 1e-9)
-        fields.update(id_to_source=to_src, id_to_target=to_tgt, id_target_to_source=base, id_moved=moved)
-    if not dlib:
-        return SwapJudgement(**fields)
-
-    from .identity import (DLIB_SAME_PERSON_THRESHOLD, dlib_descriptors, dlib_distance, dlib_landmarks,
-                           pose_proxy)
-
-    def resized(x: torch.Tensor) -> torch.Tensor:
-        x = x.clamp(-1, 1)
-        if x.shape[-2:] == (size, size):
-            return x
-        return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-
-    r, s, t = resized(res), resized(src), resized(tgt)
-    d_res, d_src, d_tgt = dlib_descriptors(r), dlib_descriptors(s), dlib_descriptors(t)
-    if len(d_src) == 1 and n > 1:
-        d_src = dataclasses.replace(d_src, descriptors=np.repeat(d_src.descriptors, n, 0),
-                                    detected=d_src.detected * n, boxes=d_src.boxes * n)
-    if len(d_tgt) == 1 and n > 1:
-        d_tgt = dataclasses.replace(d_tgt, descriptors=np.repeat(d_tgt.descriptors, n, 0),
-                                    detected=d_tgt.detected * n, boxes=d_tgt.boxes * n)
-    to_src = dlib_distance(d_res, d_src)
-    to_tgt = dlib_distance(d_res, d_tgt)
-    base = dlib_distance(d_tgt, d_src)
-    thr = float(DLIB_SAME_PERSON_THRESHOLD)
-    lm_res = dlib_landmarks(r)
-    lm_tgt = dlib_landmarks(t) if t.shape[0] == n else dlib_landmarks(t[:1].expand(n, -1, -1, -1))
-    yaw, pitch = pose_proxy(lm_res)
-    tyaw, tpitch = pose_proxy(lm_tgt)
-    detected = tuple({"result": bool(d_res.detected[i]), "source": bool(d_src.detected[i]),
-                      "target": bool(d_tgt.detected[i])} for i in range(n))
-    fields.update(dlib_to_source=to_src, dlib_to_target=to_tgt, dlib_target_to_source=base,
-                  dlib_same_as_source=to_src < thr, dlib_same_as_target=to_tgt < thr, detected=detected,
-                  yaw=np.asarray(yaw, np.float64), pitch=np.asarray(pitch, np.float64),
-                  target_yaw=np.asarray(tyaw, np.float64), target_pitch=np.asarray(tpitch, np.float64),
-                  yaw_change=np.asarray(yaw, np.float64) - np.asarray(tyaw, np.float64),
-                  pitch_change=np.asarray(pitch, np.float64) - np.asarray(tpitch, np.float64), threshold=thr)
-    return SwapJudgement(**fields)
-
-
-# ----------------------------------------------------------------------------------------
-# Config and result
-# ----------------------------------------------------------------------------------------
-
 @dataclass(frozen=True)
 class SwapConfig:
     """Settings of :func:`face_swap` (everything that changes the result).
@@ -434,7 +237,7 @@ class SwapConfig:
 
     steps: int = 200                  # ~13 s at 1024 px on an H200 (benchmarks/swap.py); the report does not say
     lr: float = 0.03                  # Adam; W+ starts at the target, so no warm-up is needed
-    scheduler: str = "cosine"         # decays to 0 so the last steps settle (facelib.project.lr_schedule)
+    scheduler: str = "cosine"         # decays to 0 so the last steps settle (facelib.projection.lr_schedule)
     rows: tuple[int, ...] | None = None  # None = rows 0-8 (see the module docstring); the result records them
     id_weight: float = 1.0            # identity term 1 - cos, in [0, 2]
     lpips: str | None = "auto"        # "auto" | "vgg" | None | "module" (an lpips.LPIPS was passed)
@@ -480,7 +283,7 @@ class SwapConfig:
         return cls(**kw)
 
     def lr_at(self, step: int) -> float:
-        from .project import lr_schedule
+        from .projection import lr_schedule
 
         return lr_schedule(self.scheduler, step, self.steps, self.lr)
 
@@ -583,19 +386,8 @@ class SwapResult:
                   "another lr or other rows")
 
     def caption(self, i: int = 0) -> str:
-        """A short text of image ``i``'s identity and pose figures (for grids)."""
-        m = self.metrics[i]
-        parts = ["UNCHANGED: the swap did nothing (best step 0)"] if self.unchanged[i] else []
-        if "id_to_source" in m:
-            parts.append(f"id src {m['id_to_source']:.2f} (was {m['id_target_to_source']:.2f}) "
-                         f"tgt {m['id_to_target']:.2f}")
-        if "dlib_to_source" in m:
-            det = m.get("dlib_detected", {})
-            parts.append(f"dlib src {m['dlib_to_source']:.2f} tgt {m['dlib_to_target']:.2f}"
-                         + ("" if all(det.values()) else " (no face)"))
-        if "yaw_change" in m:
-            parts.append(f"dyaw {m['yaw_change']:+.2f}")
-        return " | ".join(parts)
+        """A short text of image ``i``'s identity and pose figures (:func:`swap_metrics_text`)."""
+        return swap_metrics_text(self.metrics[i], unchanged=self.unchanged[i])
 
     def grid(self, source_images: Any, *, target_photos: Sequence[Any] | None = None, cell: int = 256,
              title: str | None = None):
@@ -617,7 +409,7 @@ class SwapResult:
 
         n = len(self)
         srcs = list(source_images) if not isinstance(source_images, torch.Tensor) else list(
-            _broadcast(n, _batch_images(source_images, "source_images"))[0])
+            broadcast_batch(n, batch_images(source_images, "source_images"))[0])
         if len(srcs) == 1 and n > 1:
             srcs = srcs * n
         photos = list(target_photos) if target_photos is not None else [None] * n
@@ -672,6 +464,41 @@ class SwapResult:
         return save_result(path, tensors, self.noises, self.to_json())
 
 
+def save_swaps(result: SwapResult, paths: Sequence["str | os.PathLike[str]"], *, stamps: Sequence[str | None] = (),
+               random_id: bool = False, **save_kwargs: Any) -> list[Path]:
+    """Write pair ``i`` of ``result`` as ``paths[i]`` (the image; JPEG, PNG, ... by suffix), then
+    ``.pt`` and ``.json`` beside it (:meth:`SwapResult.save`; the JSON, last, marks a complete set).
+
+    Every image carries the stamps that say what it is: ``stamps`` (e.g. the smoke-run label;
+    None entries are skipped), :data:`facelib.data.RANDOM_ID_STAMP` when ``random_id`` (the
+    identity network is the untrained one of :func:`facelib.data.identity_network`), and
+    :data:`UNCHANGED_STAMP` when the pair's swap did nothing. The notebook and ``python -m
+    facelib swap`` both save through here.
+
+    Args:
+        result: N pairs. paths: N image paths. save_kwargs: for :func:`facelib.grids.save_image`
+            (e.g. ``quality=95``).
+    Returns:
+        The image paths written.
+    Raises:
+        InputError: not one path per pair.
+    """
+    from .data import RANDOM_ID_STAMP
+    from .grids import save_image, stamp, to_pil
+
+    paths = [Path(p) for p in paths]
+    if len(paths) != len(result):
+        raise InputError(f"paths: expected one per pair ({len(result)}), got {len(paths)}")
+    texts = [t for t in stamps if t] + ([RANDOM_ID_STAMP] if random_id else [])
+    for path, one in zip(paths, result):
+        image = to_pil(one.images[0])
+        for text in texts + ([UNCHANGED_STAMP] if one.unchanged[0] else []):  # unchanged: the target as it was
+            image = stamp(image, text)
+        save_image(image, path, **save_kwargs)
+        one.save(path.with_suffix(".pt"))
+    return paths
+
+
 def load_swap(path: "str | os.PathLike[str]") -> SwapResult:
     """Read a result written by :meth:`SwapResult.save` (tensors with ``weights_only=True``).
 
@@ -716,7 +543,7 @@ def _source_images(source: Any, resolution: int) -> tuple[torch.Tensor, list[str
     if isinstance(source, torch.Tensor):
         x = image_batch(source, "source")
         return x, [None] * x.shape[0]
-    from .project import load_targets
+    from .projection import load_targets
 
     return load_targets(source, resolution)
 
@@ -741,9 +568,7 @@ def _target_latents(G: nn.Module, target: Any) -> tuple[torch.Tensor, list[torch
     else:
         raise InputError(f"target: expected a W+ tensor (N, {G.n_latent}, {G.style_dim}) or a Projection, "
                          f"got {type(target).__name__}")
-    if w.ndim != 3 or w.shape[1:] != (G.n_latent, G.style_dim):
-        raise ShapeError(f"target: expected W+ of shape (N, {G.n_latent}, {G.style_dim}), got {tuple(w.shape)}",
-                         actual_shape=w.shape, expected_shape=(None, G.n_latent, G.style_dim))
+    check_shape("target", w, (None, G.n_latent, G.style_dim))
     if not torch.isfinite(w).all():
         raise RangeError("target: W+ contains NaN or inf")
     if noises is not None:
@@ -776,10 +601,11 @@ def face_swap(G: nn.Module, id_net: nn.Module, source: Any, target: Any, *, conf
             size; used as given), a PIL image / path / list of them, or a Projection (its images).
         target: (N or 1, n_latent, style_dim) W+ latents, or a Projection (its W+ and noise maps).
             N sources and 1 target (or the reverse) broadcast.
-        config: a :class:`SwapConfig`; keyword ``options`` build one or override its fields, e.g.
+        config: a :class:`SwapConfig`; or, instead of it, keyword ``options`` that build one, e.g.
             ``steps=200, rows="0-8", id_weight=1.0, latent_weight=0.01, mask="ellipse", seed=0``.
             ``rows`` also takes a range, a list, a row mask or a ``facelib.edits.LayerMask``;
-            ``lpips`` also takes an ``lpips.LPIPS`` / :class:`~facelib.losses.LPIPSLoss` module.
+            ``lpips`` also takes an ``lpips.LPIPS`` / :class:`~facelib.losses.LPIPSLoss` module (the
+            one option that may accompany a ``config``; any other is an :class:`InputError`).
         on_step: called as ``on_step(step, total, state)`` after every step (a :class:`StepState`).
         progress: show a tqdm progress bar.
         judge: add the dlib part of :func:`judge_swap` to the metrics (the identity-network part
@@ -807,6 +633,11 @@ def face_swap(G: nn.Module, id_net: nn.Module, source: Any, target: Any, *, conf
 
     # 1. Check inputs and settle the config
     G = as_generator(G)  # a one-photo Tuning: optimise and render through its tuned generator
+    if config is not None:
+        both = sorted(k for k, v in options.items() if not (k == "lpips" and isinstance(v, nn.Module)))
+        if both:
+            raise InputError(f"face_swap: pass either config= or keyword settings, not both (got config= and "
+                             f"{', '.join(both)}); use dataclasses.replace(config, ...) to change a config")
     lpips_module = lpips_option(options, config.lpips if config is not None else "auto")
     for name in ("n_latent", "style_dim", "resolution", "synthesis", "noise_buffers", "num_layers"):
         if not hasattr(G, name):
@@ -826,10 +657,10 @@ def face_swap(G: nn.Module, id_net: nn.Module, source: Any, target: Any, *, conf
     w_target, target_noises, target_names = _target_latents(G, target)
     src_images, source_names = _source_images(source, G.resolution)
     n = max(w_target.shape[0], src_images.shape[0])
-    w_target, src_images = _broadcast(n, w_target, src_images)
+    w_target, src_images = broadcast_batch(n, w_target, src_images)
     w_target = w_target.contiguous()
     if target_noises is not None:
-        target_noises = _broadcast(n, *target_noises)
+        target_noises = broadcast_batch(n, *target_noises)
     target_names = target_names * n if len(target_names) == 1 else target_names
     source_names = source_names * n if len(source_names) == 1 else source_names
     device = G.device
@@ -852,14 +683,14 @@ def face_swap(G: nn.Module, id_net: nn.Module, source: Any, target: Any, *, conf
             target_images = target_raw.clamp(-1, 1)
         given = getattr(target, "images", None)
         if isinstance(given, torch.Tensor) and cfg.noise == "target" and given.shape[-2:] == target_raw.shape[-2:]:
-            given = _broadcast(n, given.detach().float())[0]
+            given = broadcast_batch(n, given.detach().float())[0]
             if float((given.to(device) - target_images).abs().max()) > 0.05:
                 log.warning("target: the projection's stored images differ from G(wplus, noises); was it made "
                             "with another generator? Using G's rendering as the target image.")
         face_masks, mask_kinds = _face_masks(target_images, cfg.mask, cfg.mask_feather)
         face_masks = face_masks.to(device)
         pixel_w = face_weight_map(face_masks, cfg.inner_face_weight)  # [N, 1, H, W]
-        src_emb = _embed(id_net, src_images).to(device)  # [N, E]
+        src_emb = embed_faces(id_net, src_images).to(device)  # [N, E]
         lpips_loss, lpips_label = resolve_lpips_option(lpips_module, cfg.lpips, vgg_path=vgg_path, device=device,
                                                        size=cfg.lpips_size)
         use_lpips = lpips_loss is not None and cfg.lpips_weight > 0
@@ -977,118 +808,6 @@ def swap_cache_key(G: nn.Module, id_net: nn.Module, source_images: torch.Tensor,
 
 
 # ----------------------------------------------------------------------------------------
-# Inputs and previews for the notebook
+# Previews for the notebook
 # ----------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class SwapInputs:
-    """Pairs for notebook 05 and where they came from (see :func:`swap_inputs`).
-
-    Attributes:
-        sources: (P, 3, H, W) float32 in [-1, 1], the identity donors (aligned photos when found,
-            else the source projections' renderings, else renderings of random latents).
-        targets: the targets' latents: ``wplus`` (P, n_latent, D), ``noises`` (or None), ``names``
-            (a :class:`facelib.latents.SavedLatents`); pass it to :func:`face_swap` as ``target``.
-        source_names / target_names: per pair.
-        target_photos: per pair the target's aligned photo path, or None.
-        notes: what was used (and what stood in for missing inputs).
-        stand_ins: True when random latents replaced missing projections.
-    """
-
-    sources: torch.Tensor
-    targets: Any
-    source_names: list[str]
-    target_names: list[str]
-    target_photos: list[Path | None]
-    notes: tuple[str, ...] = ()
-    stand_ins: bool = False
-
-    def __len__(self) -> int:
-        return int(self.sources.shape[0])
-
-    def file_names(self) -> list[str]:
-        """``<source>_on_<target>`` per pair (the report's naming; "/" becomes "_")."""
-        return [f"{s.replace('/', '_')}_on_{t.replace('/', '_')}" for s, t in zip(self.source_names, self.target_names)]
-
-
-def _aligned_photo(aligned_dir: Path | None, name: str) -> Path | None:
-    if aligned_dir is None:
-        return None
-    from .align import IMAGE_EXTENSIONS
-
-    base = aligned_dir / name
-    if not base.parent.is_dir():
-        return None
-    for ext in IMAGE_EXTENSIONS:  # any case of any image extension: 2.jpg, 2.JPEG, 2.png
-        hit = sorted(p for p in base.parent.glob(f"{glob.escape(base.name)}.*")
-                     if p.suffix.lower() == ext and p.is_file())
-        if hit:
-            return hit[0]
-    return None
-
-
-def swap_inputs(G: nn.Module, *, latents_dir: Any = "out/latents", aligned_dir: Any = "out/aligned",
-                pairs: Sequence[Sequence[str]] | None = None, max_pairs: int = 4, seed: int = 0) -> SwapInputs:
-    """(source, target) pairs for notebook 05, falling back to random latents.
-
-    With two or more projections in ``latents_dir`` (:func:`facelib.edit_inputs.find_projections`;
-    those of another generator are skipped): ``pairs`` names them (``[("AJoly/2", "LDCaprio/0")]``),
-    else the first projection is the source and the next ones (other people first, by the
-    folder name) are targets, up to ``max_pairs``, as in the report's table (one source on
-    several targets). A source is its aligned photo (``aligned_dir/<name>.jpg``, resized to the
-    generator) when there is one, else its projection's rendering. With fewer than two
-    projections nothing is projected: targets are random W+ (truncation 0.7, ``seed``) and
-    sources renderings of other random W+ (``seed + 1``).
-
-    Raises:
-        InputError: a named pair refers to a projection that does not exist.
-    """
-    from .edit_inputs import find_projections, random_latents
-    from .latents import SavedLatents
-    from .project import load_targets
-
-    notes: list[str] = []
-    ldir = Path(latents_dir) if latents_dir else None
-    adir = Path(aligned_dir) if aligned_dir else None
-    projections = find_projections(ldir, G=G) if ldir is not None else {}
-    if len(projections) >= 2:
-        names = list(projections)
-        if pairs:
-            chosen = [(str(a), str(b)) for a, b in pairs]
-            missing = sorted({n for p in chosen for n in p if n not in projections})
-            if missing:
-                raise InputError(f"pairs: no projection named {missing} in {ldir} (found: {names[:10]})")
-        else:
-            src = names[0]
-            person = src.split("/")[0]
-            others = [n for n in names[1:] if n.split("/")[0] != person] + [n for n in names[1:]
-                                                                           if n.split("/")[0] == person]
-            chosen = [(src, t) for t in others[:max(1, int(max_pairs))]]
-        sources, photos, n_photo = [], [], 0
-        for s, t in chosen:
-            photo = _aligned_photo(adir, s)
-            n_photo += photo is not None
-            sources.append(load_targets(photo, G.resolution)[0] if photo is not None else projections[s].images[:1])
-            photos.append(_aligned_photo(adir, t))
-        notes.append(f"pairs: {chosen} from {ldir}; sources: {n_photo} aligned photo(s) from {adir}, "
-                     f"{len(chosen) - n_photo} projection rendering(s)")
-        tp = [projections[t] for _, t in chosen]
-        noises = None
-        if all(p.noises for p in tp):
-            noises = [torch.cat([p.noises[k] for p in tp]) for k in range(len(tp[0].noises))]
-        targets = SavedLatents(wplus=torch.cat([p.wplus for p in tp]), noises=noises, names=[t for _, t in chosen],
-                               weights_sha256=tp[0].weights_sha256, weights_path=None, path=ldir)
-        return SwapInputs(sources=torch.cat(sources).float(), targets=targets, source_names=[s for s, _ in chosen],
-                          target_names=[t for _, t in chosen], target_photos=photos, notes=tuple(notes))
-    n = max(1, min(int(max_pairs), 2))
-    notes.append(f"fewer than 2 projections in {ldir} fit this generator ({len(projections)} found): nothing is "
-                 f"projected; {n} random target latent(s) (seed {seed}) and random source renderings "
-                 f"(seed {seed + 1}) stand in (run notebooks 01-02 first for real faces)")
-    w_t = random_latents(G, n, seed=seed)
-    with torch.no_grad():
-        dev = next(G.parameters()).device
-        sources = G.synthesis(random_latents(G, n, seed=seed + 1).to(dev)).float().clamp(-1, 1).cpu()
-    targets = SavedLatents(wplus=w_t, noises=None, names=[f"random_{i}" for i in range(n)], weights_sha256=None,
-                           weights_path=None, path=Path("."))
-    return SwapInputs(sources=sources, targets=targets, source_names=[f"random_src_{i}" for i in range(n)],
-                      target_names=list(targets.names), target_photos=[None] * n, notes=tuple(notes), stand_ins=True)

@@ -63,7 +63,7 @@ from ._optim import (BestSteps, Evaluation, Frozen, StepCallback, batch_indices,
                      optimise, read_result, resolve_lpips_option, save_result)
 from .errors import CheckpointError, InputError, OptimisationError
 from .losses import mse_per_image, psnr
-from .project import Projection, load_targets
+from .projection import Projection, load_targets
 
 __all__ = ["TuneConfig", "Tuning", "tune_generator", "load_tuning", "as_generator", "tuning_path", "tune_folder",
            "find_tuning",
@@ -348,9 +348,9 @@ def tune_generator(G: nn.Module, projection: Projection, targets: Any, *, config
     Args:
         G: the generator the projection was made with; it is never modified (each photo gets
             a deep copy; its device is used).
-        projection: a :class:`~facelib.project.Projection` of N photos: its W+ are the pivots
+        projection: a :class:`~facelib.projection.Projection` of N photos: its W+ are the pivots
             and its noise maps are kept.
-        targets: the N photos it was projected from, in any form :func:`~facelib.project.project`
+        targets: the N photos it was projected from, in any form :func:`~facelib.projection.project`
             takes ((N, 3, H, W) float in [-1, 1], PIL images, paths, a list); checked against
             the projection's recorded image hashes when the resolution matches.
         config / options: a :class:`TuneConfig` and/or its fields as keywords, e.g.
@@ -584,7 +584,8 @@ def tune_folder(aligned: "str | os.PathLike[str]", latents: "str | os.PathLike[s
     """
     from .align import IMAGE_EXTENSIONS, list_images
     from .grids import save_image
-    from .project import load_projection, projection_paths
+    from .projection import load_projection
+    from .projection_folder import projection_paths
 
     cfg, lpips_module = _settle(config, dict(options))
     src = Path(aligned)

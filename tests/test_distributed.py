@@ -12,7 +12,8 @@ import torch
 from facelib import distributed as D
 from facelib.errors import InputError
 from facelib.grids import to_pil
-from facelib.project import load_projection, project_folder
+from facelib.projection import load_projection
+from facelib.projection_folder import project_folder
 
 from .conftest import REPO, make_small_generator
 

@@ -486,7 +486,7 @@ def test_cli_mix_and_express_round_trip(small_generator, tmp_path, capsys):
     capsys.readouterr()
 
     # a saved Projection: its noise maps are used for the rendering
-    from facelib.project import project
+    from facelib.projection import project
 
     proj = project(G, G.synthesis(lat[:1]).clamp(-1, 1), steps=2, lpips=None, mse_weight=1.0, progress=False)
     proj.save(tmp_path / "proj.pt")
@@ -511,7 +511,7 @@ def test_cli_mix_and_express_round_trip(small_generator, tmp_path, capsys):
 
 
 def test_find_projections_and_inputs(small_generator, tmp_path):
-    from facelib.project import project
+    from facelib.projection import project
 
     G = small_generator
     lat = edit_inputs.random_latents(G, 2, seed=3)

@@ -349,7 +349,7 @@ def test_cli_projects_from_the_encoder(tmp_path, capsys, single_thread):
     import json
 
     from facelib.cli import main
-    from facelib.project import load_targets
+    from facelib.projection import load_targets
 
     enc_path = tmp_path / "e4e.pt"
     torch.save(tiny_checkpoint("e4e", seed=4), enc_path)

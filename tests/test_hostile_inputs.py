@@ -17,7 +17,8 @@ from facelib import edit_inputs, latents
 from facelib.cli import main
 from facelib.errors import BatchInterrupted, CheckpointError, InputError, RangeError
 from facelib.grids import to_pil
-from facelib.project import load_projection, project_folder
+from facelib.projection import load_projection
+from facelib.projection_folder import project_folder
 from facelib.weights import save_generator
 
 FAST = dict(steps=2, lpips=None, mse_weight=1.0, progress=False)
@@ -118,7 +119,7 @@ def test_align_keeps_outputs_of_another_size(tmp_path, capsys):
 # ----------------------------------------------------------------------------------------
 
 def test_kill_between_writes_then_rerun_completes_every_item(small_generator, tmp_path, monkeypatch):
-    from facelib import project as P
+    from facelib import projection as P
 
     src, dst = tmp_path / "aligned", tmp_path / "latents"
     _photos(small_generator, src)
@@ -149,7 +150,7 @@ def test_kill_between_writes_then_rerun_completes_every_item(small_generator, tm
 
 
 def test_ctrl_c_prints_finished_skipped_and_not_reached(small_generator, tmp_path, monkeypatch, capsys):
-    from facelib import project as P
+    from facelib import projection_folder as P
 
     weights = _weights(small_generator, tmp_path)
     src = tmp_path / "aligned"
@@ -213,14 +214,14 @@ def test_sizes_are_bounded_and_memory_is_estimated_before_allocating(small_gener
     weights = _weights(small_generator, tmp_path)
     _photos(small_generator, tmp_path / "aligned", n=1)
     monkeypatch.setattr(memory, "free_bytes", lambda device="cpu": 2 ** 20)
-    monkeypatch.setattr("facelib.project.project", lambda *a, **k: pytest.fail("allocated before the check"))
+    monkeypatch.setattr("facelib.projection_folder.project", lambda *a, **k: pytest.fail("allocated before the check"))
     assert main(["project", "aligned", "out", "--weights", str(weights), "--steps", "1", "--lpips", "none",
                  "--quiet", "--device", "cpu"]) == 1
     assert "for one image but cpu has 1.0 MB free" in _one_error_line(capsys.readouterr().err)
 
 
 def test_out_of_memory_falls_back_to_smaller_batches(small_generator, tmp_path, monkeypatch):
-    from facelib import project as P
+    from facelib import projection_folder as P
 
     src = tmp_path / "aligned"
     _photos(small_generator, src, n=3)
@@ -360,7 +361,7 @@ def test_debug_flag_anywhere_and_unexpected_errors_are_one_line(tmp_path, capsys
     assert main(["project", "p", "o", "--device", "banana", "--debug"]) == 1
     err = capsys.readouterr().err
     assert "Traceback" in err and err.strip().splitlines()[-1].startswith("error: --device")
-    import facelib.cli as C
+    import facelib.cli_data as C
 
     def boom(args):
         raise OSError(28, "No space left on device")

@@ -1,4 +1,5 @@
-"""Identity networks (ArcFace loaders and parity), the identity crop, and the dlib judge."""
+"""Identity networks (ArcFace loaders and parity), the identity crop (facelib.identity), and the dlib
+judge (facelib.dlib_judge)."""
 from __future__ import annotations
 
 import json
@@ -10,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import facelib
+from facelib import dlib_judge as J
 from facelib import identity as I
 from facelib.errors import CheckpointError, InputError, NoFaceError, RangeError, ShapeError
 
@@ -377,7 +379,7 @@ def _judge_available() -> bool:
         import dlib  # noqa: F401
 
         from facelib.align import dlib_model_path
-        for name in I._DLIB_MODELS.values():
+        for name in J._DLIB_MODELS.values():
             dlib_model_path(name)
         return True
     except Exception:
@@ -400,38 +402,38 @@ def aligned():
 @pytest.mark.slow
 @needs_dlib
 def test_dlib_same_person_closer_than_different_people(aligned):
-    d = I.dlib_descriptors([aligned[n] for n in ("obama.jpg", "obama2_exif6.jpg", "obama-240p.jpg", "biden.jpg")])
+    d = J.dlib_descriptors([aligned[n] for n in ("obama.jpg", "obama2_exif6.jpg", "obama-240p.jpg", "biden.jpg")])
     assert d.descriptors.shape == (4, 128) and all(d.detected)
-    same = I.dlib_distance(d.descriptors[1:3], d.descriptors[0])
-    different = I.dlib_distance(d.descriptors[3], d.descriptors[:3])
-    assert same.max() < I.DLIB_SAME_PERSON_THRESHOLD < different.min()
+    same = J.dlib_distance(d.descriptors[1:3], d.descriptors[0])
+    different = J.dlib_distance(d.descriptors[3], d.descriptors[:3])
+    assert same.max() < J.DLIB_SAME_PERSON_THRESHOLD < different.min()
     assert same.max() < different.min()
     # the raw photo gives the same identity as its aligned crop
-    raw = I.dlib_descriptors(FACES / "obama.jpg")
-    assert I.dlib_distance(raw, d.descriptors[0])[0] < 0.3
-    assert I.dlib_distance(raw, d.descriptors[3])[0] > I.DLIB_SAME_PERSON_THRESHOLD
+    raw = J.dlib_descriptors(FACES / "obama.jpg")
+    assert J.dlib_distance(raw, d.descriptors[0])[0] < 0.3
+    assert J.dlib_distance(raw, d.descriptors[3])[0] > J.DLIB_SAME_PERSON_THRESHOLD
 
 
 @pytest.mark.slow
 @needs_dlib
 def test_dlib_fallback_box_on_aligned_faces(aligned, monkeypatch):
     img = aligned["obama.jpg"]
-    detected = I.dlib_descriptors(img)
+    detected = J.dlib_descriptors(img)
     monkeypatch.setattr("facelib.align.detect_faces", lambda *a, **k: [])
-    fb = I.dlib_descriptors(img)
+    fb = J.dlib_descriptors(img)
     assert fb.detected == (False,)
-    l, t, r, b = I.FFHQ_FACE_BOX
+    l, t, r, b = J.FFHQ_FACE_BOX
     assert fb.boxes[0] == (round(l * 256), round(t * 256), round(r * 256) - 1, round(b * 256) - 1)
-    assert I.dlib_distance(fb, detected)[0] < 0.3  # the fixed box still finds the same person
+    assert J.dlib_distance(fb, detected)[0] < 0.3  # the fixed box still finds the same person
     with pytest.raises(NoFaceError):
-        I.dlib_descriptors(img, fallback=None)
+        J.dlib_descriptors(img, fallback=None)
 
 
 @pytest.mark.slow
 @needs_dlib
 def test_dlib_detected_box_is_near_the_ffhq_box(aligned):
-    d = I.dlib_descriptors(list(aligned.values()))
-    want = np.array(I.FFHQ_FACE_BOX) * 256
+    d = J.dlib_descriptors(list(aligned.values()))
+    want = np.array(J.FFHQ_FACE_BOX) * 256
     assert np.abs(np.array(d.boxes) - want).max() < 0.1 * 256
 
 
@@ -441,24 +443,24 @@ def test_dlib_input_types_agree(aligned):
     from facelib.grids import to_tensor
 
     img = aligned["biden.jpg"]
-    a = I.dlib_descriptors(img)
-    b = I.dlib_descriptors(np.asarray(img))
-    c = I.dlib_descriptors(to_tensor(img))
-    u8 = I.dlib_descriptors(torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1))
-    assert I.dlib_distance(a, b)[0] < 1e-6 and I.dlib_distance(a, c)[0] < 1e-6
-    assert I.dlib_distance(a, u8)[0] < 1e-6
+    a = J.dlib_descriptors(img)
+    b = J.dlib_descriptors(np.asarray(img))
+    c = J.dlib_descriptors(to_tensor(img))
+    u8 = J.dlib_descriptors(torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1))
+    assert J.dlib_distance(a, b)[0] < 1e-6 and J.dlib_distance(a, c)[0] < 1e-6
+    assert J.dlib_distance(a, u8)[0] < 1e-6
     with pytest.raises(RangeError):
-        I.dlib_descriptors(to_tensor(img) * 127.5 + 127.5)
+        J.dlib_descriptors(to_tensor(img) * 127.5 + 127.5)
     with pytest.raises(InputError):
-        I.dlib_descriptors(42)
+        J.dlib_descriptors(42)
 
 
 @needs_dlib
 def test_dlib_flat_image_uses_fallback_or_raises():
     gray = np.full((128, 128, 3), 128, np.uint8)
-    assert I.dlib_descriptors(gray).detected == (False,)
+    assert J.dlib_descriptors(gray).detected == (False,)
     with pytest.raises(NoFaceError):
-        I.dlib_landmarks(gray, fallback=None)
+        J.dlib_landmarks(gray, fallback=None)
 
 
 def test_dlib_judge_rejects_bad_fallback_before_loading_models(monkeypatch):
@@ -469,7 +471,7 @@ def test_dlib_judge_rejects_bad_fallback_before_loading_models(monkeypatch):
 
     monkeypatch.setattr(A, "dlib_model_path", no_models)
     img = np.zeros((16, 16, 3), np.uint8)
-    for fn in (I.dlib_descriptors, I.dlib_landmarks):
+    for fn in (J.dlib_descriptors, J.dlib_landmarks):
         with pytest.raises(InputError, match="fallback"):
             fn(img, fallback="center")
 
@@ -478,20 +480,20 @@ def test_dlib_judge_rejects_bad_fallback_before_loading_models(monkeypatch):
 def test_dlib_judge_shares_the_alignment_model_cache():
     import facelib.align as A
 
-    predictor, model = I._judge_models()
-    assert predictor is A._shape_predictor(str(A.dlib_model_path(I._DLIB_MODELS["landmarks5"])))
-    assert model is A._face_recognizer(str(A.dlib_model_path(I._DLIB_MODELS["descriptor"])))
-    assert I._judge_models() == (predictor, model)  # loaded once
+    predictor, model = J._judge_models()
+    assert predictor is A._shape_predictor(str(A.dlib_model_path(J._DLIB_MODELS["landmarks5"])))
+    assert model is A._face_recognizer(str(A.dlib_model_path(J._DLIB_MODELS["descriptor"])))
+    assert J._judge_models() == (predictor, model)  # loaded once
 
 
 def test_dlib_distance_shapes():
     a = np.zeros((3, 128))
     b = np.ones(128)
-    assert np.allclose(I.dlib_distance(a, b), np.sqrt(128))
+    assert np.allclose(J.dlib_distance(a, b), np.sqrt(128))
     with pytest.raises(ShapeError):
-        I.dlib_distance(np.zeros((3, 128)), np.zeros((2, 128)))
+        J.dlib_distance(np.zeros((3, 128)), np.zeros((2, 128)))
     with pytest.raises(ShapeError):
-        I.dlib_distance(np.zeros((3, 64)), np.zeros((3, 64)))
+        J.dlib_distance(np.zeros((3, 64)), np.zeros((3, 64)))
 
 
 @pytest.mark.slow
@@ -500,8 +502,8 @@ def test_pose_proxy_on_real_landmarks(aligned):
     from PIL import ImageOps
 
     turned = aligned["obama2_exif6.jpg"]
-    lm = I.dlib_landmarks([aligned["obama.jpg"], turned, ImageOps.mirror(turned)])
-    yaw, pitch = I.pose_proxy(lm)
+    lm = J.dlib_landmarks([aligned["obama.jpg"], turned, ImageOps.mirror(turned)])
+    yaw, pitch = J.pose_proxy(lm)
     assert lm.points.shape == (3, 68, 2) and all(lm.detected)
     assert abs(yaw[0]) < 0.1 and abs(pitch[0]) < 0.1  # frontal
     assert abs(yaw[1]) > 0.12 and abs(yaw[1] + yaw[2]) < 0.05  # a mirror flips the yaw
@@ -515,17 +517,17 @@ def test_pose_proxy_invariances_and_signs():
     pts[42:48] = [70, 40]
     pts[48], pts[54] = [40, 85], [60, 85]
     pts[30] = [50, 62]  # nose tip on the midline, 0.55 inter-ocular distances below the eyes
-    yaw, pitch = I.pose_proxy(pts)
+    yaw, pitch = J.pose_proxy(pts)
     assert abs(yaw) < 1e-9 and abs(pitch) < 1e-9
     turned = pts.copy()
     turned[30, 0] += 8
-    assert I.pose_proxy(turned)[0] == pytest.approx(0.2)
+    assert J.pose_proxy(turned)[0] == pytest.approx(0.2)
     down = pts.copy()
     down[30, 1] += 4
-    assert I.pose_proxy(down)[1] == pytest.approx(0.1)
+    assert J.pose_proxy(down)[1] == pytest.approx(0.1)
     angle = np.deg2rad(30)
     rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
     moved = (turned @ rot.T) * 2.5 + 17
-    assert np.allclose(I.pose_proxy(moved), I.pose_proxy(turned))
+    assert np.allclose(J.pose_proxy(moved), J.pose_proxy(turned))
     with pytest.raises(ShapeError):
-        I.pose_proxy(np.zeros((5, 2)))
+        J.pose_proxy(np.zeros((5, 2)))

@@ -1,4 +1,5 @@
-"""facelib.project: recovery of known latents, schedules, batching, robustness, persistence, cache, CLI."""
+"""facelib.projection and facelib.projection_folder: recovery of known latents, schedules, batching,
+robustness, persistence, cache, CLI."""
 from __future__ import annotations
 
 import json
@@ -12,11 +13,11 @@ import torch
 from PIL import Image
 
 import facelib
-import facelib.project as P
+import facelib.projection as P
 from facelib.errors import CheckpointError, DependencyError, InputError, OptimisationError, RangeError, ShapeError
 from facelib.grids import to_pil
-from facelib.project import (ProjectConfig, Projection, load_projection, lr_schedule, project,
-                             project_folder)
+from facelib.projection import ProjectConfig, Projection, load_projection, lr_schedule, project
+from facelib.projection_folder import project_folder
 
 from .test_losses import TinyIdNet
 
@@ -226,9 +227,16 @@ def test_inputs_paths_pil_and_given_start(small_generator, tmp_path):
     q = project(G, x, steps=0, init=true_wplus, optimize_noise=False, **FAST)
     assert q.config.init == "given" and torch.allclose(q.wplus, true_wplus)
     assert all(m["psnr"] > 40 for m in q.metrics)
-    # config object plus keyword overrides
-    r = project(G, x[:1], config=ProjectConfig(steps=3, lpips=None, mse_weight=1.0), seed=5, progress=False)
+    # a config object or keyword settings, not both
+    r = project(G, x[:1], config=ProjectConfig(steps=3, lpips=None, mse_weight=1.0, seed=5), progress=False)
     assert r.config.steps == 3 and r.config.seed == 5
+    with pytest.raises(InputError, match=r"^project: pass either config= or keyword settings, not both "
+                                         r"\(got config= and seed, steps\)"):
+        project(G, x[:1], config=ProjectConfig(lpips=None), seed=5, steps=2, progress=False)
+    # the objects a config cannot hold still go with one
+    z = project(G, x[:1], config=ProjectConfig(steps=0, lpips=None, optimize_noise=False), init=true_wplus[:1],
+                progress=False)
+    assert z.config.init == "given" and torch.allclose(z.wplus, true_wplus[:1])
 
 
 def test_identity_term(small_generator):
@@ -479,3 +487,35 @@ def test_bf16_with_an_lpips_module_stays_close_to_fp32(small_generator):
     a, b = ref.history[0]["lpips"], bf.history[0]["lpips"]
     assert all(math.isfinite(v) for v in b) and abs(a[0] - b[0]) < 0.05 * max(a[0], 1e-3), (a, b)
     assert abs(ref.metrics[0]["psnr"] - bf.metrics[0]["psnr"]) < 0.5
+
+
+def test_facelib_project_is_the_function_after_a_module_import(small_generator):
+    code = ("import facelib\nfrom facelib.projection import ProjectConfig\nfrom facelib.projection_folder import "
+            "project_folder\nimport facelib.projection_folder\n"
+            "print(facelib.project.__module__, facelib.project.__name__, facelib.project_folder.__name__)\n")
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["facelib.projection", "project", "project_folder"]
+
+
+def test_project_folder_takes_a_config_or_options_not_both(small_generator, tmp_path):
+    with pytest.raises(InputError, match=r"^project_folder: pass either config= or keyword settings, not both "
+                                         r"\(got config= and steps\)"):
+        project_folder(tmp_path, tmp_path / "out", small_generator, config=ProjectConfig(lpips=None), steps=2)
+    assert not (tmp_path / "out").exists()
+
+
+def test_loss_history_figure_draws_every_run_and_marks_the_best_step():
+    from facelib.plots import loss_history_figure
+
+    runs = [{"loss": [4.0, 2.0, 3.0], "mse": [1.0, 0.5, 0.6], "lpips": [0.4, 0.3, 0.35], "lr": [0.1, 0.05, 0.0]},
+            {"loss": [5.0, 1.0], "mse": [2.0, 0.1]}, {}]
+    fig = loss_history_figure(runs, names=["ann/0", "bob/0", "empty"], best_steps=[1, 1, None], scheduler="cosine")
+    ax_loss, ax_img, ax_lr = fig.axes
+    assert [ln.get_label() for ln in ax_loss.get_lines() if not ln.get_label().startswith("_")] == ["ann/0", "bob/0"]
+    marks = [ln for ln in ax_loss.get_lines() if ln.get_marker() == "o"]
+    assert [(list(m.get_xdata()), list(m.get_ydata())) for m in marks] == [([1], [2.0]), ([1], [1.0])]
+    assert len(ax_img.get_lines()) == 3 and list(ax_lr.get_lines()[0].get_ydata()) == [0.1, 0.05, 0.0]
+    assert ax_lr.get_title() == "schedule: cosine" and ax_loss.get_yscale() == "log"

@@ -1,4 +1,5 @@
-"""facelib.swap: identity moves towards the source, rows and image held, robustness, judge, persistence, CLI."""
+"""facelib.swap, facelib.swap_judge, facelib.swap_pairs: identity moves towards the source, rows and
+image held, robustness, judge, persistence, CLI."""
 from __future__ import annotations
 
 import json
@@ -10,8 +11,8 @@ from torch import nn
 
 import facelib
 from facelib.errors import CheckpointError, InputError, NoFaceError, OptimisationError, RangeError, ShapeError
-from facelib.swap import (SwapConfig, SwapResult, face_swap, face_weight_map, judge_swap, load_swap,
-                          resolve_rows)
+from facelib.swap import SwapConfig, SwapResult, face_swap, face_weight_map, load_swap, resolve_rows
+from facelib.swap_judge import judge_swap
 
 from .conftest import make_small_generator, shared_path
 
@@ -205,6 +206,9 @@ def test_bad_inputs_are_clear_errors(G, id_net, pairs):
         face_swap(G, id_net, sources, targets, stepz=3, **FAST)
     with pytest.raises(InputError, match="id_net"):
         face_swap(G, None, sources, targets, **FAST)
+    with pytest.raises(InputError, match=r"^face_swap: pass either config= or keyword settings, not both "
+                                         r"\(got config= and rows, steps\)"):
+        face_swap(G, id_net, sources, targets, config=SwapConfig(lpips=None), steps=2, rows="0-3")
     with pytest.raises(RangeError, match="NaN"):
         face_swap(G, id_net, sources, targets * float("nan"), **FAST)
     with pytest.raises(InputError, match="mask"):
@@ -381,7 +385,7 @@ def test_cli_round_trip(G, id_net, pairs, tmp_path, capsys):
 
 def test_swap_inputs_pairs_projections_with_their_photos(G, tmp_path):
     from facelib.grids import save_image
-    from facelib.swap import swap_inputs
+    from facelib.swap_pairs import swap_inputs
 
     g = torch.Generator().manual_seed(3)
     with torch.no_grad():
@@ -410,3 +414,37 @@ def test_swap_inputs_pairs_projections_with_their_photos(G, tmp_path):
     stand = swap_inputs(G, latents_dir=tmp_path / "none", aligned_dir=None, max_pairs=2, seed=0)
     assert stand.stand_ins and len(stand) == 2 and stand.targets.wplus.shape == (2, G.n_latent, G.style_dim)
     assert "random" in stand.notes[0]
+
+
+def test_one_text_for_a_swaps_figures():
+    from facelib.swap_judge import swap_metrics_text
+
+    m = {"id_to_source": 0.62, "id_target_to_source": 0.31, "id_moved": 0.4493, "id_to_target": 0.71,
+         "dlib_to_source": 0.52, "dlib_same_as_source": True, "dlib_to_target": 0.47,
+         "dlib_detected": {"result": True, "source": True, "target": False}, "yaw_change": 0.02, "pitch_change": -0.01}
+    assert swap_metrics_text(m) == ("id src 0.62 (was 0.31, moved 45%) tgt 0.71 | dlib src 0.52= tgt 0.47 "
+                                    "(no face) | dyaw +0.02 dpitch -0.01")
+    assert swap_metrics_text({"id_to_source": 0.5, "unchanged": True}) == (
+        "UNCHANGED: the swap did nothing (best step 0) | id src 0.50")
+    assert swap_metrics_text({"id_similarity": 0.61}) == ""
+
+
+def test_save_swaps_stamps_and_writes_each_pair(G, id_net, pairs, tmp_path):
+    from PIL import Image
+
+    from facelib.grids import stamp, to_pil
+    from facelib.swap import UNCHANGED_STAMP, save_swaps
+
+    targets, sources = pairs
+    r = face_swap(G, id_net, sources[:2], targets[:2], steps=0, **FAST)  # no step: both pairs unchanged
+    assert r.unchanged == [True, True]
+    paths = save_swaps(r, [tmp_path / "a.png", tmp_path / "b.png"], stamps=["SMOKE RUN", None], random_id=True)
+    assert paths == [tmp_path / "a.png", tmp_path / "b.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "a.png", "a.pt", "b.json", "b.png", "b.pt"]
+    from facelib.data import RANDOM_ID_STAMP
+
+    want = stamp(stamp(stamp(to_pil(r.images[1]), "SMOKE RUN"), RANDOM_ID_STAMP), UNCHANGED_STAMP)
+    assert Image.open(tmp_path / "b.png").tobytes() == want.tobytes()
+    assert torch.equal(load_swap(tmp_path / "b.pt").wplus, r.select(1).wplus)
+    with pytest.raises(InputError, match=r"paths: expected one per pair \(2\), got 1"):
+        save_swaps(r, [tmp_path / "c.png"])

@@ -39,7 +39,7 @@ class _RecordingBar:
 def test_progress_bar_shows_loss_and_lr_of_every_step(small_generator, monkeypatch):
     import tqdm.std
 
-    from facelib.project import ProjectConfig, project
+    from facelib.projection import ProjectConfig, project
 
     monkeypatch.setattr(tqdm.std, "tqdm", _RecordingBar)  # the text bar facelib's progress bars use here
     _RecordingBar.instances.clear()
@@ -245,7 +245,7 @@ def test_located_datasets_are_found_with_the_reports_layouts(tmp_path):
 
 
 def test_swap_sources_find_aligned_photos_in_any_case(tmp_path):
-    from facelib.swap import _aligned_photo
+    from facelib.swap_pairs import _aligned_photo
 
     _photo(tmp_path / "AJoly" / "2.JPG")
     _photo(tmp_path / "Stethem" / "3.Jpeg")

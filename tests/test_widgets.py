@@ -66,7 +66,7 @@ def test_config_widgets_validation_and_bad_text() -> None:
 
 
 def test_config_widgets_with_project_config() -> None:
-    from facelib.project import ProjectConfig
+    from facelib.projection import ProjectConfig
 
     box, get = Wd.config_widgets(ProjectConfig(steps=5), ranges={"lr": (0.001, 0.5)})
     c = _controls(box)

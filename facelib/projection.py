@@ -52,10 +52,8 @@ import json
 import logging
 import math
 import os
-import sys
 import time
-import types
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -84,9 +82,8 @@ __all__ = [
     "rampupdown_lr",
     "SCHEDULERS",
     "default_gamma",
-    "project_folder",
-    "projection_paths",
-    "ProjectFolderResult",
+    "settle_config",
+    "sha256_tensor",
 ]
 
 log = logging.getLogger(__name__)
@@ -476,7 +473,8 @@ def load_targets(targets: Any, resolution: int) -> tuple[torch.Tensor, list[str 
     return torch.cat(tensors).contiguous(), names
 
 
-def _sha256_tensor(x: torch.Tensor) -> str:
+def sha256_tensor(x: torch.Tensor) -> str:
+    """Hex SHA-256 of a tensor's float32 values (any shape, any device): the content key of caches."""
     return hashlib.sha256(x.detach().cpu().float().contiguous().numpy().tobytes()).hexdigest()
 
 
@@ -685,10 +683,23 @@ def _finish(G: nn.Module, targets: torch.Tensor, raw: dict[str, Any], cfg: Proje
         **meta)
 
 
-def _settle_config(config: ProjectConfig | None, options: Mapping[str, Any]
-                   ) -> tuple[ProjectConfig, nn.Module | None, torch.Tensor | None]:
-    """(config, lpips module or None, start latent or None) from ``config`` plus keyword options."""
+def settle_config(config: ProjectConfig | None, options: Mapping[str, Any], caller: str = "project"
+                  ) -> tuple[ProjectConfig, nn.Module | None, torch.Tensor | None]:
+    """(config, lpips module or None, start latent or None) from ``config`` or keyword options.
+
+    Settings come either from ``config`` or from keyword options, not both
+    (:class:`~facelib.errors.InputError` names the clash). Only the objects a config cannot hold
+    go with a config: ``init=`` a start latent, :class:`Projection` or encoder (or None: none),
+    and ``lpips=`` a module.
+    """
     options = dict(options)
+    if config is not None:
+        both = sorted(k for k, v in options.items()
+                      if not (k in ("init", "lpips") and isinstance(v, (torch.Tensor, nn.Module, Projection))
+                              or k == "init" and v is None))
+        if both:
+            raise InputError(f"{caller}: pass either config= or keyword settings, not both (got config= and "
+                             f"{', '.join(both)}); use dataclasses.replace(config, ...) to change a config")
     lpips_module = lpips_option(options, config.lpips if config is not None else "auto")
     init_opt = options.pop("init", None)
     if init_opt is None:
@@ -707,7 +718,7 @@ def _settle_config(config: ProjectConfig | None, options: Mapping[str, Any]
     fields = {f.name for f in dataclasses.fields(ProjectConfig)}
     unknown = sorted(set(options) - fields)
     if unknown:
-        raise InputError(f"project: unknown option(s) {unknown}; settings are {sorted(fields)}")
+        raise InputError(f"{caller}: unknown option(s) {unknown}; settings are {sorted(fields)}")
     cfg = dataclasses.replace(config, **options) if config is not None else ProjectConfig(**options)
     if cfg.lpips == "module" and lpips_module is None:
         raise InputError("lpips='module' needs the lpips.LPIPS module itself: pass lpips=<module>")
@@ -730,7 +741,7 @@ def project(G: nn.Module, targets: Any, *, config: ProjectConfig | None = None,
             are frozen during the run and restored afterwards).
         targets: (N, 3, H, W) float tensor in [-1, 1], a PIL image, a path, or a list of images /
             paths; resized to ``G.resolution``.
-        config: a :class:`ProjectConfig`; keyword ``options`` build one or override its fields,
+        config: a :class:`ProjectConfig`; or, instead of it, keyword ``options`` that build one,
             e.g. ``steps=300, lr=0.1, scheduler="exp", gamma=None, mse_weight=1.0,
             noise_reg_weight=1e5, seed=0, id_weight=0.1``. Two options also take objects:
             ``lpips=`` an ``lpips.LPIPS`` (or :class:`~facelib.losses.LPIPSLoss`) module, and
@@ -738,6 +749,8 @@ def project(G: nn.Module, targets: Any, *, config: ProjectConfig | None = None,
             :class:`Projection`, whose W+ is used), or a pSp/e4e encoder
             (:func:`facelib.load_encoder`): the run starts from its W+ of each target (resized to
             the encoder's 256 px), so a few hundred steps, or none, replace a thousand.
+            These two objects may also accompany a ``config``; any other option with a ``config``
+            is an :class:`InputError`.
         on_step: called as ``on_step(step, total, state)`` after every step (a :class:`StepState`).
         progress: show a tqdm progress bar.
         cache_dir: reuse / store finished single-image results there (:class:`ProjectionCache`).
@@ -763,7 +776,7 @@ def project(G: nn.Module, targets: Any, *, config: ProjectConfig | None = None,
     from . import __version__
 
     # 1. Check inputs and settle the config
-    cfg, lpips_module, init_wplus = _settle_config(config, options)
+    cfg, lpips_module, init_wplus = settle_config(config, options)
     if cfg.id_weight > 0 and id_net is None:
         raise InputError("id_weight > 0 needs an identity network: pass id_net=...")
     for name in ("n_latent", "style_dim", "resolution", "synthesis", "mapping", "noise_buffers"):
@@ -796,7 +809,7 @@ def project(G: nn.Module, targets: Any, *, config: ProjectConfig | None = None,
         seeds = [int(s) for s in seeds]
         if len(seeds) != n:
             raise InputError(f"seeds: expected one per image ({n}), got {len(seeds)}")
-    shas = [_sha256_tensor(x[i]) for i in range(n)]
+    shas = [sha256_tensor(x[i]) for i in range(n)]
     device = G.device
 
     with Frozen(G, id_net, lpips_module):
@@ -831,15 +844,15 @@ def project(G: nn.Module, targets: Any, *, config: ProjectConfig | None = None,
             from .weights import state_fingerprint
 
             avg = getattr(G, "latent_avg", None)
-            avg_sha = _sha256_tensor(avg) if avg is not None else None
+            avg_sha = sha256_tensor(avg) if avg is not None else None
             lp_id = state_fingerprint(lpips_loss.net.state_dict()) if lpips_loss is not None else None
             id_id = state_fingerprint(id_net.state_dict()) if id_net is not None else None
             for i in range(n):
                 keys[i] = ProjectionCache.key(
                     format=_VERSION, target=shas[i], weights=wid, latent_avg=avg_sha,
                     config=dataclasses.replace(cfg, seed=seeds[i]).to_dict(), lpips=lp_id, id_net=id_id,
-                    target_emb=_sha256_tensor(target_emb[i]) if target_emb is not None else None,
-                    init=_sha256_tensor(init_wplus[i]) if init_wplus is not None else None,
+                    target_emb=sha256_tensor(target_emb[i]) if target_emb is not None else None,
+                    init=sha256_tensor(init_wplus[i]) if init_wplus is not None else None,
                     device_type=device.type)
                 hit = cache.get(keys[i])
                 if hit is not None:
@@ -881,293 +894,3 @@ def project(G: nn.Module, targets: Any, *, config: ProjectConfig | None = None,
     out = Projection.cat([dataclasses.replace(parts[i], config=dataclasses.replace(parts[i].config, seed=cfg.seed))
                           for i in range(n)]) if n > 1 else parts[0]
     return out
-
-
-# ----------------------------------------------------------------------------------------
-# Folders
-# ----------------------------------------------------------------------------------------
-
-@dataclass
-class ProjectFolderResult:
-    """Outcome of :func:`project_folder`.
-
-    Attributes:
-        written: tensor files written in this run.
-        skipped: images already done with the same image, settings and generator.
-        failed: image path (or folder entry) -> reason.
-        kept: image path -> why its existing result (made with other settings, another generator or
-            from another image) was left as it is (``overwrite=True`` replaces it).
-        not_reached: images not started because the run was interrupted.
-        interrupted: True when Ctrl-C ended the run.
-        notes: what the run decided on its own (batch size from free memory, smaller batches after
-            running out of memory).
-    """
-
-    written: list[Path] = field(default_factory=list)
-    skipped: list[Path] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)  # image path -> reason
-    kept: dict[str, str] = field(default_factory=dict)  # image path -> why its result was kept
-    not_reached: list[Path] = field(default_factory=list)
-    interrupted: bool = False
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        """No failures, and something was done or already done."""
-        return not self.failed and not self.nothing_done
-
-    @property
-    def nothing_done(self) -> bool:
-        """True when results of other settings were kept and nothing was written or already done."""
-        return bool(self.kept) and not self.written and not self.skipped
-
-    def summary(self) -> str:
-        head = "INTERRUPTED: " if self.interrupted else ""
-        tail = f", not reached {len(self.not_reached)}" if self.interrupted else ""
-        lines = [f"{head}projected {len(self.written)}, skipped {len(self.skipped)} already done, "
-                 f"failed {len(self.failed)}{tail}"]
-        lines += [f"  note: {n}" for n in self.notes]
-        lines += [f"  failed: {p}: {why}" for p, why in self.failed.items()]
-        lines += [f"  kept: {p}: {why}" for p, why in self.kept.items()]
-        if self.kept:
-            lines.append(f"kept {len(self.kept)} result(s) made with other settings; rerun with --overwrite "
-                         "(overwrite=True) to replace them")
-        lines += [f"  not reached: {p}" for p in self.not_reached]
-        return "\n".join(lines)
-
-
-def projection_paths(src: "str | os.PathLike[str]", dst: "str | os.PathLike[str]",
-                     image: "str | os.PathLike[str]") -> tuple[Path, Path, Path]:
-    """(``.pt``, ``.json``, ``.png``) output paths of ``image`` (under ``src``) in ``dst``,
-    keeping sub-folders: ``src/<person>/<n>.jpg`` -> ``dst/<person>/<n>.pt``."""
-    src, image = Path(src), Path(image)
-    rel = image.relative_to(src) if src.is_dir() else Path(image.name)
-    base = Path(dst) / rel.parent / rel.stem
-    return base.with_suffix(".pt"), base.with_suffix(".json"), base.with_suffix(".png")
-
-
-def _matches(meta_path: Path, cfg: ProjectConfig, weights: str, target_sha: str) -> tuple[str, str | None]:
-    """("same", None) when the saved result was made from this image with these settings and
-    generator; ("other", why) when it was made with other settings, weights or from another image
-    (a finished result: kept unless overwrite); ("redo", why) when it is unfinished or unreadable."""
-    try:
-        meta = json.loads(meta_path.read_text())
-        saved = ProjectConfig.from_dict(meta.get("config", {}))
-    except (OSError, ValueError, InputError) as e:
-        return "redo", f"unreadable ({e})"
-    if meta.get("interrupted"):
-        return "redo", "interrupted"
-    # the seed is per image; compiling changes the speed, not the result
-    if dataclasses.replace(saved, seed=0, compile=False) != dataclasses.replace(cfg, seed=0, compile=False):
-        diff = [f.name for f in dataclasses.fields(ProjectConfig) if f.name not in ("seed", "compile")
-                and getattr(saved, f.name) != getattr(cfg, f.name)]
-        shown = ", ".join(f"{k} {getattr(saved, k)!r} (now {getattr(cfg, k)!r})" for k in diff[:3])
-        return "other", f"made with other settings: {shown}"
-    if meta.get("weights_sha256") != weights:
-        return "other", f"made with another generator ({str(meta.get('weights_sha256'))[:12]})"
-    if (meta.get("target_sha256") or [None])[0] != target_sha:
-        return "other", "made from another version of this image"
-    return "same", None
-
-
-def _save_one(one: "Projection", pt: Path, png: Path, smoke: bool, extra: Mapping[str, Any] | None = None) -> None:
-    """Write one image's result as a unit: the rendering first, then the tensors, the JSON last
-    (its presence marks the set complete)."""
-    from .grids import save_image, stamp, to_pil
-
-    image = to_pil(one.images[0])
-    if smoke:
-        from .data import SMOKE_STAMP
-
-        image = stamp(image, SMOKE_STAMP)
-    save_image(image, png)
-    one.save(pt, extra=extra)
-
-
-def project_folder(src: "str | os.PathLike[str]", dst: "str | os.PathLike[str]", G: nn.Module, *,
-                   config: ProjectConfig | None = None, batch_size: int | None = None, overwrite: bool = False,
-                   max_images: int | None = None, progress: bool = True,
-                   cache_dir: "str | os.PathLike[str] | None" = None,
-                   vgg_path: "str | os.PathLike[str] | None" = None, **options: Any) -> ProjectFolderResult:
-    """Project every aligned image under ``src`` (recursively) in batches, writing per image
-    ``dst/<sub>/<stem>.png`` (the rendering), ``.pt`` and ``.json`` (:meth:`Projection.save`),
-    in that order: the JSON, written last, marks a complete set.
-
-    An image whose set is complete and was made from the same image with the same settings and
-    generator is skipped. A complete set made with other settings, another generator or from
-    another version of the image is a finished result: it is kept byte-identical and listed in
-    ``kept`` unless ``overwrite``. Unfinished sets (interrupted runs, a missing rendering) are
-    redone. Temporary files a killed run left in ``dst`` are removed first. Unreadable images,
-    unusable folder entries (dangling links, loops, folders named like images) and batches
-    whose optimisation fails are reported in ``failed`` and the rest go on. Renderings of the
-    untrained smoke generator are stamped as such.
-
-    Memory: without ``batch_size`` the batch (up to 4) is chosen from the device's free memory
-    (:func:`facelib.memory.plan_batch`; the choice is in ``notes``); a given one that does not
-    fit is reduced; when even one image does not fit, :class:`RangeError` says the estimate
-    before anything large is allocated. A batch that still runs out of memory is split in halves.
-
-    Ctrl-C raises :class:`facelib.errors.BatchInterrupted` whose ``result`` lists what was
-    finished, skipped and not reached.
-    Each image's seed is ``seed`` plus a hash of its path relative to ``src``
-    (:func:`facelib.distributed.item_seed`), so its result does not depend on the batch or
-    process it ran in; the saved ``config.seed`` is that seed (it reproduces the file alone).
-
-    Under ``torchrun`` every rank takes its share of the sorted image list
-    (:func:`facelib.distributed.shard`; call :func:`facelib.distributed.init` first to join the
-    process group), projects it on its own device (the generator's), writes its files itself
-    (their JSON records ``rank`` and ``world_size``), and every rank returns the combined
-    result of all ranks. A rerun skips images any rank finished.
-
-    Args:
-        src: folder of aligned images (or one image).
-        dst: output folder.
-        G: the generator.
-        config / options: projection settings, as for :func:`project`.
-        batch_size: images optimised together (None = from free memory).
-        overwrite: replace results made with other settings.
-        max_images: only the first this many images (sorted by path).
-    Raises:
-        InputError: ``src`` is neither a folder nor an image, ``dst`` cannot be written, or
-            ``batch_size`` < 1.
-        RangeError: one image does not fit in the device's free memory.
-    """
-    from ._io import check_output_folder, remove_stale_parts
-    from .align import IMAGE_EXTENSIONS, load_image, scan_images
-    from .errors import BatchInterrupted, MemoryLimitError
-    from .grids import to_tensor
-    from .memory import is_out_of_memory, plan_batch
-    from .distributed import gather, item_seed, shard, world
-
-    if batch_size is not None and (isinstance(batch_size, bool) or batch_size < 1):
-        raise InputError(f"batch_size: expected >= 1, got {batch_size}")
-    cfg, _, _ = _settle_config(config, options)
-    src = Path(src)
-    result = ProjectFolderResult()
-    if src.is_dir():
-        images, passed = scan_images(src, exclude=dst)  # an output folder inside src holds renderings, not inputs
-        for p, why in passed:
-            result.failed[str(p)] = why
-            log.warning("skipping %s: %s", p, why)
-    elif src.is_file() and src.suffix.lower() in IMAGE_EXTENSIONS:
-        images = [src]
-    else:
-        raise InputError(f"{src}: not a folder of images or an image file")
-    check_output_folder(dst, "dst")
-    for stale in remove_stale_parts(dst):
-        log.info("removed %s (left by an interrupted run)", stale)
-    if max_images is not None:
-        images = images[:max_images]
-    info = world()
-    images = shard(sorted(images), info)  # this rank's share; the whole list in a single process
-    weights = generator_id(G)
-    smoke = str(weights).startswith("smoke-")
-    todo: list[tuple[Path, torch.Tensor]] = []
-    for path in images:
-        try:
-            target = to_tensor(load_image(path), G.resolution)
-        except InputError as e:
-            result.failed[str(path)] = str(e)
-            log.warning("skipping %s: %s", path, e)
-            continue
-        pt, meta, png = projection_paths(src, dst, path)
-        if pt.is_file() and meta.is_file():
-            state, why = _matches(meta, cfg, weights, _sha256_tensor(target[0]))
-            if state == "same" and png.is_file():
-                result.skipped.append(path)
-                continue
-            if state == "same":  # the set lost its rendering: remake it from the saved tensors
-                try:
-                    _save_one(load_projection(pt), pt, png, smoke)
-                    result.written.append(pt)
-                    continue
-                except (CheckpointError, OSError) as e:
-                    why = f"incomplete ({e})"
-            elif state == "other" and not overwrite:
-                result.kept[str(path)] = why
-                continue
-            log.info("%s: redoing (%s)", path, why)
-        todo.append((path, target))
-    if todo:
-        plan = plan_batch(G, G.device, requested=batch_size, n_images=len(todo), lpips=cfg.lpips is not None,
-                          lpips_size=cfg.lpips_size)
-        if plan.note:
-            result.notes.append(plan.note)
-            log.info("%s", plan.note)
-        size = plan.batch
-    else:
-        size = 1
-    queue = [todo[i:i + size] for i in range(0, len(todo), size)]
-    where = f"rank {info.rank}/{info.world_size} " if info.distributed else ""
-    done = 0
-    try:
-        while queue:
-            batch = queue.pop(0)
-            paths = [p for p, _ in batch]
-            seeds = [item_seed(projection_paths(src, "", p)[0].with_suffix("").as_posix(), cfg.seed) for p in paths]
-            try:
-                proj = project(G, torch.cat([t for _, t in batch]), config=config, progress=progress,
-                               cache_dir=cache_dir, vgg_path=vgg_path, seeds=seeds,
-                               desc=f"{where}{done + 1}-{done + len(batch)} of {len(todo)}", **options)
-            except OptimisationError as e:
-                for p in paths:
-                    result.failed[str(p)] = str(e)
-                log.warning("images %s failed: %s", [p.name for p in paths], e)
-                done += len(batch)
-                continue
-            except (RuntimeError, MemoryError, MemoryLimitError) as e:
-                if not isinstance(e, MemoryLimitError) and not is_out_of_memory(e):
-                    raise
-                if G.device.type == "cuda":
-                    torch.cuda.empty_cache()
-                if len(batch) == 1:
-                    for p in paths:
-                        result.failed[str(p)] = (str(e) if isinstance(e, MemoryLimitError)
-                                                 else f"out of memory even for one image on {G.device}")
-                    done += 1
-                    continue
-                half = len(batch) // 2
-                note = f"out of memory with {len(batch)} images together; going on with {half}"
-                result.notes.append(note)
-                log.warning("%s", note)
-                queue[:0] = [batch[:half], batch[half:]]
-                continue
-            if proj.interrupted:
-                raise KeyboardInterrupt
-            for j, path in enumerate(paths):
-                one = dataclasses.replace(proj.select(j), names=[path.stem])
-                pt, _, png = projection_paths(src, dst, path)
-                _save_one(one, pt, png, smoke, extra={"rank": info.rank, "world_size": info.world_size})
-                result.written.append(pt)
-            done += len(batch)
-    except KeyboardInterrupt:
-        result.interrupted = True
-        finished = {str(p) for p in result.written}
-        result.not_reached = [p for p, _ in todo
-                              if str(projection_paths(src, dst, p)[0]) not in finished
-                              and str(p) not in result.failed]
-        raise BatchInterrupted(result) from None
-    if info.distributed:
-        parts = gather(result)
-        result = ProjectFolderResult(written=[p for r in parts for p in r.written],
-                                     skipped=[p for r in parts for p in r.skipped],
-                                     failed={k: v for r in parts for k, v in r.failed.items()},
-                                     kept={k: v for r in parts for k, v in r.kept.items()},
-                                     notes=list(dict.fromkeys(n for r in parts for n in r.notes)))
-    return result
-
-
-class _CallableModule(types.ModuleType):
-    """``facelib.project`` names both this module and its main function.
-
-    Importing a submodule makes it an attribute of its package, so after
-    ``from facelib.project import ...`` the name ``facelib.project`` is this module rather than
-    the lazily exported function. Calling the module calls :func:`project`, so
-    ``facelib.project(G, targets)`` works whichever one the name holds.
-    """
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Projection:
-        return project(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

@@ -1,0 +1,113 @@
+"""What the command line's sub-commands share: reading options, the generator, checks that print
+one clear line, and the keep-or-redo rule for finished outputs.
+
+Heavy modules are imported inside the functions so ``python -m facelib --help`` stays instant.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Sequence
+
+from .errors import FacelibError, InputError
+
+__all__ = ["DEVICE_HELP", "MAX_SAMPLES", "given_options", "open_generator", "check_counts", "check_finite",
+           "device_option", "mask_option", "kept_or_done", "is_smoke"]
+
+log = logging.getLogger(__name__)
+
+DEVICE_HELP = "auto, cpu, cuda, cuda:1, mps"
+MAX_SAMPLES = 256  # one grid image; more would only exhaust memory
+
+
+def given_options(args: argparse.Namespace, names: Sequence[str]) -> dict:
+    """The options among ``names`` that were given (None = not given: the config's default applies)."""
+    options = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+    if options.get("lpips") == "none":
+        options["lpips"] = None
+    return options
+
+
+def open_generator(weights: str | None, device=None, *, seed: int = 0):
+    """The generator in ``weights``; without it the first one :func:`facelib.data.locate` finds (as
+    ``demo`` does); without any, the small untrained generator of smoke runs (its images are stamped)."""
+    from .data import REAL_WEIGHTS_HELP, locate, smoke_generator
+    from .weights import load_generator
+
+    if not weights:
+        found = locate().first("generator")
+        if found is not None:
+            log.info("generator: %s (found by `python -m facelib data status`; --weights picks another)", found.path)
+            weights = str(found.path)
+    if weights:
+        return load_generator(weights, device=device)
+    log.warning("no --weights and no generator found: using the small UNTRAINED generator (a smoke run; "
+                "its images are stamped and are not faces); `python -m facelib data status` says where to put one")
+    log.debug("%s", REAL_WEIGHTS_HELP)
+    return smoke_generator(seed, device)
+
+
+def check_counts(args: argparse.Namespace, names: Sequence[str]) -> None:
+    """Integer options that must be >= 1 when given (``--steps 0`` would optimise nothing)."""
+    for name in names:
+        v = getattr(args, name, None)
+        if v is not None and v < 1:
+            raise InputError(f"--{name.replace('_', '-')}: expected an integer >= 1, got {v}")
+
+
+def check_finite(args: argparse.Namespace, names: Sequence[str]) -> None:
+    import math
+
+    for name in names:
+        v = getattr(args, name, None)
+        if v is not None and not math.isfinite(v):
+            raise InputError(f"--{name.replace('_', '-')}: expected a finite number, got {v}")
+
+
+def device_option(text: str):
+    from .weights import resolve_device
+
+    return resolve_device(text, name="--device")
+
+
+def mask_option(spec: str, n_latent: int, option: str):
+    """``--rows`` / ``--mask`` text -> LayerMask. Rows are written in the report's 18-row (1024 px)
+    terms and carried over to the generator's rows by :meth:`facelib.edits.LayerMask.scaled`, as
+    the notebooks do; an empty or malformed mask is an error naming the option."""
+    from .edits import LayerMask
+
+    try:
+        mask = LayerMask.scaled(spec, n_latent)
+    except FacelibError as e:
+        raise InputError(f"{option} {spec!r}: {e} (rows are given in 18-row terms, 0-17)") from None
+    if not any(w > 0 for w in mask.weights):
+        raise InputError(f"{option} {spec!r}: selects no W+ row, so the edit would change nothing; "
+                         "give rows such as '1-17' or a preset")
+    return mask
+
+
+def kept_or_done(out, meta_path, same: dict, overwrite: bool) -> int | None:
+    """For single-output commands: None = go on; 0 = the same result exists (done); 1 = a result of
+    other settings exists and is kept (without --overwrite)."""
+    import json
+    from pathlib import Path
+
+    out = Path(out)
+    if overwrite or not (out.exists() or Path(meta_path).exists()):
+        return None
+    try:
+        saved = json.loads(Path(meta_path).read_text())
+    except (OSError, ValueError):
+        saved = {}
+    diff = [k for k, v in same.items() if saved.get(k) != v]
+    if out.exists() and not diff:
+        print(f"{out}: already done with these settings (--overwrite redoes it)")
+        return 0
+    shown = ", ".join(f"{k} {saved.get(k)!r} (now {same[k]!r})" for k in diff[:3]) or "incomplete"
+    print(f"kept {out}: made with other settings ({shown}); rerun with --overwrite to replace it")
+    return 1
+
+
+def is_smoke(G) -> bool:
+    """True for the untrained smoke generator (its fingerprint is marked so), whose images must be stamped."""
+    return str(getattr(G, "weights_sha256", "")).startswith("smoke-")
