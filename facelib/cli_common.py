@@ -111,3 +111,11 @@ def kept_or_done(out, meta_path, same: dict, overwrite: bool) -> int | None:
 def is_smoke(G) -> bool:
     """True for the untrained smoke generator (its fingerprint is marked so), whose images must be stamped."""
     return str(getattr(G, "weights_sha256", "")).startswith("smoke-")
+
+
+def refuse_existing(path: str, option: str, overwrite: bool) -> None:
+    """A single-output command never replaces an existing file unasked (one error line, the file untouched)."""
+    from pathlib import Path
+
+    if Path(path).exists() and not overwrite:
+        raise InputError(f"{option} {path}: exists; pass --overwrite to replace it")

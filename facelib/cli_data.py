@@ -12,7 +12,7 @@ import logging
 from typing import Callable
 
 from .cli_common import (DEVICE_HELP, MAX_SAMPLES, check_counts, check_finite, device_option, given_options,
-                         is_smoke, open_generator)
+                         is_smoke, open_generator, refuse_existing)
 from .errors import InputError
 
 __all__ = ["COMMANDS"]
@@ -27,6 +27,7 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=int, default=8, help="number of samples (1-256)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--truncation", type=float, default=1.0)
+    p.add_argument("--overwrite", action="store_true", help="replace OUT when it exists (kept otherwise)")
     p.set_defaults(func=_run_sample)
 
 
@@ -40,6 +41,7 @@ def _run_sample(args: argparse.Namespace) -> int:
         raise InputError(f"--n: expected 1 .. {MAX_SAMPLES} samples, got {args.n}")
     check_finite(args, ["truncation"])
     check_output_file(args.out, "OUT")
+    refuse_existing(args.out, "OUT", args.overwrite)
     G = open_generator(args.weights, seed=args.seed)
     images = G.sample(args.n, seed=args.seed, truncation=args.truncation)
     cols = min(args.n, 4)
@@ -50,7 +52,7 @@ def _run_sample(args: argparse.Namespace) -> int:
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="the main job: run the five notebooks headlessly, then build out/report.html",
+    p = sub.add_parser("demo", help="the main job: run the notebooks headlessly, then build out/report.html",
                        description="Executes notebooks/0*.ipynb in order with papermill into OUT/notebooks/ and "
                                    "builds OUT/report.md and OUT/report.html. With a StyleGAN2 generator found "
                                    "(python -m facelib data status) it is a real run; without one, a smoke run "
@@ -334,12 +336,14 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
     p.add_argument("dst", metavar="OUT", help="output .pt {'g_ema', 'latent_avg'}")
     p.add_argument("--check-images", type=int, default=3, help="images compared before writing (default 3)")
     p.add_argument("--seed", type=int, default=0, help="seed of the fixed W+ codes used for the check")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT when it exists (kept otherwise)")
     p.set_defaults(func=_run_convert)
 
 
 def _run_convert(args: argparse.Namespace) -> int:
     from .nvidia import convert_checkpoint
 
+    refuse_existing(args.dst, "OUT", args.overwrite)
     r = convert_checkpoint(args.src, args.dst, n_check=args.check_images, seed=args.seed)
     clamp = "" if r.conv_clamp is None else f", conv_clamp {r.conv_clamp:g}"
     print(f"wrote {r.dst} ({r.source_format} -> rosinality .pt, {r.resolution} px, n_latent {r.n_latent}{clamp})")

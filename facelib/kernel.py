@@ -42,7 +42,7 @@ class Requirement:
     purpose: str
 
 
-#: What the five notebooks import (requirements.txt lists the versions).
+#: What the notebooks import (requirements.txt lists the versions).
 REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement("torch", "torch", "every model"),
     Requirement("torchvision", "torchvision", "VGG16 for LPIPS"),

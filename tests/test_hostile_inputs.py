@@ -489,3 +489,19 @@ def test_runner_status_says_ok_with_stand_in_inputs(tmp_path):
     step = next(s for s in res.steps if s.name == "03_style_transfer")
     assert step.status == "ok, with stand-in inputs: run 02_projection first" and res.ok
     assert "ok, with stand-in inputs: run 02_projection first" in res.summary()
+
+
+def test_single_output_commands_keep_an_existing_file_unless_overwrite(small_generator, tmp_path, capsys):
+    weights = _weights(small_generator, tmp_path)
+    out = tmp_path / "s.png"
+    out.write_bytes(b"a finished result")
+    assert main(["sample", str(out), "--weights", str(weights), "--n", "1"]) == 1
+    assert _one_error_line(capsys.readouterr().err) == f"error: OUT {out}: exists; pass --overwrite to replace it"
+    assert out.read_bytes() == b"a finished result"
+    dst = tmp_path / "g.pt"
+    dst.write_bytes(b"converted before")
+    assert main(["convert", str(weights), str(dst)]) == 1
+    assert "exists; pass --overwrite" in _one_error_line(capsys.readouterr().err)
+    assert dst.read_bytes() == b"converted before"
+    assert main(["sample", str(out), "--weights", str(weights), "--n", "1", "--overwrite"]) == 0
+    assert out.read_bytes() != b"a finished result"
