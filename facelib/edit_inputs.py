@@ -271,6 +271,12 @@ class EditInputs:
     stand_ins: bool = False
     stand_in_for: tuple[str, ...] = ()
 
+    @property
+    def reference_label(self) -> str:
+        """How a grid labels the reference latents: "projection", or "stand-in (random latent)" when
+        random latents stood in for any reference (a style or an emotion)."""
+        return "stand-in (random latent)" if any(x != "targets" for x in self.stand_in_for) else "projection"
+
     def stand_in_note(self) -> str:
         """The grid-title note " | random latents stand in for: targets, sad" ("" when every input is real)."""
         return f" | random latents stand in for: {', '.join(self.stand_in_for)}" if self.stand_in_for else ""

@@ -55,12 +55,14 @@ class StyleTable:
                 f"rows={self.mask}, strength={self.strength:g})")
 
     def grid(self, *, style_photos: Mapping[str, Any] | Sequence[Any] | None = None, content_photos: Any = None,
-             cell: int = 256, title: str | None = None):
+             cell: int = 256, title: str | None = None, reference_label: str = "projection"):
         """The report's table: style photos (when given), their projections, then each content with every style.
 
         Args:
             style_photos: PIL images / paths, one per style (sequence, or mapping by style name).
             content_photos: the same for the contents (shown in the first column of the photo row).
+            reference_label: what the style latents are, in the row label
+                (:attr:`facelib.edit_inputs.EditInputs.reference_label`: "projection", or a stand-in).
         Returns:
             PIL image.
         """
@@ -71,7 +73,7 @@ class StyleTable:
             rows.append([cp[0] if cp else None] + sp)
             labels.append("photo")
         rows.append([None] + list(self.style_images))
-        labels.append("style (projection)")
+        labels.append(f"style ({reference_label})")
         for c, name in enumerate(self.content_names):
             rows.append([self.content_images[c]] + list(self.mixed_images[c]))
             labels.append(name)
@@ -203,11 +205,13 @@ class ExpressionTable:
         return f"ExpressionTable(targets={list(self.target_names)}, masks={masks}, strength={self.strength:g})"
 
     def grid(self, *, photos: Mapping[str, Any] | None = None, cell: int = 256, title: str | None = None,
-             unmasked: bool = False):
+             unmasked: bool = False, reference_label: str = "projection"):
         """The report's table: reference photos (when given), their projections, each target with each expression.
 
         Args:
             photos: {"neutral": image, "happy": image, ...} reference photos (PIL or paths).
+            reference_label: what the reference latents are, in the row label
+                (:attr:`facelib.edit_inputs.EditInputs.reference_label`: "projection", or a stand-in).
             unmasked: add a row per target with the unmasked (every row) results.
         """
         cols = ["neutral"] + list(self.emotions)
@@ -216,7 +220,7 @@ class ExpressionTable:
             rows.append(_photos(photos, cols))
             labels.append("photo")
         rows.append([self.neutral_image] + list(self.reference_images))
-        labels.append("projection")
+        labels.append(reference_label)
         for t, name in enumerate(self.target_names):
             rows.append([self.target_images[t]] + list(self.edited_images[t]))
             labels.append(name)

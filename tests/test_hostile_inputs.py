@@ -505,3 +505,11 @@ def test_single_output_commands_keep_an_existing_file_unless_overwrite(small_gen
     assert dst.read_bytes() == b"converted before"
     assert main(["sample", str(out), "--weights", str(weights), "--n", "1", "--overwrite"]) == 0
     assert out.read_bytes() != b"a finished result"
+
+
+def test_grids_label_stand_in_references_as_such():
+    from facelib.edit_inputs import EditInputs
+
+    assert EditInputs(targets={}, references={}, stand_in_for=("targets",)).reference_label == "projection"
+    assert EditInputs(targets={}, references={}, stand_in_for=("sad",)).reference_label == "stand-in (random latent)"
+    assert EditInputs(targets={}, references={}).reference_label == "projection"
