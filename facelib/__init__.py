@@ -32,7 +32,7 @@ _LAZY = {
     "load_image": "align",
     "AlignFolderResult": "align",
     "face_mask": "align",
-    "dlib_model_path": "align",
+    "dlib_model_path": "dlib_models",
     # projection
     "project": "project",
     "Projection": "project",
@@ -70,7 +70,7 @@ _LAZY = {
     # data, notebooks, report
     "locate": "data",
     "DataInventory": "data",
-    "notebook_setup": "data",
+    "notebook_setup": "session",
     "run_series": "pipeline",
     "build_report": "report",
     # grids

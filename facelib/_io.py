@@ -9,7 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-__all__ = ["atomic_path", "jsonable", "remove_stale_parts", "check_output_file", "check_output_folder"]
+__all__ = ["atomic_path", "jsonable", "remove_stale_parts", "check_output_file", "check_output_folder",
+           "sniff_file"]
 
 #: Image file suffixes PIL writes, for output paths.
 WRITABLE_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -147,3 +148,29 @@ def check_output_file(path: "str | os.PathLike[str]", name: str,
     if problem:
         raise InputError(f"{name} {path}: {problem}")
     return path
+
+
+#: The first bytes of a legacy (pre-1.6) ``torch.save`` file: pickle protocol 2 and torch's magic number.
+LEGACY_TORCH_MAGIC = bytes.fromhex("80028a0a6cfc9c46f9206aa85019")
+
+
+def sniff_file(path: Path) -> str:
+    """Classify a file by its first bytes: 'zip', 'torch-legacy', 'pickle', 'html', 'text', 'empty', 'other'."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if not head:
+        return "empty"
+    if head.startswith(b"PK\x03\x04"):
+        return "zip"
+    if head.startswith(LEGACY_TORCH_MAGIC):
+        return "torch-legacy"
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return "pickle"
+    stripped = head.lstrip().lower()
+    if stripped.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head")):
+        return "html"
+    try:
+        head.decode("utf-8")
+        return "text"
+    except UnicodeDecodeError:
+        return "other"

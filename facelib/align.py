@@ -33,7 +33,6 @@ Example (needs dlib and the 68-point predictor):
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import math
 import os
@@ -45,7 +44,10 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
 from ._io import atomic_path
+from .dlib_models import (CNN_DETECTOR, PREDICTOR_68, cnn_detector, dlib_model_path, hog_detector, import_dlib,
+                          landmark_model)
 from .errors import DependencyError, FacelibError, InputError, NoFaceError, ShapeError
+from .paths import IMAGE_EXTENSIONS
 
 __all__ = [
     "AlignedFace",
@@ -74,7 +76,6 @@ log = logging.getLogger(__name__)
 ImageInput = Union[str, "os.PathLike[str]", Image.Image, np.ndarray]
 
 #: File suffixes that :func:`align_folder` and :func:`list_images` pick up (case-insensitive).
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
 #: Photos whose long side exceeds this are searched for faces on a reduced copy.
 DETECT_MAX_SIDE = 4000
@@ -88,90 +89,12 @@ SUPERSAMPLE = 4
 WARPS = ("fast", "reference")
 
 DETECTORS = ("hog", "cnn", "auto")
-PREDICTOR_68 = "shape_predictor_68_face_landmarks.dat"
-CNN_DETECTOR = "mmod_human_face_detector.dat"
 
 # 68-point layout (iBUG 300-W): 36-41 left eye, 42-47 right eye (as seen in the photo),
 # 48 and 54 the outer mouth corners.
 _EYE_L = slice(36, 42)
 _EYE_R = slice(42, 48)
 _MOUTH_L, _MOUTH_R = 48, 54
-
-
-# ----------------------------------------------------------------------------------------
-# dlib models
-# ----------------------------------------------------------------------------------------
-
-def dlib_model_path(name: str, user_path: "str | os.PathLike[str] | None" = None) -> Path:
-    """Locate a dlib model file such as ``shape_predictor_68_face_landmarks.dat``.
-
-    Looked up in this order: ``user_path`` (the file itself, or a folder holding ``name``);
-    the folders in ``$FACELIB_DATA`` (``os.pathsep``-separated); Kaggle datasets
-    (``/kaggle/input/*/``, up to two levels deeper); ``./data/`` and the repository's ``data/``;
-    finally the ``models/`` folder of the ``face_recognition_models`` package, which ships
-    the 68- and 5-point predictors, the mmod CNN detector and the face-recognition ResNet.
-
-    Args:
-        name: file name, e.g. ``"dlib_face_recognition_resnet_model_v1.dat"``.
-        user_path: explicit file or folder; when given it must exist and is used alone.
-    Returns:
-        Path of an existing file.
-    Raises:
-        DependencyError: the file was not found (the message lists where it looked).
-    """
-    if user_path is not None:
-        p = Path(user_path).expanduser()
-        if p.is_dir():
-            p = p / name
-        if not p.is_file():
-            raise DependencyError(f"{p}: dlib model file not found (expected {name})")
-        return p
-    from .data import search_dirs
-
-    dirs = search_dirs()
-    for d in dirs:
-        p = d / name
-        if p.is_file():
-            return p
-    shown = ", ".join(str(d) for d in dirs) or "(none)"
-    raise DependencyError(
-        f"{name}: dlib model file not found; looked in {shown}. Install the "
-        f"'face_recognition_models' package, or put the (bz2-decompressed) file in ./data/ "
-        f"or a folder named by $FACELIB_DATA")
-
-
-def _import_dlib(purpose: str = "face alignment"):
-    try:
-        import dlib
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise DependencyError(
-            f"{purpose} needs dlib: pip install dlib-bin (prebuilt) or dlib") from e
-    return dlib
-
-
-@functools.lru_cache(maxsize=None)
-def _hog_detector():
-    return _import_dlib().get_frontal_face_detector()
-
-
-@functools.lru_cache(maxsize=4)
-def _cnn_detector(path: str):
-    return _import_dlib().cnn_face_detection_model_v1(path)
-
-
-@functools.lru_cache(maxsize=4)
-def _shape_predictor(path: str):
-    return _import_dlib().shape_predictor(path)
-
-
-@functools.lru_cache(maxsize=2)
-def _face_recognizer(path: str):
-    return _import_dlib().face_recognition_model_v1(path)
-
-
-def _landmark_model(predictor_path: "str | os.PathLike[str] | None"):
-    """The (cached) 68-point shape predictor, located by :func:`dlib_model_path`."""
-    return _shape_predictor(str(dlib_model_path(PREDICTOR_68, predictor_path)))
 
 
 # ----------------------------------------------------------------------------------------
@@ -296,10 +219,10 @@ def _box_area(box: Box) -> int:
 
 def _detect(arr: np.ndarray, kind: str, upsample: int, cnn_path: "str | os.PathLike[str] | None") -> list[Box]:
     if kind == "hog":
-        rects = _hog_detector()(arr, upsample)
+        rects = hog_detector()(arr, upsample)
     else:
         path = str(dlib_model_path(CNN_DETECTOR, cnn_path))
-        rects = [d.rect for d in _cnn_detector(path)(arr, upsample)]
+        rects = [d.rect for d in cnn_detector(path)(arr, upsample)]
     return [(int(r.left()), int(r.top()), int(r.right()), int(r.bottom())) for r in rects]
 
 
@@ -357,12 +280,12 @@ def predict_landmarks(image: ImageInput, box: Sequence[int], *,
         ``(68, 2)`` int64 array of (x, y) source pixel indices.
     """
     arr = np.ascontiguousarray(np.asarray(load_image(image), dtype=np.uint8))
-    return _landmarks(_landmark_model(predictor_path), arr, box)
+    return _landmarks(landmark_model(predictor_path), arr, box)
 
 
 def _landmarks(predictor, arr: np.ndarray, box: Sequence[int]) -> np.ndarray:
     left, top, right, bottom = (int(v) for v in box)
-    shape = predictor(arr, _import_dlib().rectangle(left, top, right, bottom))
+    shape = predictor(arr, import_dlib().rectangle(left, top, right, bottom))
     return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.int64)
 
 
@@ -701,7 +624,7 @@ def align_faces(image: ImageInput, *, output_size: int = 1024, transform_size: i
         raise NoFaceError(f"{name or '<image>'}: no face found by the {detector} detector{hint}")
     if max_faces is not None:
         boxes = boxes[:max_faces]
-    predictor = _landmark_model(predictor_path)  # located once, not per face
+    predictor = landmark_model(predictor_path)  # located once, not per face
     arr = np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8))
     faces = []
     for box in boxes:

@@ -32,7 +32,8 @@ def _given(args: argparse.Namespace, names: Sequence[str]) -> dict:
 def _generator(weights: str | None, device=None, *, seed: int = 0):
     """The generator in ``weights``; without it the first one :func:`facelib.data.locate` finds (as
     ``demo`` does); without any, the small untrained generator of smoke runs (its images are stamped)."""
-    from .data import REAL_WEIGHTS_HELP, locate, smoke_generator
+    from .data import REAL_WEIGHTS_HELP, locate
+    from .session import smoke_generator
     from .weights import load_generator
 
     if not weights:
@@ -232,7 +233,8 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
 def _run_data_status(args: argparse.Namespace) -> int:
     import json
 
-    from .data import locate, verify_manifest
+    from .data import locate
+    from .kaggle import verify_manifest
 
     inv = locate()
     if getattr(args, "json", False):
@@ -250,7 +252,7 @@ def _run_data_status(args: argparse.Namespace) -> int:
 
 
 def _run_data_download(args: argparse.Namespace) -> int:
-    from .data import KAGGLE_DATASETS, download
+    from .kaggle import KAGGLE_DATASETS, download
 
     results = download(args.dest, args.dataset or KAGGLE_DATASETS, force=args.force, on_progress=print)
     bad = [r for r in results if r.status == "failed" or r.problems]
@@ -260,7 +262,7 @@ def _run_data_download(args: argparse.Namespace) -> int:
 
 
 def _run_data_verify(args: argparse.Namespace) -> int:
-    from .data import verify_manifest
+    from .kaggle import verify_manifest
 
     problems = verify_manifest(args.dest, hashes=not args.quick)
     for pr in problems:
@@ -682,7 +684,8 @@ def _run_swap(args: argparse.Namespace) -> int:
         return 0
 
     from ._io import check_output_file
-    from .data import RANDOM_ID_STAMP, SMOKE_STAMP, identity_network
+    from .data import SMOKE_STAMP
+    from .session import RANDOM_ID_STAMP, identity_network
     from .grids import save_image, stamp, to_pil
     from .swap import UNCHANGED_STAMP, SwapConfig, face_swap, resolve_rows
 
@@ -836,7 +839,7 @@ def _fit_from_args(G, args: argparse.Namespace, name: str):
 def _identity_reference(G, args: argparse.Namespace):
     """(reference image (1, 3, H, W) in [-1, 1], ArcFace network) for ``directions fit --attribute identity``."""
     from .align import load_image
-    from .data import identity_network
+    from .session import identity_network
     from .grids import to_tensor
 
     if not args.reference:

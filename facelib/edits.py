@@ -591,7 +591,7 @@ def render(G: torch.nn.Module, wplus: torch.Tensor, *, noise: Any = None, batch_
     Returns:
         (N, 3, H, W) float32 on the CPU, clamped to [-1, 1].
     """
-    from .widgets import progress_bar as tqdm
+    from .progress import progress_bar as tqdm
 
     G = _generator_of(G)  # a one-photo Tuning renders through its tuned generator
     if batch_size < 1:
@@ -958,7 +958,7 @@ def row_effects(G: torch.nn.Module, target_wplus: Any, *, delta: torch.Tensor | 
     base_thumb = _thumb(base, thumb_size)[0]
     thumbs = base_thumb[None].repeat(n, 1, 1, 1)
     batch = torch.stack([variants[r] for r in todo] + [full])  # [len(todo) + 1, L, D]
-    from .widgets import progress_bar as tqdm
+    from .progress import progress_bar as tqdm
 
     chunks = list(range(0, batch.shape[0], max(1, batch_size)))
     full_vals = (0.0, 0.0, 0.0)
@@ -2057,7 +2057,7 @@ def generator_for(latents: Sequence[SavedLatents], weights: "str | os.PathLike[s
                     f"generator {lat.weights_path} (recorded in {lat.path.name})")
     shas = [lat.weights_sha256 for lat in latents if lat.weights_sha256]
     if shas and shas[0].startswith("smoke-"):
-        from .data import smoke_generator
+        from .session import smoke_generator
 
         for seed in range(4):
             G = smoke_generator(seed, device)

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .dlib_models import dlib_model_path, face_recognizer, import_dlib, shape_predictor
 from .errors import CheckpointError, InputError, NoFaceError, RangeError, ShapeError, check_shape
 
 __all__ = [
@@ -739,10 +740,8 @@ Box = tuple[int, int, int, int]  # (left, top, right, bottom), inclusive pixel c
 
 def _judge_models() -> tuple[Any, Any]:
     """dlib's 5-point predictor and face-recognition ResNet, through facelib.align's model cache."""
-    from .align import _face_recognizer, _shape_predictor, dlib_model_path
-
-    return (_shape_predictor(os.fspath(dlib_model_path(_DLIB_MODELS["landmarks5"]))),
-            _face_recognizer(os.fspath(dlib_model_path(_DLIB_MODELS["descriptor"]))))
+    return (shape_predictor(os.fspath(dlib_model_path(_DLIB_MODELS["landmarks5"]))),
+            face_recognizer(os.fspath(dlib_model_path(_DLIB_MODELS["descriptor"]))))
 
 
 def _check_fallback(fallback: str | None) -> None:
@@ -857,11 +856,9 @@ def dlib_descriptors(images: Any, *, fallback: str | None = "ffhq", num_jitters:
         NoFaceError: no face and ``fallback=None``.
         InputError: unsupported image type, shape or range.
     """
-    from .align import _import_dlib
-
     _check_fallback(fallback)
     arrays = _as_uint8_images(images)
-    dlib = _import_dlib("the identity judge")
+    dlib = import_dlib("the identity judge")
     predictor, model = _judge_models()
     desc, boxes, detected = [], [], []
     for i, img in enumerate(arrays):

@@ -96,7 +96,7 @@ def _online(timeout: float = 3.0) -> bool:
 
 
 def _search_dirs() -> list[Path]:
-    from .data import search_dirs
+    from .paths import search_dirs
 
     return search_dirs(package_models=False)
 
@@ -140,7 +140,7 @@ def check_kernel(*, importable: Callable[[str], bool] | None = None, online: boo
         online: whether PyPI is reachable (default: tried with a 3 s connection, only when
             something is missing).
         search: folders to search for the landmark model and for wheels (default: facelib's
-            data folders, :func:`facelib.data.search_dirs`).
+            data folders, :func:`facelib.paths.search_dirs`).
     Returns:
         A :class:`KernelCheck`.
     """

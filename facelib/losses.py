@@ -195,7 +195,7 @@ def identity_loss(id_net: nn.Module, images: torch.Tensor, target_emb: torch.Ten
 # ----------------------------------------------------------------------------------------
 
 def _search_dirs() -> list[Path]:
-    from .data import search_dirs
+    from .paths import search_dirs
 
     try:
         hub = Path(torch.hub.get_dir()) / "checkpoints"

@@ -47,10 +47,9 @@ from typing import Any, Callable, Mapping
 import torch
 import torch.nn.functional as F
 
-from ._io import atomic_path
+from ._io import atomic_path, sniff_file
 from .errors import CheckpointError, InputError
 from .stylegan2 import _BLUR_TAPS, _SQRT2, _make_kernel
-from .weights import sniff_file
 
 __all__ = [
     "PersistentRecord",
@@ -289,7 +288,7 @@ class _RecordUnpickler(pickle.Unpickler):
 def is_nvidia_pickle(path: "str | os.PathLike[str]") -> bool:
     """True when the file starts like a plain pickle (protocol 2-5) and not like a torch.save file.
 
-    Only the first bytes are read (:func:`facelib.weights.sniff_file`); a missing or unreadable
+    Only the first bytes are read (:func:`facelib._io.sniff_file`); a missing or unreadable
     file gives False.
     """
     try:

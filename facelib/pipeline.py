@@ -261,7 +261,7 @@ def _headless_kernel_env(scratch: Path) -> Iterator[None]:
     os.environ["IPYTHONDIR"] = str(scratch)
     # the kernels import this facelib even when it is not installed and their cwd is elsewhere
     # (a read-only Kaggle dataset is run from /kaggle/working)
-    from .data import repo_root
+    from .paths import repo_root
 
     os.environ["PYTHONPATH"] = os.pathsep.join(
         dict.fromkeys([str(repo_root()), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]))
@@ -375,7 +375,8 @@ def run_series(out_dir: "str | os.PathLike[str]" = "out", *, notebooks_dir: "str
             or papermill is not installed.
     """
     from . import __version__
-    from .data import REAL_WEIGHTS_HELP, locate, repo_root
+    from .data import REAL_WEIGHTS_HELP, locate
+    from .paths import repo_root
 
     try:
         import papermill

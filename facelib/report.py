@@ -315,7 +315,8 @@ def build_report(out_dir: "str | os.PathLike[str]" = "out", *, title: str = "fac
         A :class:`Report` (paths, smoke state, per-step sections).
     """
     from . import __version__
-    from .data import REAL_WEIGHTS_HELP, SMOKE_STAMP, repo_root
+    from .data import REAL_WEIGHTS_HELP, SMOKE_STAMP
+    from .paths import repo_root
 
     out = Path(out_dir).absolute()
     out.mkdir(parents=True, exist_ok=True)

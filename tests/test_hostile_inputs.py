@@ -429,7 +429,7 @@ def test_project_finds_weights_like_demo_and_stamps_the_smoke_generator(small_ge
     meta = json.loads((tmp_path / "out" / "ann" / "0.json").read_text())
     assert meta["weights_sha256"] == file_sha256(data / "ffhq-small.pt")
     # the smoke generator's renderings carry the stamp whichever entry point writes them
-    from facelib.data import smoke_generator
+    from facelib.session import smoke_generator
 
     G = smoke_generator(0)
     res = project_folder(tmp_path / "aligned", tmp_path / "smoke", G, **FAST)
@@ -443,7 +443,8 @@ def test_project_finds_weights_like_demo_and_stamps_the_smoke_generator(small_ge
 # ----------------------------------------------------------------------------------------
 
 def test_stand_ins_error_in_a_real_run_and_are_stamped_when_allowed(tmp_path):
-    from facelib.data import STAND_IN_STAMP, notebook_setup
+    from facelib.data import STAND_IN_STAMP
+    from facelib.session import notebook_setup
 
     S = notebook_setup("04_expressions", out_dir=tmp_path / "out", smoke=True)
     S.use_inputs(True, run_first="02_projection")  # a smoke run goes on
@@ -479,8 +480,8 @@ def test_runner_status_says_ok_with_stand_in_inputs(tmp_path):
     nbs = tmp_path / "notebooks"
     nbs.mkdir()
     _tiny_notebook(nbs / "03_style_transfer.ipynb",
-                   "import facelib.data\n"
-                   "S = facelib.data.notebook_setup('03_style_transfer', out_dir=OUT_DIR, smoke=SMOKE)\n"
+                   "import facelib.session\n"
+                   "S = facelib.session.notebook_setup('03_style_transfer', out_dir=OUT_DIR, smoke=SMOKE)\n"
                    "S.use_inputs(True, notes=['targets: no projections; using 1 random latent(s)'])\n"
                    "S.record(images=0)\n",
                    'OUT_DIR = "out"\nSMOKE = False\n')

@@ -226,7 +226,8 @@ def test_sample_command_renders_the_seeded_samples(small_generator, tmp_path, ca
     from PIL import Image
 
     from facelib.cli import main
-    from facelib.data import SMOKE_STAMP, smoke_generator
+    from facelib.data import SMOKE_STAMP
+    from facelib.session import smoke_generator
     from facelib.grids import make_grid, stamp
     from facelib.weights import save_generator
 
