@@ -27,10 +27,10 @@ _LAZY = {
     # alignment
     "align_face": "align",
     "align_faces": "align",
-    "align_folder": "align",
+    "align_folder": "align_batch",
     "AlignedFace": "align",
     "load_image": "align",
-    "AlignFolderResult": "align",
+    "AlignFolderResult": "align_batch",
     "face_mask": "align",
     "dlib_model_path": "dlib_models",
     # projection

@@ -21,7 +21,9 @@ from torch import nn
 
 from ._io import atomic_path, jsonable
 from .errors import CheckpointError, InputError, RangeError, ShapeError
+from .losses import resolve_lpips
 from .progress import progress_bar as tqdm
+from .weights import safe_torch_load, state_fingerprint
 
 __all__ = ["Frozen", "BestSteps", "StepState", "StepCallback", "Evaluation", "Outcome", "optimise",
            "check_settings", "lpips_option", "resolve_lpips_option", "generator_id", "image_batch",
@@ -361,8 +363,6 @@ def resolve_lpips_option(module: nn.Module | None, spec: str | None, *, vgg_path
     ``module`` (an LPIPS module passed in) wins over the config's ``spec``; see
     :func:`facelib.losses.resolve_lpips`.
     """
-    from .losses import resolve_lpips
-
     loss = resolve_lpips(module if module is not None else spec, vgg_path=vgg_path, device=device, size=size)
     if loss is None:
         return None, None
@@ -374,8 +374,6 @@ def generator_id(G: nn.Module) -> str:
     sha = getattr(G, "weights_sha256", None)
     if sha:
         return str(sha)
-    from .weights import state_fingerprint
-
     return state_fingerprint(G.state_dict())
 
 
@@ -488,8 +486,6 @@ def read_result(path: "str | os.PathLike[str]", *, fmt: str, what: str, latents:
     Raises:
         CheckpointError: missing, unreadable or not such a result.
     """
-    from .weights import safe_torch_load
-
     path = Path(path)
     if path.suffix == ".json":
         path = path.with_suffix(".pt")

@@ -32,7 +32,8 @@ def _given(args: argparse.Namespace, names: Sequence[str]) -> dict:
 def _generator(weights: str | None, device=None, *, seed: int = 0):
     """The generator in ``weights``; without it the first one :func:`facelib.data.locate` finds (as
     ``demo`` does); without any, the small untrained generator of smoke runs (its images are stamped)."""
-    from .data import REAL_WEIGHTS_HELP, locate
+    from .data import locate
+    from .stamps import REAL_WEIGHTS_HELP
     from .session import smoke_generator
     from .weights import load_generator
 
@@ -126,7 +127,7 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_sample(args: argparse.Namespace) -> int:
-    from .data import SMOKE_STAMP
+    from .stamps import SMOKE_STAMP
     from .grids import make_grid, save_image, stamp
 
     from ._io import check_output_file
@@ -301,7 +302,7 @@ def _add_align(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_align(args: argparse.Namespace) -> int:
-    from .align import MAX_OUTPUT_SIZE, align_folder
+    from .align_batch import MAX_OUTPUT_SIZE, align_folder
     from .distributed import finish, init
 
     if not 16 <= args.size <= MAX_OUTPUT_SIZE:
@@ -491,7 +492,7 @@ def _tuned_generator(args: argparse.Namespace, G, latent_path: str):
     from .tuning import load_tuning, tuning_path
 
     if getattr(args, "paste_back", None):  # fail before writing anything when the photo cannot be found
-        from .align import load_alignment
+        from .align_batch import load_alignment
 
         face = load_alignment(args.paste_back)
         if not face.source or not Path(face.source).is_file():
@@ -514,7 +515,7 @@ def _paste_back(args: argparse.Namespace, G, image, out: str) -> None:
         return
     from pathlib import Path
 
-    from .data import SMOKE_STAMP
+    from .stamps import SMOKE_STAMP
     from .errors import InputError
     from .paste import paste_file
 
@@ -559,7 +560,7 @@ def _write_edit(G, source: str, wplus, noises, out: str, *, render_G=None, paste
                 **meta) -> None:
     from pathlib import Path
 
-    from .data import SMOKE_STAMP
+    from .stamps import SMOKE_STAMP
     from .edits import render, save_latents
     from .grids import make_grid, save_image, stamp, to_pil
 
@@ -684,8 +685,8 @@ def _run_swap(args: argparse.Namespace) -> int:
         return 0
 
     from ._io import check_output_file
-    from .data import SMOKE_STAMP
-    from .session import RANDOM_ID_STAMP, identity_network
+    from .session import identity_network
+    from .stamps import RANDOM_ID_STAMP, SMOKE_STAMP
     from .grids import save_image, stamp, to_pil
     from .swap import UNCHANGED_STAMP, SwapConfig, face_swap, resolve_rows
 

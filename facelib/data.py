@@ -37,14 +37,17 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from ._io import jsonable, sniff_file
+from .encoders import describe_encoder_checkpoint
 from .errors import CheckpointError, DependencyError, InputError
 from .identity import detect_arcface_arch
 from .paths import IMAGE_EXTENSIONS, env_dirs, kaggle_dirs, package_models_dir, repo_root
+from .stamps import REAL_WEIGHTS_HELP, SMOKE_HINT, SMOKE_STAMP, STAND_IN_STAMP
 from .torch_meta import TensorMeta, human_size, read_torch_metadata
 from .weights import looks_like_generator  # the key test load_generator uses
 
 __all__ = [
     "SMOKE_STAMP",
+    "STAND_IN_STAMP",
     "SMOKE_HINT",
     "REAL_WEIGHTS_HELP",
     "FoundFile",
@@ -61,24 +64,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: Text stamped on every image produced with the untrained generator.
-SMOKE_STAMP = "UNTRAINED GENERATOR - SMOKE RUN (not a real result)"
-#: Stamp for images made from random stand-in latents because an earlier step's results were missing.
-STAND_IN_STAMP = "STAND-IN INPUTS (random latents, not projections) - not a real result"
-
-#: The short form of :data:`REAL_WEIGHTS_HELP` that goes under the stamp on smoke-run grids.
-SMOKE_HINT = ("for real results put a StyleGAN2 FFHQ .pt/.pkl under data/ (or $FACELIB_DATA, or attach it on "
-              "Kaggle); see `python -m facelib data status`")
-
-#: How to turn a smoke run into a real one.
-REAL_WEIGHTS_HELP = (
-    "To get real results, attach a pretrained StyleGAN2 FFHQ generator: a rosinality .pt "
-    "(e.g. stylegan2-ffhq-config-f.pt) or an NVIDIA stylegan2-ada-pytorch .pkl (e.g. ffhq.pkl). "
-    "Put it anywhere under data/ (or a folder named by $FACELIB_DATA; on Kaggle attach the dataset "
-    "sirtimio/style-gan-data), or fetch the report's datasets with `python -m facelib data download`. "
-    "Face swap also needs ArcFace weights (sirtimio/arcface-weights) and projection uses LPIPS with "
-    "torchvision's VGG16 weights (vgg16-397923af.pth). `python -m facelib data status` shows what was found.")
 
 _TEXT_EXTENSIONS = (".md", ".txt", ".json", ".csv", ".yaml", ".yml", ".py", ".ipynb", ".html", ".htm",
                     ".cfg", ".toml", ".ini", ".log", ".tsv", ".xml", ".sh", ".rst")
@@ -307,8 +292,6 @@ def _classify_generator(obj: Any) -> tuple[str, str] | None:
         if looks_like_generator(state):
             return "state-dict", _generator_detail(state) + " (bare g_ema state dict)"
     if isinstance(obj.get("state_dict"), Mapping):  # pSp / e4e encoder: its decoder is a generator
-        from .encoders import describe_encoder_checkpoint
-
         hit = describe_encoder_checkpoint(obj)
         state = {k[len("decoder."):]: v for k, v in _strip_module(obj["state_dict"]).items()
                  if isinstance(k, str) and k.startswith("decoder.")}

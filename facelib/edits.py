@@ -1425,7 +1425,7 @@ def expression_table(G: torch.nn.Module, target: Any, neutral: Any, emotions: Ma
 # Interactive previews (callables for ipywidgets.interact)
 # ----------------------------------------------------------------------------------------
 
-class _Preview:
+class Preview:
     """Shared by the previews: re-render when widgets change (no ipywidgets import needed here)."""
 
     label: str | None = None  # stamped on every table (smoke runs)
@@ -1474,7 +1474,7 @@ class _Preview:
         update()
 
 
-class MixPreview(_Preview):
+class MixPreview(Preview):
     """``preview(rows="style", strength=1.0)`` -> PIL table: the styles, then the content with each style's rows.
 
     ``styles``: one latent or several (tensor batch, Projection, list or {name: latent});
@@ -1504,7 +1504,7 @@ class MixPreview(_Preview):
         return self._labelled(grid)
 
 
-class DeltaPreview(_Preview):
+class DeltaPreview(Preview):
     """``preview(mask="expression", strength=1.0)`` -> PIL table, one row per delta: target,
     the delta on every row (artefacts), the delta on the masked rows.
 
@@ -1596,7 +1596,7 @@ def reference_dir(preferred: "str | os.PathLike[str] | None", *, role: str, inve
     Args:
         inventory: a :class:`facelib.data.DataInventory` (default: a fresh :func:`~facelib.data.locate`).
     """
-    from .align import list_images
+    from .align_batch import list_images
     from .data import is_emotion_name
 
     if role not in ("styles", "expressions", "aligned"):
@@ -1624,7 +1624,7 @@ def aligned_dir(preferred: "str | os.PathLike[str] | None" = "", *, out_dir: "st
     """The aligned photos to use: ``preferred`` when given, else ``<out_dir>/aligned`` when it holds
     photos (notebook 01), else an attached aligned dataset (``<person>/<n>.jpg``, any case and
     image extension; :func:`reference_dir` with role "aligned"), else None."""
-    from .align import list_images
+    from .align_batch import list_images
 
     if preferred:
         return Path(preferred)
@@ -1645,7 +1645,7 @@ def reference_photo_names(photos: "str | os.PathLike[str] | Sequence[str | os.Pa
     Returns:
         {name: path}, in sorted path order; empty for a missing folder.
     """
-    from .align import list_images
+    from .align_batch import list_images
 
     if isinstance(photos, (str, os.PathLike)):
         root = Path(photos)
@@ -1676,7 +1676,7 @@ def expression_photos(folder: "str | os.PathLike[str]") -> dict[str, list[Path]]
         {emotion: [photo, ...]}: "neutral" first, then the report's emotions (happy, sad, fear)
         as present, then the others alphabetically; empty for a missing folder.
     """
-    from .align import list_images
+    from .align_batch import list_images
     from .data import emotion_label, is_emotion_name
 
     root = Path(folder)

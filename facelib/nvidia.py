@@ -49,7 +49,7 @@ import torch.nn.functional as F
 
 from ._io import atomic_path, sniff_file
 from .errors import CheckpointError, InputError
-from .stylegan2 import _BLUR_TAPS, _SQRT2, _make_kernel
+from .stylegan2 import BLUR_TAPS, SQRT2, make_kernel
 
 __all__ = [
     "PersistentRecord",
@@ -405,7 +405,7 @@ def _inspect(G: PersistentRecord, source: Any) -> _GeneratorSpec:
 
     syn_kwargs = G.init_kwargs.get("synthesis_kwargs") or {}
     arch = syn_kwargs.get("architecture", synthesis.init_kwargs.get("architecture", "skip"))
-    fir = _make_kernel(1)  # NVIDIA's normalised resample filter, summing to 1
+    fir = make_kernel(1)  # NVIDIA's normalised resample filter, summing to 1
     channels: dict[int, int] = {}
     clamps: set = set()
     for k in range(2, log_res + 1):
@@ -424,7 +424,7 @@ def _inspect(G: PersistentRecord, source: Any) -> _GeneratorSpec:
                 raise fail(f"synthesis.b{r}.{name} is missing")
         for holder, label in [(blk, f"b{r}")] + [(blk.modules[n], f"b{r}.{n}") for n in layers]:
             taps = holder.init_kwargs.get("resample_filter")
-            if taps is not None and [float(t) for t in taps] != list(_BLUR_TAPS):
+            if taps is not None and [float(t) for t in taps] != list(BLUR_TAPS):
                 raise fail(f"synthesis.{label} uses resample filter {list(taps)}; only [1, 3, 3, 1] is supported")
             buf = holder.buffers.get("resample_filter")
             if buf is not None and (tuple(buf.shape) != (4, 4) or not torch.allclose(buf.float(), fir, atol=1e-6)):
@@ -443,7 +443,7 @@ def _inspect(G: PersistentRecord, source: Any) -> _GeneratorSpec:
             want_up = 2 if name == "conv0" else 1
             if la.get("up", 1) != want_up:
                 raise fail(f"synthesis.b{r}.{name} has up={la.get('up')}, expected {want_up}")
-            if abs(_as_float(la.get("act_gain", _SQRT2), f"b{r}.{name}.act_gain", source) - _SQRT2) > 1e-6:
+            if abs(_as_float(la.get("act_gain", SQRT2), f"b{r}.{name}.act_gain", source) - SQRT2) > 1e-6:
                 raise fail(f"synthesis.b{r}.{name}.act_gain={la.get('act_gain')} differs from sqrt(2)")
             weight = layer.parameters.get("weight")
             if weight is None or weight.ndim != 4 or tuple(weight.shape[2:]) != (3, 3) or la.get("padding", 1) != 1:
@@ -546,7 +546,7 @@ def nvidia_to_rosinality(G: PersistentRecord, *, source: "str | os.PathLike[str]
 
     for nv, ro, how in _name_table(spec):
         if how == "fir_kernel":
-            state[ro] = _make_kernel(2)  # the filter with the gain of a 2x upsampling step (up**2)
+            state[ro] = make_kernel(2)  # the filter with the gain of a 2x upsampling step (up**2)
             continue
         t = take(nv)
         if how in ("mapping_weight", "affine_weight"):
@@ -677,7 +677,7 @@ class RecordedGenerator:
         if b is not None:
             x = x + b.float() * float(layer.attrs.get("bias_gain", 1.0))
         if layer.attrs.get("activation", "linear") == "lrelu":
-            x = F.leaky_relu(x, 0.2) * _SQRT2
+            x = F.leaky_relu(x, 0.2) * SQRT2
         return x
 
     def mapping(self, z: torch.Tensor, truncation_psi: float = 1.0) -> torch.Tensor:
@@ -710,7 +710,7 @@ class RecordedGenerator:
         x = x * dcoefs[:, :, None, None]
         if noise_mode == "const":
             x = x + layer.buffers["noise_const"].float() * layer.parameters["noise_strength"].float()
-        x = F.leaky_relu(x + layer.parameters["bias"].float()[None, :, None, None], 0.2) * _SQRT2
+        x = F.leaky_relu(x + layer.parameters["bias"].float()[None, :, None, None], 0.2) * SQRT2
         if self.spec.conv_clamp is not None:
             x = x.clamp(-self.spec.conv_clamp, self.spec.conv_clamp)
         return x

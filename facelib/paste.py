@@ -4,7 +4,7 @@ Every edit (style mixing, expression transfer, face swap, with or without a tune
 produces an aligned square face. :func:`paste_into_photo` puts it back:
 
 1. the alignment's geometry (:class:`~facelib.align.AlignedFace`, or the ``<stem>.align.json``
-   sidecar :func:`~facelib.align.align_folder` writes beside every crop) gives the inverse
+   sidecar :func:`~facelib.align_batch.align_folder` writes beside every crop) gives the inverse
    transform from the aligned square to the photo;
 2. a feathered face mask (the convex hull of the 68 landmarks, Gaussian-softened) chooses
    what is replaced, so hair, background and the rest of the photo are untouched;
@@ -26,7 +26,8 @@ import torch
 from PIL import Image
 
 from ._io import atomic_path
-from .align import AlignedFace, load_alignment, load_image
+from .align import AlignedFace, load_image
+from .align_batch import load_alignment
 from .errors import InputError
 
 __all__ = ["paste_into_photo", "seam_color_offset", "paste_file", "paste_series", "photo_path", "aligned_crop"]
@@ -137,7 +138,8 @@ def photo_path(result: "str | os.PathLike[str]") -> Path:
 def aligned_crop(aligned_dir: "str | os.PathLike[str]", name: str) -> Path | None:
     """The aligned crop ``<aligned_dir>/<name>.<ext>`` (``name`` like "person/0", as projections are
     named) that has a geometry sidecar, or None."""
-    from .align import IMAGE_EXTENSIONS, alignment_path
+    from .align import IMAGE_EXTENSIONS
+    from .align_batch import alignment_path
 
     base = Path(aligned_dir) / name
     return next((base.with_suffix(e) for e in IMAGE_EXTENSIONS

@@ -375,7 +375,8 @@ def run_series(out_dir: "str | os.PathLike[str]" = "out", *, notebooks_dir: "str
             or papermill is not installed.
     """
     from . import __version__
-    from .data import REAL_WEIGHTS_HELP, locate
+    from .data import locate
+    from .stamps import REAL_WEIGHTS_HELP
     from .paths import repo_root
 
     try:

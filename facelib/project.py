@@ -904,7 +904,7 @@ def _save_one(one: "Projection", pt: Path, png: Path, smoke: bool, extra: Mappin
 
     image = to_pil(one.images[0])
     if smoke:
-        from .data import SMOKE_STAMP
+        from .stamps import SMOKE_STAMP
 
         image = stamp(image, SMOKE_STAMP)
     save_image(image, png)
@@ -960,7 +960,8 @@ def project_folder(src: "str | os.PathLike[str]", dst: "str | os.PathLike[str]",
         RangeError: one image does not fit in the device's free memory.
     """
     from ._io import check_output_folder, remove_stale_parts
-    from .align import IMAGE_EXTENSIONS, load_image, scan_images
+    from .align import IMAGE_EXTENSIONS, load_image
+    from .align_batch import scan_images
     from .errors import BatchInterrupted, MemoryLimitError
     from .grids import to_tensor
     from .memory import is_out_of_memory, plan_batch

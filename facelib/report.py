@@ -315,7 +315,7 @@ def build_report(out_dir: "str | os.PathLike[str]" = "out", *, title: str = "fac
         A :class:`Report` (paths, smoke state, per-step sections).
     """
     from . import __version__
-    from .data import REAL_WEIGHTS_HELP, SMOKE_STAMP
+    from .stamps import REAL_WEIGHTS_HELP, SMOKE_STAMP
     from .paths import repo_root
 
     out = Path(out_dir).absolute()

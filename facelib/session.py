@@ -14,9 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from . import __version__, identity
 from ._io import atomic_path, jsonable
+from .data import DataInventory, locate
 from .errors import CheckpointError, DependencyError, InputError
-from .data import SMOKE_HINT, SMOKE_STAMP, STAND_IN_STAMP, DataInventory, locate
+from .grids import stamp
+from .stamps import RANDOM_ID_STAMP, SMOKE_HINT, SMOKE_STAMP, STAND_IN_STAMP
+from .stylegan2 import StyleGAN2Generator
+from .weights import load_generator, resolve_device, state_fingerprint
 
 __all__ = ["SMOKE_GENERATOR", "SMOKE_ARCFACE", "RANDOM_ID_STAMP", "IdentityNetwork", "identity_network",
            "smoke_generator", "NotebookSetup", "notebook_setup"]
@@ -31,8 +36,6 @@ log = logging.getLogger(__name__)
 SMOKE_GENERATOR = {"resolution": 64, "style_dim": 64, "n_mlp": 2, "channel_max": 64}
 #: The small untrained identity network of smoke runs.
 SMOKE_ARCFACE = {"arch": "iresnet", "layers": (1, 1, 1, 1), "base_channels": 8}
-#: Stamp for images whose identity came from the untrained identity network.
-RANDOM_ID_STAMP = "RANDOM IDENTITY NETWORK - SMOKE RUN"
 
 
 @dataclass(frozen=True)
@@ -56,8 +59,6 @@ def identity_network(path: "str | os.PathLike[str] | None" = None, *, smoke: boo
     """The ArcFace network for face swap: ``path`` when given; else (outside a smoke run) the first
     one :func:`locate` recognises; else the small untrained network of smoke runs (its results
     must carry :data:`RANDOM_ID_STAMP`)."""
-    from . import identity
-
     if not path and not smoke:
         found = (inventory if inventory is not None else locate()).first("arcface")
         path = found.path if found is not None else None
@@ -74,9 +75,6 @@ def smoke_generator(seed: int = 0, device: Any = None):
 
     Its outputs are not faces: every image made with it must carry :data:`SMOKE_STAMP`.
     """
-    from .stylegan2 import StyleGAN2Generator
-    from .weights import state_fingerprint
-
     G = StyleGAN2Generator(**SMOKE_GENERATOR, seed=seed)
     G.weights_sha256 = "smoke-" + state_fingerprint(G.state_dict())[:16]
     G.source_path = None
@@ -121,8 +119,6 @@ class NotebookSetup:
             if self.smoke:
                 _CACHE[key] = smoke_generator(self.seed, self.device)
             else:
-                from .weights import load_generator
-
                 _CACHE[key] = load_generator(self.weights, device=self.device)
         return _CACHE[key]
 
@@ -189,8 +185,6 @@ class NotebookSetup:
         """Stamp a PIL image with the smoke-run or stand-in label (unchanged in a real run on real inputs)."""
         if not self.smoke and not self.stand_ins:
             return image
-        from .grids import stamp
-
         return stamp(image, text or (SMOKE_STAMP if self.smoke else STAND_IN_STAMP))
 
     def title(self, text: str) -> str:
@@ -202,15 +196,11 @@ class NotebookSetup:
 
     def describe(self) -> str:
         """One line for the notebook's output."""
-        from . import __version__
-
         src = "untrained smoke generator" if self.smoke else f"generator {self.weights}"
         return f"facelib {__version__} | {self.step} | device {self.device} | seed {self.seed} | {src} | out {self.out}"
 
     def record(self, **info: Any) -> None:
         """Merge this step's provenance (smoke flag, weights, device, plus ``info``) into ``out/provenance.json``."""
-        from . import __version__
-
         path = self.out / "provenance.json"
         try:
             data = json.loads(path.read_text()) if path.is_file() else {}
@@ -249,8 +239,6 @@ def notebook_setup(step: str, *, out_dir: "str | os.PathLike[str]" = "out", smok
             with ``SMOKE = True``).
         CheckpointError: ``weights`` names a file that does not exist.
     """
-    from .weights import resolve_device
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     inventory = locate()

@@ -32,6 +32,9 @@ from .errors import InputError, ShapeError
 
 __all__ = [
     "StyleGAN2Generator",
+    "BLUR_TAPS",
+    "SQRT2",
+    "make_kernel",
     "upfirdn2d",
     "fused_leaky_relu",
     "modulated_conv2d",
@@ -42,9 +45,10 @@ __all__ = [
 #: ``noise`` of :meth:`StyleGAN2Generator.synthesis`: None, "random", "none" or per-layer maps.
 NoiseSpec = Union[None, str, Sequence[Optional[torch.Tensor]]]
 
-# The FIR taps of every StyleGAN2 generator resampling step (Karras et al. 2020).
-_BLUR_TAPS = (1.0, 3.0, 3.0, 1.0)
-_SQRT2 = math.sqrt(2.0)
+#: The FIR taps of every StyleGAN2 generator resampling step (Karras et al. 2020).
+BLUR_TAPS = (1.0, 3.0, 3.0, 1.0)
+#: The gain of the leaky-ReLU activations (``sqrt(2)``).
+SQRT2 = math.sqrt(2.0)
 
 
 # ----------------------------------------------------------------------------------------
@@ -52,7 +56,7 @@ _SQRT2 = math.sqrt(2.0)
 # ----------------------------------------------------------------------------------------
 
 def fused_leaky_relu(x: torch.Tensor, bias: torch.Tensor | None = None, negative_slope: float = 0.2,
-                     scale: float = _SQRT2) -> torch.Tensor:
+                     scale: float = SQRT2) -> torch.Tensor:
     """``leaky_relu(x + bias, negative_slope) * scale``; ``bias`` (C,) broadcasts over dim 1."""
     if bias is not None:
         shape = [1, -1] + [1] * (x.ndim - 2)
@@ -227,13 +231,13 @@ class EqualLinear(nn.Module):
 
 def _make_taps(factor: int) -> torch.Tensor:
     """The [1,3,3,1] taps normalised to sum ``factor``: (4,)."""
-    k = torch.tensor(_BLUR_TAPS)
+    k = torch.tensor(BLUR_TAPS)
     return k / k.sum() * factor
 
 
-def _make_kernel(factor: int) -> torch.Tensor:
+def make_kernel(factor: int) -> torch.Tensor:
     """The (4, 4) FIR kernel outer(taps, taps), summing to ``factor ** 2`` (rosinality's buffer)."""
-    k = torch.tensor(_BLUR_TAPS)
+    k = torch.tensor(BLUR_TAPS)
     k = torch.outer(k, k)
     return k / k.sum() * factor ** 2
 
@@ -249,7 +253,7 @@ class _FIR(nn.Module):
     def __init__(self, factor: int) -> None:
         super().__init__()
         self.factor = factor
-        self.register_buffer("kernel", _make_kernel(factor))
+        self.register_buffer("kernel", make_kernel(factor))
         self.register_buffer("taps", _make_taps(factor), persistent=False)
         self.register_load_state_dict_post_hook(_FIR._match_taps)
 

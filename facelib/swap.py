@@ -71,7 +71,7 @@ from torch import nn
 from ._optim import (BestSteps, Evaluation, Frozen, StepCallback, StepState, batch_indices, check_settings,
                      generator_id, image_batch, lpips_option, optimise, read_result, resolve_lpips_option,
                      save_result)
-from .edits import _Preview
+from .edits import Preview
 from .errors import CheckpointError, DependencyError, InputError, OptimisationError, RangeError, ShapeError
 
 __all__ = [
@@ -1095,7 +1095,7 @@ def swap_inputs(G: nn.Module, *, latents_dir: Any = "out/latents", aligned_dir: 
                       target_names=list(targets.names), target_photos=[None] * n, notes=tuple(notes), stand_ins=True)
 
 
-class SwapPreview(_Preview):
+class SwapPreview(Preview):
     """``preview(config=None, rows=None)`` -> PIL table (source / target / swap) of one pair.
 
     Runs :func:`face_swap` (no progress bar) and caches results per settings, so moving a

@@ -582,7 +582,8 @@ def tune_folder(aligned: "str | os.PathLike[str]", latents: "str | os.PathLike[s
     Raises:
         InputError: ``aligned`` is neither a folder nor an image.
     """
-    from .align import IMAGE_EXTENSIONS, list_images
+    from .align import IMAGE_EXTENSIONS
+    from .align_batch import list_images
     from .grids import save_image
     from .project import load_projection, projection_paths
 

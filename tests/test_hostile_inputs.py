@@ -386,7 +386,7 @@ def test_verbose_after_the_sub_command_and_pil_quiet(tmp_path):
 
 
 def test_align_ctrl_c_lists_what_was_not_reached_and_stale_parts_go(tmp_path, monkeypatch):
-    from facelib import align as A
+    from facelib import align_batch as A
 
     src, dst = tmp_path / "photos", tmp_path / "aligned"
     (src / "bob").mkdir(parents=True)
