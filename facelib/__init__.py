@@ -23,7 +23,7 @@ _LAZY = {
     "save_generator": "weights",
     "file_sha256": "weights",
     "load_nvidia_pickle": "nvidia",
-    "convert_checkpoint": "nvidia",
+    "convert_checkpoint": "nvidia_convert",
     # alignment
     "align_face": "align",
     "align_faces": "align",

@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from .errors import InputError
+
 __all__ = ["atomic_path", "jsonable", "remove_stale_parts", "check_output_file", "check_output_folder",
            "sniff_file"]
 
@@ -118,8 +120,6 @@ def check_output_folder(path: "str | os.PathLike[str]", name: str) -> Path:
     Raises:
         InputError: ``path`` is a file, a parent is a file, or the folder is not writable (message names ``name``).
     """
-    from .errors import InputError
-
     path = Path(path)
     problem = _folder_problem(path)
     if problem:
@@ -135,8 +135,6 @@ def check_output_file(path: "str | os.PathLike[str]", name: str,
     Raises:
         InputError: naming ``name`` and the path, e.g. "OUT x.gif: unknown extension '.gif'; use one of ...".
     """
-    from .errors import InputError
-
     path = Path(path)
     if not path.suffix:
         raise InputError(f"{name} {path}: no file extension; use one of {', '.join(suffixes)}")

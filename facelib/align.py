@@ -44,7 +44,7 @@ from PIL import Image, ImageDraw, ImageOps
 
 from .dlib_models import (CNN_DETECTOR, PREDICTOR_68, cnn_detector, dlib_model_path, hog_detector, import_dlib,
                           landmark_model)
-from .errors import InputError, NoFaceError, ShapeError
+from .errors import InputError, NoFaceError, ShapeError, check_shape
 from .paths import IMAGE_EXTENSIONS
 
 __all__ = [
@@ -298,9 +298,7 @@ def ffhq_quad(landmarks: np.ndarray) -> tuple[np.ndarray, float]:
         bottom-right, top-right of the aligned image, in source pixel indices; qsize its side.
     """
     lm = np.asarray(landmarks, dtype=np.float64)
-    if lm.shape != (68, 2):
-        raise ShapeError(f"landmarks: expected shape (68, 2), got {lm.shape}",
-                         actual_shape=lm.shape, expected_shape=(68, 2))
+    check_shape("landmarks", lm, (68, 2))
     eye_l = lm[_EYE_L].mean(axis=0)
     eye_r = lm[_EYE_R].mean(axis=0)
     eye_mid = (eye_l + eye_r) * 0.5

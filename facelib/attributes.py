@@ -36,7 +36,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
+from ._io import atomic_path
+from ._optim import generator_id
 from .errors import InputError, NoFaceError, ShapeError
+from .identity import dlib_landmarks, identity_crop, pose_proxy
 
 __all__ = [
     "LANDMARK_ATTRIBUTES",
@@ -72,8 +75,6 @@ def landmark_attributes(landmarks68: Any) -> dict[str, np.ndarray]:
     Raises:
         ShapeError: not (N, 68, 2). InputError: the eye centres coincide.
     """
-    from .identity import pose_proxy
-
     pts = getattr(landmarks68, "points", landmarks68)
     pts = np.asarray(pts.detach().cpu() if isinstance(pts, torch.Tensor) else pts, dtype=np.float64)
     if pts.ndim == 2:
@@ -139,8 +140,6 @@ def identity_similarity(images: torch.Tensor, reference: torch.Tensor, arcface: 
     Returns:
         (N,) float64 in [-1, 1].
     """
-    from .identity import identity_crop
-
     dev = next(arcface.parameters()).device
     with torch.no_grad():
         if reference.ndim == 4:
@@ -166,8 +165,6 @@ def measure_attributes(images: Any, attributes: Sequence[str] = LANDMARK_ATTRIBU
         InputError: an unknown attribute, or ``identity`` without reference/arcface.
         DependencyError: dlib or its landmark model is missing.
     """
-    from .identity import dlib_landmarks
-
     names = [str(a) for a in ([attributes] if isinstance(attributes, str) else attributes)]
     unknown = [a for a in names if a not in ATTRIBUTES]
     if unknown or not names:
@@ -280,9 +277,6 @@ def label_latents(G: Any, n: int, attributes: Sequence[str] = ("smile",), *, see
         untrained generator) are NaN and counted in ``skipped``.
     """
     from tqdm.auto import tqdm
-
-    from ._io import atomic_path
-    from ._optim import generator_id
 
     G = getattr(G, "generator", G)
     if int(n) < 1:

@@ -435,7 +435,7 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_convert(args: argparse.Namespace) -> int:
-    from .nvidia import convert_checkpoint
+    from .nvidia_convert import convert_checkpoint
 
     r = convert_checkpoint(args.src, args.dst, n_check=args.check_images, seed=args.seed)
     clamp = "" if r.conv_clamp is None else f", conv_clamp {r.conv_clamp:g}"

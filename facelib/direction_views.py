@@ -26,6 +26,7 @@ from .directions import Direction, Directions, apply_direction, direction_strip,
 from .directions import pca_directions, sefa_directions
 from .edits import LayerMask, MaskSpec, find_projections, random_latents, render
 from .errors import CheckpointError, InputError
+from .grids import make_grid, save_image, stamp, to_pil
 
 __all__ = ["directions_for", "find_directions", "pick_target", "strip_grid", "DirectionPreview",
            "export_edits", "ChosenEdit"]
@@ -158,8 +159,6 @@ def strip_grid(G: Any, target: Any, directions: "Directions | Sequence[Direction
     Returns:
         PIL image.
     """
-    from .grids import make_grid
-
     rows = [list(direction_strip(G, target, d, sigmas=sigmas, mask=mask)) for d in directions]
     return make_grid(rows, cell=cell, row_labels=[_label(d) for d in directions],
                      col_labels=[f"{s:+g} sigma" if s else "0" for s in sigmas], title=title)
@@ -195,8 +194,6 @@ class DirectionPreview:
         return w
 
     def __call__(self, strengths: Sequence[float], mask: MaskSpec = None):
-        from .grids import make_grid, stamp
-
         image = render(self.G, self.edited(strengths, mask), noise=self.noises)[0]
         said = ", ".join(f"{d.name} {float(s):+.1f}" for d, s in zip(self.directions, strengths) if s) or "no edit"
         rows = "own rows" if mask is None else f"rows {LayerMask.coerce(mask, self.G.n_latent)}"
@@ -251,8 +248,6 @@ def export_edits(G: Any, target: Any, directions: "Directions | Sequence[Directi
     Raises:
         InputError: a malformed edit or a direction index out of range.
     """
-    from .grids import make_grid, save_image, stamp, to_pil
-
     G = generator_of(G)
     dirs = list(directions)
     chosen = []

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+from .paths import search_dirs
+
 __all__ = ["Requirement", "REQUIREMENTS", "LANDMARK_MODEL", "KernelCheck", "check_kernel", "missing_packages"]
 
 log = logging.getLogger(__name__)
@@ -96,8 +98,6 @@ def _online(timeout: float = 3.0) -> bool:
 
 
 def _search_dirs() -> list[Path]:
-    from .paths import search_dirs
-
     return search_dirs(package_models=False)
 
 

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import InputError, ShapeError
+from .errors import InputError, check_shape
 
 __all__ = [
     "StyleGAN2Generator",
@@ -136,9 +136,7 @@ def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, *, up: int = 1, down: int =
     Returns:
         (N, C, (H*up + y0 + y1 - kh) // down + 1, (W*up + x0 + x1 - kw) // down + 1).
     """
-    if x.ndim != 4:
-        raise ShapeError(f"upfirdn2d: expected (N, C, H, W), got {tuple(x.shape)}", actual_shape=x.shape,
-                         expected_shape=(None, None, None, None))
+    check_shape("upfirdn2d: x (N, C, H, W)", x, (None, None, None, None))
     if impl not in ("auto", "ref", "separable"):
         raise InputError(f"upfirdn2d: impl must be 'auto', 'ref' or 'separable', got {impl!r}")
     pad4 = (pad[0], pad[1], pad[0], pad[1]) if len(pad) == 2 else tuple(pad)
@@ -506,9 +504,7 @@ class StyleGAN2Generator(nn.Module):
     # -- mapping ------------------------------------------------------------------------
     def mapping(self, z: torch.Tensor) -> torch.Tensor:
         """z (N, style_dim) -> w (N, style_dim)."""
-        if z.ndim != 2 or z.shape[1] != self.style_dim:
-            raise ShapeError(f"mapping: expected z of shape (N, {self.style_dim}), got {tuple(z.shape)}",
-                             actual_shape=z.shape, expected_shape=(None, self.style_dim))
+        check_shape("mapping: z", z, (None, self.style_dim))
         return self.style(z)
 
     @torch.no_grad()
@@ -567,10 +563,7 @@ class StyleGAN2Generator(nn.Module):
         """
         if wplus.ndim == 2:
             wplus = wplus[:, None].expand(-1, self.n_latent, -1)
-        if wplus.ndim != 3 or wplus.shape[1:] != (self.n_latent, self.style_dim):
-            raise ShapeError(
-                f"synthesis: expected wplus of shape (N, {self.n_latent}, {self.style_dim}), got {tuple(wplus.shape)}",
-                actual_shape=wplus.shape, expected_shape=(None, self.n_latent, self.style_dim))
+        check_shape("synthesis: wplus", wplus, (None, self.n_latent, self.style_dim))
         noises = self._resolve_noise(noise, wplus.shape[0])
         x = self.input(wplus.shape[0])
         if self.channels_last or (self.channels_last is None and x.device.type == "cpu"):

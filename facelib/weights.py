@@ -22,6 +22,7 @@ import torch
 
 from ._io import atomic_path, sniff_file
 from .errors import CheckpointError, InputError
+from .nvidia import load_nvidia_pickle
 from .stylegan2 import StyleGAN2Generator
 
 __all__ = ["safe_torch_load", "load_generator", "save_generator", "generator_checkpoint", "file_sha256",
@@ -283,8 +284,6 @@ def load_generator(path_or_state: "str | os.PathLike[str] | Mapping[str, Any]", 
         source = Path(path_or_state)
         kind = _check_file(source)
         if kind == "pickle":
-            from .nvidia import load_nvidia_pickle  # lazy: only for NVIDIA files
-
             ckpt = load_nvidia_pickle(source)
         else:
             ckpt = safe_torch_load(source)

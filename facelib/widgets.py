@@ -26,12 +26,15 @@ from __future__ import annotations
 import dataclasses
 import html
 import io
+import json
 import os
+import sys
 import time
 import types
 import typing
 from typing import Any, Callable, Mapping, Sequence
 
+from ._io import atomic_path
 from .errors import DependencyError, InputError
 from .progress import progress_bar
 
@@ -589,11 +592,7 @@ def enable_saved_widget_state(prefix: "str | os.PathLike[str] | None" = None) ->
     Returns:
         The path of ``overrides.json``.
     """
-    import json
-    import sys
     from pathlib import Path
-
-    from ._io import atomic_path
 
     lab = Path(prefix if prefix is not None else sys.prefix) / "share" / "jupyter" / "lab"
     path = lab / "settings" / "overrides.json"

@@ -262,7 +262,7 @@ def test_non_finite_weights_and_latents_are_refused_with_the_tensor_name(small_g
 
 
 def test_convert_verification_fails_on_nan(small_generator, tmp_path, monkeypatch):
-    from facelib import nvidia
+    from facelib import nvidia_convert
 
     save_generator(small_generator, tmp_path / "G.pt")
     from facelib.stylegan2 import StyleGAN2Generator
@@ -277,7 +277,7 @@ def test_convert_verification_fails_on_nan(small_generator, tmp_path, monkeypatc
 
     monkeypatch.setattr(StyleGAN2Generator, "synthesis", nan_after_reload)
     with pytest.raises(CheckpointError, match="does not reproduce") as info:
-        nvidia.convert_checkpoint(tmp_path / "G.pt", tmp_path / "out.pt", n_check=1)
+        nvidia_convert.convert_checkpoint(tmp_path / "G.pt", tmp_path / "out.pt", n_check=1)
     assert "images nan" in str(info.value) and not (tmp_path / "out.pt").exists()
 
 
