@@ -35,6 +35,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from ._io import atomic_path
 from ._optim import generator_id
@@ -276,8 +277,6 @@ def label_latents(G: Any, n: int, attributes: Sequence[str] = ("smile",), *, see
         :class:`LabelledLatents`; images in which dlib finds no face (all of them for an
         untrained generator) are NaN and counted in ``skipped``.
     """
-    from tqdm.auto import tqdm
-
     G = getattr(G, "generator", G)
     if int(n) < 1:
         raise InputError(f"n: expected a positive number of samples, got {n}")

@@ -27,6 +27,7 @@ Fetching the Kaggle datasets is :mod:`facelib.kaggle`; notebook setup is :mod:`f
 from __future__ import annotations
 
 import bz2
+import pickletools
 import logging
 import math
 import os
@@ -452,8 +453,6 @@ def _nvidia_detail(head: bytes) -> str:
     ``img_resolution`` / ``num_ws`` / ``w_dim`` values (the generator's) are taken, ``num_ws``
     computed from the resolution when absent. Returns "" when the head holds none of them.
     """
-    import pickletools
-
     wanted = {"img_resolution": None, "num_ws": None, "w_dim": None}
     pending: str | None = None
     try:

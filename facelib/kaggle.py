@@ -136,7 +136,7 @@ def _fetch_kagglehub(handle: str, folder: Path, force: bool) -> None:
 
 def _fetch_kaggle_api(handle: str, folder: Path, force: bool) -> None:
     # `import kaggle` authenticates as a side effect; it is only reached with credentials present.
-    from kaggle.api.kaggle_api_extended import KaggleApi
+    from kaggle.api.kaggle_api_extended import KaggleApi  # optional client, only for downloads
 
     api = KaggleApi()
     api.authenticate()

@@ -305,7 +305,7 @@ def _notice_lpips_off() -> None:
 
 def _import_lpips() -> Any:
     try:
-        import lpips
+        import lpips  # optional heavy dependency, only for LPIPS
     except ImportError as e:
         raise DependencyError("LPIPS needs the 'lpips' package: pip install lpips") from e
     return lpips

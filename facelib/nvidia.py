@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import numpy as np
 import torch
 
 from ._io import sniff_file
@@ -218,8 +219,6 @@ class _NumpyDType:
     """Stand-in for ``numpy.dtype``: admits numeric kinds only; BUILD may set the byte order."""
 
     def __init__(self, name: Any, align: Any = False, copy: Any = False) -> None:
-        import numpy as np
-
         if not isinstance(name, str):
             raise _Refused(f"numpy dtype from a {type(name).__name__}, expected a type code")
         try:
@@ -239,8 +238,6 @@ class _NumpyDType:
 
 def _numpy_scalar(dtype: Any, data: Any = None) -> int | float | complex | bool:
     """Stand-in for ``numpy.core.multiarray.scalar``: the value as a plain Python number."""
-    import numpy as np
-
     if not isinstance(dtype, _NumpyDType) or not isinstance(data, (bytes, bytearray)):
         raise _Refused("numpy scalar that is not a plain number")
     if len(data) != dtype.dtype.itemsize:

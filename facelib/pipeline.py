@@ -216,7 +216,7 @@ def _declared(path: Path) -> dict[str, Any]:
                     names[t.id] = ast.get_source_segment(src, node.value) if getattr(node, "value", None) else None
         return names
     try:
-        import papermill
+        import papermill  # optional heavy dependency, only to run notebooks
 
         return dict(papermill.inspect_notebook(str(path)))
     except Exception as e:  # no parameters cell at all
@@ -378,7 +378,7 @@ def run_series(out_dir: "str | os.PathLike[str]" = "out", *, notebooks_dir: "str
             or papermill is not installed.
     """
     try:
-        import papermill
+        import papermill  # optional heavy dependency, only to run notebooks
     except ImportError as e:
         raise DependencyError("running the notebooks needs papermill: pip install papermill ipykernel") from e
     say = echo or (lambda s: None)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from tqdm.std import tqdm as std_tqdm
+
 __all__ = ["progress_bar", "in_kernel"]
 
 _BAR_CLASS: Any = None
@@ -21,7 +23,6 @@ def _notebook_bar_class() -> Any:
         return _BAR_CLASS
     from IPython.display import display  # ipywidgets/IPython only when a notebook bar is made
     from tqdm.notebook import tqdm_notebook
-    from tqdm.std import tqdm as std_tqdm
 
     class TextWhenDoneBar(tqdm_notebook):  # type: ignore[misc, valid-type]
         """A widget while running; its final text line (or nothing, with ``leave=False``) once closed."""
@@ -62,7 +63,7 @@ def _notebook_bar_class() -> Any:
 def in_kernel() -> bool:
     """True inside a live IPython kernel (a notebook), False in a terminal or a script."""
     try:
-        from IPython import get_ipython
+        from IPython import get_ipython  # optional: only notebooks have it
     except ImportError:
         return False
     ip = get_ipython()
@@ -79,8 +80,6 @@ def progress_bar(iterable: Any = None, **kwargs: Any) -> Any:
     (``FACELIB_HEADLESS``, as ``python -m facelib demo`` sets) and without ipywidgets:
     tqdm's text bar.
     """
-    from tqdm.std import tqdm as std_tqdm
-
     cls = std_tqdm
     if in_kernel() and not os.environ.get("FACELIB_HEADLESS"):
         try:
