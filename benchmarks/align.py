@@ -116,7 +116,7 @@ def run_folder(photos: list[Path], mps: list[float], n: int, output_size: int, w
     """align_folder photos/s on ``n`` photos per pixel count, by warp and worker count (best, median)."""
     import tempfile
 
-    from facelib.align import align_folder
+    from facelib.align_batch import align_folder
 
     rows = []
     for mp in mps:

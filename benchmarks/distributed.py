@@ -40,7 +40,7 @@ def _make_inputs(folder: Path, n: int, weights: str | None) -> Path | None:
     the generator file to pass as --weights (None = the CLI's smoke generator)."""
     import torch
 
-    from facelib.data import smoke_generator
+    from facelib.session import smoke_generator
     from facelib.grids import to_pil
     from facelib.weights import load_generator
 

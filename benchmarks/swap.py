@@ -36,7 +36,7 @@ ROW_SETS = ("0-3", "4-8", "8-9", "0-8", "all")
 def rows_table(steps: int, pairs: int, device: str) -> list[dict]:
     import torch
 
-    from facelib.data import SMOKE_ARCFACE, smoke_generator
+    from facelib.session import SMOKE_ARCFACE, smoke_generator
     from facelib.edit_inputs import random_latents
     from facelib.identity import build_arcface
     from facelib.swap import face_swap

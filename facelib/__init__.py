@@ -23,16 +23,16 @@ _LAZY = {
     "save_generator": "weights",
     "file_sha256": "weights",
     "load_nvidia_pickle": "nvidia",
-    "convert_checkpoint": "nvidia",
+    "convert_checkpoint": "nvidia_convert",
     # alignment
     "align_face": "align",
     "align_faces": "align",
-    "align_folder": "align",
+    "align_folder": "align_batch",
     "AlignedFace": "align",
     "load_image": "align",
-    "AlignFolderResult": "align",
+    "AlignFolderResult": "align_batch",
     "face_mask": "align",
-    "dlib_model_path": "align",
+    "dlib_model_path": "dlib_models",
     # projection
     "project": "projection",
     "Projection": "projection",
@@ -70,7 +70,7 @@ _LAZY = {
     # data, notebooks, report
     "locate": "data",
     "DataInventory": "data",
-    "notebook_setup": "data",
+    "notebook_setup": "session",
     "run_series": "pipeline",
     "build_report": "report",
     # grids

@@ -10,8 +10,10 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from .errors import InputError
+
 __all__ = ["atomic_path", "jsonable", "remove_stale_parts", "check_output_file", "check_output_folder",
-           "safe_name"]
+           "safe_name", "sniff_file"]
 
 #: Image file suffixes PIL writes, for output paths.
 WRITABLE_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -119,8 +121,6 @@ def check_output_folder(path: "str | os.PathLike[str]", name: str) -> Path:
     Raises:
         InputError: ``path`` is a file, a parent is a file, or the folder is not writable (message names ``name``).
     """
-    from .errors import InputError
-
     path = Path(path)
     problem = _folder_problem(path)
     if problem:
@@ -136,8 +136,6 @@ def check_output_file(path: "str | os.PathLike[str]", name: str,
     Raises:
         InputError: naming ``name`` and the path, e.g. "OUT x.gif: unknown extension '.gif'; use one of ...".
     """
-    from .errors import InputError
-
     path = Path(path)
     if not path.suffix:
         raise InputError(f"{name} {path}: no file extension; use one of {', '.join(suffixes)}")
@@ -155,3 +153,29 @@ def safe_name(name: str) -> str:
     """``name`` made safe as a file name: runs of characters other than ``A-Za-z0-9._-`` become
     ``_``, leading/trailing dots and underscores go; "image" when nothing is left."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("._") or "image"
+
+
+#: The first bytes of a legacy (pre-1.6) ``torch.save`` file: pickle protocol 2 and torch's magic number.
+LEGACY_TORCH_MAGIC = bytes.fromhex("80028a0a6cfc9c46f9206aa85019")
+
+
+def sniff_file(path: Path) -> str:
+    """Classify a file by its first bytes: 'zip', 'torch-legacy', 'pickle', 'html', 'text', 'empty', 'other'."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if not head:
+        return "empty"
+    if head.startswith(b"PK\x03\x04"):
+        return "zip"
+    if head.startswith(LEGACY_TORCH_MAGIC):
+        return "torch-legacy"
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return "pickle"
+    stripped = head.lstrip().lower()
+    if stripped.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head")):
+        return "html"
+    try:
+        head.decode("utf-8")
+        return "text"
+    except UnicodeDecodeError:
+        return "other"

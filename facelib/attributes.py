@@ -35,8 +35,13 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
+from ._io import atomic_path
+from ._optim import generator_id
 from .errors import InputError, NoFaceError, ShapeError
+from .dlib_judge import dlib_landmarks, pose_proxy
+from .identity import identity_crop
 
 __all__ = [
     "LANDMARK_ATTRIBUTES",
@@ -72,8 +77,6 @@ def landmark_attributes(landmarks68: Any) -> dict[str, np.ndarray]:
     Raises:
         ShapeError: not (N, 68, 2). InputError: the eye centres coincide.
     """
-    from .dlib_judge import pose_proxy
-
     pts = getattr(landmarks68, "points", landmarks68)
     pts = np.asarray(pts.detach().cpu() if isinstance(pts, torch.Tensor) else pts, dtype=np.float64)
     if pts.ndim == 2:
@@ -139,8 +142,6 @@ def identity_similarity(images: torch.Tensor, reference: torch.Tensor, arcface: 
     Returns:
         (N,) float64 in [-1, 1].
     """
-    from .identity import identity_crop
-
     dev = next(arcface.parameters()).device
     with torch.no_grad():
         if reference.ndim == 4:
@@ -166,8 +167,6 @@ def measure_attributes(images: Any, attributes: Sequence[str] = LANDMARK_ATTRIBU
         InputError: an unknown attribute, or ``identity`` without reference/arcface.
         DependencyError: dlib or its landmark model is missing.
     """
-    from .dlib_judge import dlib_landmarks
-
     names = [str(a) for a in ([attributes] if isinstance(attributes, str) else attributes)]
     unknown = [a for a in names if a not in ATTRIBUTES]
     if unknown or not names:
@@ -279,11 +278,6 @@ def label_latents(G: Any, n: int, attributes: Sequence[str] = ("smile",), *, see
         :class:`LabelledLatents`; images in which dlib finds no face (all of them for an
         untrained generator) are NaN and counted in ``skipped``.
     """
-    from tqdm.auto import tqdm
-
-    from ._io import atomic_path
-    from ._optim import generator_id
-
     G = getattr(G, "generator", G)
     if int(n) < 1:
         raise InputError(f"n: expected a positive number of samples, got {n}")

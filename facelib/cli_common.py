@@ -31,7 +31,9 @@ def given_options(args: argparse.Namespace, names: Sequence[str]) -> dict:
 def open_generator(weights: str | None, device=None, *, seed: int = 0):
     """The generator in ``weights``; without it the first one :func:`facelib.data.locate` finds (as
     ``demo`` does); without any, the small untrained generator of smoke runs (its images are stamped)."""
-    from .data import REAL_WEIGHTS_HELP, locate, smoke_generator
+    from .data import locate
+    from .session import smoke_generator
+    from .stamps import REAL_WEIGHTS_HELP
     from .weights import load_generator
 
     if not weights:

@@ -32,7 +32,7 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_sample(args: argparse.Namespace) -> int:
-    from .data import SMOKE_STAMP
+    from .stamps import SMOKE_STAMP
     from .grids import make_grid, save_image, stamp
 
     from ._io import check_output_file
@@ -140,7 +140,8 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
 def _run_data_status(args: argparse.Namespace) -> int:
     import json
 
-    from .data import locate, verify_manifest
+    from .data import locate
+    from .kaggle import verify_manifest
 
     inv = locate()
     if getattr(args, "json", False):
@@ -158,7 +159,7 @@ def _run_data_status(args: argparse.Namespace) -> int:
 
 
 def _run_data_download(args: argparse.Namespace) -> int:
-    from .data import KAGGLE_DATASETS, download
+    from .kaggle import download, KAGGLE_DATASETS
 
     results = download(args.dest, args.dataset or KAGGLE_DATASETS, force=args.force, on_progress=print)
     bad = [r for r in results if r.status == "failed" or r.problems]
@@ -168,7 +169,7 @@ def _run_data_download(args: argparse.Namespace) -> int:
 
 
 def _run_data_verify(args: argparse.Namespace) -> int:
-    from .data import verify_manifest
+    from .kaggle import verify_manifest
 
     problems = verify_manifest(args.dest, hashes=not args.quick)
     for pr in problems:
@@ -207,7 +208,7 @@ def _add_align(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_align(args: argparse.Namespace) -> int:
-    from .align import MAX_OUTPUT_SIZE, align_folder
+    from .align_batch import MAX_OUTPUT_SIZE, align_folder
     from .distributed import finish, init
 
     if not 16 <= args.size <= MAX_OUTPUT_SIZE:
@@ -341,7 +342,7 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_convert(args: argparse.Namespace) -> int:
-    from .nvidia import convert_checkpoint
+    from .nvidia_convert import convert_checkpoint
 
     refuse_existing(args.dst, "OUT", args.overwrite)
     r = convert_checkpoint(args.src, args.dst, n_check=args.check_images, seed=args.seed)

@@ -68,7 +68,7 @@ def _tuned_generator(args: argparse.Namespace, G, latent_path: str):
     from .tuning import load_tuning, tuning_path
 
     if getattr(args, "paste_back", None):  # fail before writing anything when the photo cannot be found
-        from .align import load_alignment
+        from .align_batch import load_alignment
 
         face = load_alignment(args.paste_back)
         if not face.source or not Path(face.source).is_file():
@@ -91,7 +91,7 @@ def _paste_back(args: argparse.Namespace, G, image, out: str) -> None:
         return
     from pathlib import Path
 
-    from .data import SMOKE_STAMP
+    from .stamps import SMOKE_STAMP
     from .errors import InputError
     from .paste import paste_file
 
@@ -136,7 +136,7 @@ def _write_edit(G, source: str, wplus, noises, out: str, *, render_G=None, paste
                 **meta) -> None:
     from pathlib import Path
 
-    from .data import SMOKE_STAMP
+    from .stamps import SMOKE_STAMP
     from .edits import render
     from .latents import save_latents
     from .grids import make_grid, save_image, stamp, to_pil
@@ -262,7 +262,8 @@ def _run_swap(args: argparse.Namespace) -> int:
         return 0
 
     from ._io import check_output_file
-    from .data import SMOKE_STAMP, identity_network
+    from .session import identity_network
+    from .stamps import SMOKE_STAMP
     from .swap import SwapConfig, face_swap, resolve_rows, save_swaps
 
     check_counts(args, ["steps"])
@@ -410,7 +411,7 @@ def _fit_from_args(G, args: argparse.Namespace, name: str):
 def _identity_reference(G, args: argparse.Namespace):
     """(reference image (1, 3, H, W) in [-1, 1], ArcFace network) for ``directions fit --attribute identity``."""
     from .align import load_image
-    from .data import identity_network
+    from .session import identity_network
     from .grids import to_tensor
 
     if not args.reference:

@@ -1,9 +1,10 @@
-"""Finding inputs (photos and weight files), fetching the Kaggle datasets, notebook setup.
+"""Finding inputs by their content: photos and weight files.
 
 :func:`locate` searches ``$FACELIB_DATA``, ``./data/`` (and the repository's ``data/``) and,
-on Kaggle, every attached dataset under ``/kaggle/input/``, and sorts what it finds into
-StyleGAN2 generators, ArcFace networks, dlib models, VGG16 weights (for LPIPS) and photo
-folders. Weight files are recognised by their **content**, never by their names:
+on Kaggle, every attached dataset under ``/kaggle/input/`` (the folders of
+:mod:`facelib.paths`), and sorts what it finds into StyleGAN2 generators, ArcFace networks,
+dlib models, VGG16 weights (for LPIPS) and photo folders. Weight files are recognised by
+their **content**, never by their names:
 
 * ``torch.save`` zip files (the format of every current ``.pt``/``.pth``): only the small
   ``<archive>/data.pkl`` member is read, with a restricted unpickler that knows a dozen
@@ -21,38 +22,33 @@ folders. Weight files are recognised by their **content**, never by their names:
 * HTML pages, empty files and compressed downloads that stand where a weight file should be
   are reported as problems.
 
-:func:`download` fetches the five Kaggle datasets behind the original report with Kaggle's
-own clients (``kagglehub``, else the ``kaggle`` package) and records every file's size and
-SHA-256 in ``data/MANIFEST.json``.
-
-:func:`notebook_setup` is what each notebook calls after its parameters cell: device, the
-generator (real, or the small untrained one of a smoke run), labels for smoke-run images.
+Fetching the Kaggle datasets is :mod:`facelib.kaggle`; notebook setup is :mod:`facelib.session`.
 """
 from __future__ import annotations
 
 import bz2
-import datetime as _dt
-import glob
-import importlib.util
-import io
-import json
+import pickletools
 import logging
 import math
 import os
-import pickle
 import re
-import shutil
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
-from ._io import atomic_path, jsonable
+from ._io import jsonable, sniff_file
+from .encoders import describe_encoder_checkpoint
 from .errors import CheckpointError, DependencyError, InputError
+from .identity import detect_arcface_arch
+from .paths import IMAGE_EXTENSIONS, env_dirs, kaggle_dirs, package_models_dir, repo_root
+from .stamps import REAL_WEIGHTS_HELP, SMOKE_HINT, SMOKE_STAMP, STAND_IN_STAMP
+from .torch_meta import TensorMeta, human_size, read_torch_metadata
+from .weights import looks_like_generator  # the key test load_generator uses
 
 __all__ = [
-    "KAGGLE_DATASETS",
     "SMOKE_STAMP",
+    "STAND_IN_STAMP",
     "SMOKE_HINT",
     "REAL_WEIGHTS_HELP",
     "FoundFile",
@@ -65,51 +61,16 @@ __all__ = [
     "classify_file",
     "read_torch_metadata",
     "TensorMeta",
-    "kaggle_credentials",
-    "DownloadResult",
-    "download",
-    "verify_manifest",
-    "NotebookSetup",
-    "notebook_setup",
-    "smoke_generator",
     "repo_root",
 ]
 
 log = logging.getLogger(__name__)
-
-#: The Kaggle datasets behind the original report (owner/slug).
-KAGGLE_DATASETS: tuple[str, ...] = (
-    "sirtimio/arcface-weights",
-    "sirtimio/aligned-data",
-    "sirtimio/bad-trip-styles",
-    "sirtimio/styles-expressions",
-    "sirtimio/style-gan-data",
-)
-
-#: Text stamped on every image produced with the untrained generator.
-SMOKE_STAMP = "UNTRAINED GENERATOR - SMOKE RUN (not a real result)"
-#: Stamp for images made from random stand-in latents because an earlier step's results were missing.
-STAND_IN_STAMP = "STAND-IN INPUTS (random latents, not projections) - not a real result"
-
-#: The short form of :data:`REAL_WEIGHTS_HELP` that goes under the stamp on smoke-run grids.
-SMOKE_HINT = ("for real results put a StyleGAN2 FFHQ .pt/.pkl under data/ (or $FACELIB_DATA, or attach it on "
-              "Kaggle); see `python -m facelib data status`")
-
-#: How to turn a smoke run into a real one.
-REAL_WEIGHTS_HELP = (
-    "To get real results, attach a pretrained StyleGAN2 FFHQ generator: a rosinality .pt "
-    "(e.g. stylegan2-ffhq-config-f.pt) or an NVIDIA stylegan2-ada-pytorch .pkl (e.g. ffhq.pkl). "
-    "Put it anywhere under data/ (or a folder named by $FACELIB_DATA; on Kaggle attach the dataset "
-    "sirtimio/style-gan-data), or fetch the report's datasets with `python -m facelib data download`. "
-    "Face swap also needs ArcFace weights (sirtimio/arcface-weights) and projection uses LPIPS with "
-    "torchvision's VGG16 weights (vgg16-397923af.pth). `python -m facelib data status` shows what was found.")
 
 _TEXT_EXTENSIONS = (".md", ".txt", ".json", ".csv", ".yaml", ".yml", ".py", ".ipynb", ".html", ".htm",
                     ".cfg", ".toml", ".ini", ".log", ".tsv", ".xml", ".sh", ".rst")
 _WEIGHT_EXTENSIONS = (".pt", ".pth", ".pkl", ".pickle", ".dat", ".bin", ".ckpt", ".tar", ".model", "")
 _SKIP_DIRS = {".git", "__pycache__", ".ipynb_checkpoints", ".venv", "venv", "node_modules"}
 _MAX_DEPTH = 6
-_DATA_PKL_LIMIT = 64 << 20        # a data.pkl larger than this is not a state dict worth scanning
 _NVIDIA_SCAN = 8 << 20            # bytes of a .pkl searched for the persistence marker
 
 # dlib models as released (face_recognition_models 0.3.0 / dlib.net), by what their header says.
@@ -125,11 +86,6 @@ _DLIB_MODELS = {
 # torchvision VGG16: conv layers inside `features`, linear layers inside `classifier`
 _VGG16_CONVS = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
 _VGG16_FCS = (0, 3, 6)
-
-
-def repo_root() -> Path:
-    """The folder holding the ``facelib`` package (the repository root of a clone)."""
-    return Path(__file__).resolve().parents[1]
 
 
 # ========================================================================================
@@ -273,7 +229,7 @@ class DataInventory:
             for f in files:
                 alias = (f"  (known as {f.canonical_name})"
                          if f.canonical_name and f.path.name != f.canonical_name else "")
-                lines.append(f"  {f.path}  {f.format}: {f.detail}, {_human(f.size)}{alias}")
+                lines.append(f"  {f.path}  {f.format}: {f.detail}, {human_size(f.size)}{alias}")
         lines.append(f"photo folders: {len(self.image_folders) if self.image_folders else 'none found'}")
         for d in self.image_folders:
             lines.append(f"  {d.path}  {d.n_images} image(s), role {d.role}")
@@ -288,142 +244,6 @@ class DataInventory:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (paths as strings)."""
         return jsonable(self)
-
-
-def _human(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"  # pragma: no cover
-
-
-# ========================================================================================
-# Reading torch files without loading them
-# ========================================================================================
-
-@dataclass(frozen=True)
-class TensorMeta:
-    """Stand-in for a tensor found in a ``torch.save`` pickle: its shape and storage type only."""
-
-    shape: tuple[int, ...]
-    dtype: str = "?"
-
-    def dim(self) -> int:
-        return len(self.shape)
-
-
-class _Opaque:
-    """Stand-in for an allowed non-tensor object (argparse.Namespace, numpy scalars, ...)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def __setstate__(self, state: Any) -> None:
-        self.state = state
-
-
-class _StateDict(dict):
-    """``collections.OrderedDict`` stand-in; ``state_dict()`` pickles carry a ``_metadata`` attribute."""
-
-    def __setstate__(self, state: Any) -> None:
-        self.metadata = state
-
-
-def _opaque(*args: Any, **kwargs: Any) -> _Opaque:
-    return _Opaque()
-
-
-def _rebuild_tensor(storage: Any, offset: Any, size: Any, stride: Any = None, *args: Any) -> TensorMeta:
-    dtype = storage if isinstance(storage, str) else "?"
-    return TensorMeta(tuple(int(s) for s in size), dtype)
-
-
-def _rebuild_parameter(data: Any, *args: Any) -> Any:
-    return data
-
-
-def _rebuild_from_type(func: Any, type_: Any, args: Any, state: Any = None) -> Any:
-    return func(*args) if callable(func) else _Opaque()
-
-
-class _MetaUnpickler(pickle.Unpickler):
-    """Restricted unpickler: builds dicts/lists/scalars and :class:`TensorMeta`; refuses the rest."""
-
-    _ALLOWED: dict[tuple[str, str], Any] = {
-        ("collections", "OrderedDict"): _StateDict,
-        ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
-        ("torch._utils", "_rebuild_tensor_v3"): _rebuild_tensor,
-        ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
-        ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-        ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
-        ("torch._tensor", "_rebuild_from_type_v2"): _rebuild_from_type,
-        ("torch", "Size"): tuple,
-        ("argparse", "Namespace"): _Opaque,
-        ("torch", "device"): _opaque,
-        ("numpy.core.multiarray", "scalar"): _opaque,
-        ("numpy._core.multiarray", "scalar"): _opaque,
-        ("numpy", "dtype"): _opaque,
-        ("_codecs", "encode"): _opaque,
-        ("builtins", "set"): set,
-        ("builtins", "frozenset"): frozenset,
-    }
-
-    def find_class(self, module: str, name: str) -> Any:
-        if module == "torch" and name.endswith("Storage"):
-            return name  # a storage type: keep its name as the dtype tag
-        if (module, name) in self._ALLOWED:
-            return self._ALLOWED[(module, name)]
-        if module == "torch" and name in ("float32", "float16", "bfloat16", "float64", "int64", "uint8"):
-            return name
-        raise pickle.UnpicklingError(f"global {module}.{name} is not allowed")
-
-    def persistent_load(self, pid: Any) -> Any:
-        # zip format: ('storage', storage_type, key, location, numel); legacy adds view metadata
-        if isinstance(pid, tuple) and pid and pid[0] == "storage" and len(pid) >= 2:
-            return pid[1] if isinstance(pid[1], str) else "?"
-        return "?"
-
-
-def read_torch_metadata(path: "str | os.PathLike[str]") -> Any:
-    """The object structure of a ``torch.save`` file, with :class:`TensorMeta` leaves.
-
-    Reads only the pickle part (zip member ``<archive>/data.pkl``, or the object pickle at
-    the start of a legacy file); tensor bytes are never read and nothing from the file is
-    executed. Use it to see what a checkpoint holds without loading it.
-
-    Raises:
-        CheckpointError: not a torch file, truncated, or containing objects outside the
-            small allow-list (see :class:`_MetaUnpickler`).
-    """
-    path = Path(path)
-    from .weights import sniff_file
-
-    kind = sniff_file(path)
-    try:
-        if kind == "zip":
-            with zipfile.ZipFile(path) as zf:
-                names = [n for n in zf.namelist() if n.endswith("data.pkl") and n.count("/") == 1]
-                if not names:
-                    raise CheckpointError(path, "a zip file without <archive>/data.pkl: not a torch.save file")
-                info = zf.getinfo(names[0])
-                if info.file_size > _DATA_PKL_LIMIT:
-                    raise CheckpointError(path, f"data.pkl is {_human(info.file_size)}: too large to be a state dict")
-                blob = zf.read(info)
-            return _MetaUnpickler(io.BytesIO(blob)).load()
-        if kind == "torch-legacy":
-            with open(path, "rb") as f:
-                up = _MetaUnpickler(f)
-                up.load()                 # magic number
-                up.load()                 # protocol version
-                up.load()                 # sys info
-                return _MetaUnpickler(f).load()
-    except CheckpointError:
-        raise
-    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError, TypeError, AttributeError,
-            IndexError, KeyError, OSError, RecursionError) as e:
-        raise CheckpointError(path, f"cannot be read as a torch file: {type(e).__name__}: {e}") from None
-    raise CheckpointError(path, f"not a torch.save file (the header looks like {kind!r})")
 
 
 # ========================================================================================
@@ -456,31 +276,27 @@ def _generator_detail(state: Mapping[str, Any]) -> str:
 
 
 def _classify_generator(obj: Any) -> tuple[str, str] | None:
-    from .weights import _looks_like_generator  # the key test load_generator uses
-
     if not isinstance(obj, Mapping):
         return None
     if isinstance(obj.get("g_ema"), Mapping):
         state = _strip_module(obj["g_ema"])
-        if _looks_like_generator(state):
+        if looks_like_generator(state):
             fmt = "rosinality-training" if "d" in obj or "g_optim" in obj else "rosinality"
             extra = "" if "latent_avg" in obj else " (no latent_avg: estimated from the mapping when loaded)"
             return fmt, _generator_detail(state) + extra
     if isinstance(obj.get("g"), Mapping):
         state = _strip_module(obj["g"])
-        if _looks_like_generator(state):
+        if looks_like_generator(state):
             return "rosinality-training", _generator_detail(state) + " (training generator 'g' only)"
     if _is_meta_state(obj):
         state = _strip_module(obj)
-        if _looks_like_generator(state):
+        if looks_like_generator(state):
             return "state-dict", _generator_detail(state) + " (bare g_ema state dict)"
     if isinstance(obj.get("state_dict"), Mapping):  # pSp / e4e encoder: its decoder is a generator
-        from .encoders import describe_encoder_checkpoint
-
         hit = describe_encoder_checkpoint(obj)
         state = {k[len("decoder."):]: v for k, v in _strip_module(obj["state_dict"]).items()
                  if isinstance(k, str) and k.startswith("decoder.")}
-        if hit is not None and _looks_like_generator(state):
+        if hit is not None and looks_like_generator(state):
             return hit[0], f"{hit[1]} ({_generator_detail(state)})"
     return None
 
@@ -513,17 +329,11 @@ def _classify_arcface(obj: Any) -> tuple[str, str] | None:
     sd = _arcface_state(obj)
     if sd is None:
         return None
-    arch = None
     try:
-        from .identity import detect_arcface_arch
-    except ImportError:  # identity.py unavailable: fall back to key names
+        arch = detect_arcface_arch(sd)
+    except Exception as e:  # a shape-only stand-in it could not read: use the key names
+        log.debug("detect_arcface_arch failed on stand-ins (%s); using key heuristics", e)
         arch = _arcface_arch_by_keys(sd)
-    else:
-        try:
-            arch = detect_arcface_arch(sd)
-        except Exception as e:  # a shape-only stand-in it could not read: use the key names
-            log.debug("detect_arcface_arch failed on stand-ins (%s); using key heuristics", e)
-            arch = _arcface_arch_by_keys(sd)
     if arch is None:
         return None
     family = "insightface arcface_torch IResNet" if arch.startswith("iresnet") else "pSp/TreB1eN IR backbone"
@@ -643,8 +453,6 @@ def _nvidia_detail(head: bytes) -> str:
     ``img_resolution`` / ``num_ws`` / ``w_dim`` values (the generator's) are taken, ``num_ws``
     computed from the resolution when absent. Returns "" when the head holds none of them.
     """
-    import pickletools
-
     wanted = {"img_resolution": None, "num_ws": None, "w_dim": None}
     pending: str | None = None
     try:
@@ -682,9 +490,6 @@ def classify_file(path: "str | os.PathLike[str]") -> FoundFile | Problem | None:
         pickle or torch file); None for files that are plainly something else (text, images).
         The file name plays no part (except to skip photos and text files by extension).
     """
-    from .align import IMAGE_EXTENSIONS
-    from .weights import sniff_file
-
     path = Path(path)
     size = path.stat().st_size
     suffix = path.suffix.lower()
@@ -755,48 +560,6 @@ def classify_file(path: "str | os.PathLike[str]") -> FoundFile | Problem | None:
 # Searching
 # ========================================================================================
 
-def package_models_dir() -> Path | None:
-    """``face_recognition_models/models`` (dlib models), located without importing the package.
-
-    Its ``__init__`` imports ``pkg_resources``, which recent setuptools no longer ship.
-    """
-    try:
-        spec = importlib.util.find_spec("face_recognition_models")
-    except (ImportError, ValueError):
-        return None
-    for loc in (spec.submodule_search_locations or []) if spec is not None else []:
-        models = Path(loc) / "models"
-        if models.is_dir():
-            return models
-    return None
-
-
-def _env_dirs() -> list[Path]:
-    """The folders named by ``$FACELIB_DATA`` (``os.pathsep``-separated)."""
-    return [Path(e).expanduser() for e in os.environ.get("FACELIB_DATA", "").split(os.pathsep) if e]
-
-
-def _kaggle_dirs(levels: int = 1) -> list[Path]:
-    """Kaggle datasets (``/kaggle/input/<dataset>``) and, with ``levels`` > 1, the folders below, level by level."""
-    return [Path(p) for k in range(1, levels + 1) for p in sorted(glob.glob("/kaggle/input" + "/*" * k))
-            if os.path.isdir(p)]
-
-
-def search_dirs(*, extra: Sequence["str | os.PathLike[str]"] = (), package_models: bool = True) -> list[Path]:
-    """Folders searched for a weight file by name, in order, without duplicates.
-
-    ``$FACELIB_DATA`` (``os.pathsep``-separated), Kaggle datasets (``/kaggle/input/<dataset>/``
-    and up to two levels below, where datasets often nest their files), ``./data``, the
-    repository's ``data/``, then ``extra``, then the ``face_recognition_models`` models folder.
-    """
-    dirs = [*_env_dirs(), *_kaggle_dirs(3), Path.cwd() / "data", repo_root() / "data",
-            *(Path(e).expanduser() for e in extra)]
-    models = package_models_dir() if package_models else None
-    if models is not None:
-        dirs.append(models)
-    return list(dict.fromkeys(dirs))
-
-
 def default_roots(*, data_dir: "str | os.PathLike[str] | None" = None, kaggle: bool = True,
                   package_models: bool = True) -> list[SearchRoot]:
     """The folders :func:`locate` searches, in order.
@@ -805,9 +568,9 @@ def default_roots(*, data_dir: "str | os.PathLike[str] | None" = None, kaggle: b
     ``./data`` (or ``data_dir``), the repository's ``data/``, and the ``models/`` folder of
     the ``face_recognition_models`` package (dlib models; found without importing it).
     """
-    roots = [(p, "$FACELIB_DATA") for p in _env_dirs()]
+    roots = [(p, "$FACELIB_DATA") for p in env_dirs()]
     if kaggle:
-        roots += [(p, "kaggle") for p in _kaggle_dirs()]
+        roots += [(p, "kaggle") for p in kaggle_dirs()]
     roots += [(Path(data_dir) if data_dir is not None else Path.cwd() / "data", "data"), (repo_root() / "data", "data")]
     models = package_models_dir() if package_models else None
     if models is not None:
@@ -912,8 +675,6 @@ def locate(roots: "Sequence[str | os.PathLike[str]] | None" = None, *, kaggle: b
         A :class:`DataInventory`. Nothing is loaded; each weight file costs a header read
         (torch zip files: their small ``data.pkl`` member).
     """
-    from .align import IMAGE_EXTENSIONS
-
     if roots is None:
         search = default_roots(kaggle=kaggle, package_models=package_models)
     else:
@@ -956,503 +717,3 @@ def locate(roots: "Sequence[str | os.PathLike[str]] | None" = None, *, kaggle: b
                          dlib=tuple(buckets["dlib"]), vgg16=tuple(buckets["vgg16"]),
                          image_folders=tuple(folders), unrecognised=tuple(unrecognised),
                          problems=tuple(problems), searched=tuple(search))
-
-
-# ========================================================================================
-# Kaggle downloads
-# ========================================================================================
-
-def kaggle_credentials() -> str | None:
-    """Where Kaggle credentials come from ("KAGGLE_USERNAME/KAGGLE_KEY", a kaggle.json path, ...), or None."""
-    if os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY"):
-        return "KAGGLE_USERNAME/KAGGLE_KEY"
-    if os.environ.get("KAGGLE_API_TOKEN"):
-        return "KAGGLE_API_TOKEN"
-    config_dir = Path(os.environ.get("KAGGLE_CONFIG_DIR", "~/.kaggle")).expanduser()
-    for name in ("kaggle.json", "access_token"):
-        if (config_dir / name).is_file():
-            return str(config_dir / name)
-    return None
-
-
-def _credentials_help(dest: Path) -> str:
-    lines = [
-        "Kaggle credentials are not configured, so nothing was downloaded. To fetch the datasets:",
-        "  1. sign in at https://www.kaggle.com, open Settings -> API -> 'Create New Token' (downloads kaggle.json);",
-        "  2. save it as ~/.kaggle/kaggle.json and run `chmod 600 ~/.kaggle/kaggle.json`",
-        "     (or export KAGGLE_USERNAME=<user> KAGGLE_KEY=<key>);",
-        "  3. run `python -m facelib data download` again.",
-        f"Or download them in a browser and unzip each into {dest}/<dataset>/:",
-    ]
-    lines += [f"  https://www.kaggle.com/datasets/{h}" for h in KAGGLE_DATASETS]
-    lines.append("On Kaggle itself, attach them to the notebook with 'Add Data' instead (they appear under /kaggle/input/).")
-    return "\n".join(lines)
-
-
-@dataclass(frozen=True)
-class DownloadResult:
-    """What :func:`download` did for one dataset.
-
-    ``status``: "downloaded", "present" (verified earlier copy kept), "attached" (mounted
-    under /kaggle/input), or "failed" (``error`` says why). ``problems``: files that are
-    not usable (an HTML page saved as a weight file, ...).
-    """
-
-    dataset: str
-    folder: Path
-    status: str
-    client: str | None = None
-    files: tuple[dict, ...] = ()
-    problems: tuple[Problem, ...] = ()
-    error: str | None = None
-
-
-def _manifest_path(dest: Path) -> Path:
-    return dest / "MANIFEST.json"
-
-
-def _read_manifest(dest: Path) -> dict:
-    p = _manifest_path(dest)
-    if not p.is_file():
-        return {"format": "facelib.data-manifest", "version": 1, "datasets": {}}
-    try:
-        data = json.loads(p.read_text())
-    except (OSError, ValueError) as e:
-        log.warning("%s unreadable (%s); starting a new one", p, e)
-        return {"format": "facelib.data-manifest", "version": 1, "datasets": {}}
-    data.setdefault("datasets", {})
-    return data
-
-
-def _write_manifest(dest: Path, data: dict) -> None:
-    with atomic_path(_manifest_path(dest)) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
-def _record_files(folder: Path, root: Path) -> tuple[list[dict], list[Problem]]:
-    from .weights import file_sha256, sniff_file
-
-    records, problems = [], []
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        rec = {"path": str(path.relative_to(root)), "size": path.stat().st_size, "sha256": file_sha256(path),
-               "header": sniff_file(path)}
-        res = classify_file(path)
-        if isinstance(res, FoundFile):
-            rec["kind"], rec["format"] = res.kind, res.format
-        elif isinstance(res, Problem):
-            rec["problem"] = res.problem
-            if rec["header"] in ("html", "empty") or "compressed" in res.problem:
-                problems.append(res)
-        records.append(rec)
-    return records, problems
-
-
-def _fetch_kagglehub(handle: str, folder: Path, force: bool) -> None:
-    import kagglehub  # imported here: the client is only needed for downloads
-
-    try:
-        path = kagglehub.dataset_download(handle, force_download=force, output_dir=str(folder))
-    except TypeError:  # older kagglehub without output_dir: copy out of its cache
-        path = kagglehub.dataset_download(handle, force_download=force)
-    path = Path(path)
-    if path.resolve() != folder.resolve():
-        _copy_tree(path, folder)
-
-
-def _fetch_kaggle_api(handle: str, folder: Path, force: bool) -> None:
-    # `import kaggle` authenticates as a side effect; it is only reached with credentials present.
-    from kaggle.api.kaggle_api_extended import KaggleApi
-
-    api = KaggleApi()
-    api.authenticate()
-    api.dataset_download_files(handle, path=str(folder), force=force, quiet=False, unzip=True)
-
-
-def _copy_tree(src: Path, dst: Path) -> None:
-    if src.is_file():
-        dst.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, dst / src.name)
-        return
-    for p in src.rglob("*"):
-        if p.is_file():
-            target = dst / p.relative_to(src)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.link(p, target)
-            except OSError:
-                shutil.copy2(p, target)
-
-
-_CLIENTS: dict[str, Callable[[str, Path, bool], None]] = {
-    "kagglehub": _fetch_kagglehub,
-    "kaggle": _fetch_kaggle_api,
-}
-
-
-def download(dest: "str | os.PathLike[str]" = "data", datasets: Sequence[str] = KAGGLE_DATASETS, *,
-             force: bool = False, on_progress: Callable[[str], None] | None = None) -> list[DownloadResult]:
-    """Fetch Kaggle datasets into ``dest/<slug>/`` and record them in ``dest/MANIFEST.json``.
-
-    Uses ``kagglehub.dataset_download`` and falls back to the ``kaggle`` package's
-    ``KaggleApi.dataset_download_files``; both are imported only here. Each downloaded file's
-    size, SHA-256, header and recognised kind go into the manifest; HTML pages or empty files
-    where weights should be are returned as problems. A dataset whose manifest entry still
-    matches the files on disk (sizes) is not fetched again unless ``force``.
-
-    Args:
-        dest: the data folder.
-        datasets: "owner/slug" handles (default: :data:`KAGGLE_DATASETS`).
-        force: download again even when a verified copy exists.
-        on_progress: called with one line per dataset.
-    Returns:
-        One :class:`DownloadResult` per dataset.
-    Raises:
-        DependencyError: no Kaggle credentials and no attached copy (the message says exactly
-            how to configure them), or neither client is installed.
-    """
-    dest = Path(dest)
-    say = on_progress or (lambda s: log.info("%s", s))
-    manifest = _read_manifest(dest)
-    results: list[DownloadResult] = []
-    pending = []
-    for handle in datasets:
-        if handle.count("/") != 1:
-            raise InputError(f"dataset: expected 'owner/slug', got {handle!r}")
-        slug = handle.split("/")[1]
-        folder = dest / slug
-        attached = Path("/kaggle/input") / slug
-        if attached.is_dir() and not force:
-            results.append(DownloadResult(handle, attached, "attached"))
-            say(f"{handle}: attached at {attached}")
-            continue
-        entry = manifest["datasets"].get(handle)
-        if entry and not force and not verify_manifest(dest, datasets=[handle]):
-            results.append(DownloadResult(handle, folder, "present", entry.get("client"),
-                                          tuple(entry.get("files", ()))))
-            say(f"{handle}: already in {folder} (sizes match {_manifest_path(dest)})")
-            continue
-        pending.append((handle, folder))
-    if not pending:
-        return results
-    creds = kaggle_credentials()
-    if creds is None:
-        raise DependencyError(_credentials_help(dest))
-    available = [name for name in _CLIENTS if importlib.util.find_spec(name) is not None]
-    if not available:
-        raise DependencyError("neither kagglehub nor kaggle is installed: pip install kagglehub")
-    for handle, folder in pending:
-        errors = []
-        client = None
-        for name in available:
-            try:
-                say(f"{handle}: downloading with {name} into {folder} ...")
-                folder.mkdir(parents=True, exist_ok=True)
-                _CLIENTS[name](handle, folder, force)
-                client = name
-                break
-            except Exception as e:  # network, auth, 404, client bugs: try the next client
-                errors.append(f"{name}: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}")
-                log.debug("download of %s with %s failed", handle, name, exc_info=True)
-        if client is None:
-            results.append(DownloadResult(handle, folder, "failed", error="; ".join(errors)))
-            say(f"{handle}: FAILED ({'; '.join(errors)})")
-            continue
-        records, problems = _record_files(folder, dest)
-        manifest["datasets"][handle] = {
-            "client": client, "folder": str(folder.relative_to(dest)) if folder.is_relative_to(dest) else str(folder),
-            "fetched": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "credentials": creds if creds.startswith("KAGGLE_") else "kaggle.json", "files": records,
-        }
-        _write_manifest(dest, manifest)
-        results.append(DownloadResult(handle, folder, "downloaded", client, tuple(records), tuple(problems)))
-        msg = f"{handle}: {len(records)} file(s) with {client}"
-        if problems:
-            msg += "; PROBLEMS: " + "; ".join(f"{p.path.name}: {p.problem}" for p in problems)
-        say(msg)
-    return results
-
-
-def verify_manifest(dest: "str | os.PathLike[str]" = "data", *, datasets: Sequence[str] | None = None,
-                    hashes: bool = False) -> list[Problem]:
-    """Compare the files on disk with ``dest/MANIFEST.json``.
-
-    Args:
-        dest: the data folder holding the manifest.
-        datasets: handles to check (default: all recorded).
-        hashes: also recompute SHA-256 (slow for large files); otherwise sizes only.
-    Returns:
-        Problems (missing files, changed sizes or hashes, recorded problems); empty when all match.
-    """
-    from .weights import file_sha256
-
-    dest = Path(dest)
-    manifest = _read_manifest(dest)
-    out: list[Problem] = []
-    for handle, entry in manifest["datasets"].items():
-        if datasets is not None and handle not in datasets:
-            continue
-        for rec in entry.get("files", ()):
-            path = dest / rec["path"]
-            if not path.is_file():
-                out.append(Problem(path, f"missing (recorded for {handle})"))
-            elif path.stat().st_size != rec["size"]:
-                out.append(Problem(path, f"size {path.stat().st_size} != recorded {rec['size']}"))
-            elif hashes and file_sha256(path) != rec["sha256"]:
-                out.append(Problem(path, "SHA-256 differs from the one recorded at download"))
-            elif rec.get("problem") and rec.get("header") in ("html", "empty"):
-                out.append(Problem(path, rec["problem"]))
-    return out
-
-
-# ========================================================================================
-# Notebook setup
-# ========================================================================================
-
-#: The small untrained generator of smoke runs (same as ``python -m facelib sample`` without weights).
-SMOKE_GENERATOR = {"resolution": 64, "style_dim": 64, "n_mlp": 2, "channel_max": 64}
-#: The small untrained identity network of smoke runs.
-SMOKE_ARCFACE = {"arch": "iresnet", "layers": (1, 1, 1, 1), "base_channels": 8}
-#: Stamp for images whose identity came from the untrained identity network.
-RANDOM_ID_STAMP = "RANDOM IDENTITY NETWORK - SMOKE RUN"
-
-
-@dataclass(frozen=True)
-class IdentityNetwork:
-    """An identity network and where it came from: ``path`` is None for the small untrained one."""
-
-    net: Any
-    path: Path | None
-
-    @property
-    def random(self) -> bool:
-        return self.path is None
-
-    def describe(self) -> str:
-        return (f"ArcFace {self.path}" if self.path is not None
-                else "RANDOM identity network (untrained): identity figures are a smoke test only")
-
-
-def identity_network(path: "str | os.PathLike[str] | None" = None, *, smoke: bool = False,
-                     inventory: "DataInventory | None" = None, device: Any = None, seed: int = 0) -> IdentityNetwork:
-    """The ArcFace network for face swap: ``path`` when given; else (outside a smoke run) the first
-    one :func:`locate` recognises; else the small untrained network of smoke runs (its results
-    must carry :data:`RANDOM_ID_STAMP`)."""
-    from . import identity
-
-    if not path and not smoke:
-        found = (inventory if inventory is not None else locate()).first("arcface")
-        path = found.path if found is not None else None
-    if path:
-        return IdentityNetwork(identity.load_arcface(path, device=device), Path(path))
-    return IdentityNetwork(identity.build_arcface(**SMOKE_ARCFACE, seed=seed, device=device), None)
-
-_CACHE: dict[tuple, Any] = {}
-_STAND_INS: dict[tuple[str, str], str] = {}  # (out folder, step) -> the earlier step to run first
-
-
-def smoke_generator(seed: int = 0, device: Any = None):
-    """The small untrained StyleGAN2 of smoke runs (64 px, 10 W+ rows), deterministic in ``seed``.
-
-    Its outputs are not faces: every image made with it must carry :data:`SMOKE_STAMP`.
-    """
-    from .stylegan2 import StyleGAN2Generator
-    from .weights import state_fingerprint
-
-    G = StyleGAN2Generator(**SMOKE_GENERATOR, seed=seed)
-    G.weights_sha256 = "smoke-" + state_fingerprint(G.state_dict())[:16]
-    G.source_path = None
-    G.eval().requires_grad_(False)
-    return G.to(device) if device is not None else G
-
-
-@dataclass(frozen=True)
-class NotebookSetup:
-    """What a notebook needs after its parameters cell (see :func:`notebook_setup`).
-
-    Attributes:
-        step: the notebook's name, e.g. "02_projection".
-        out: the results folder (created).
-        smoke: True for the labelled smoke run with the untrained generator.
-        device: "cuda", "mps" or "cpu".
-        seed: the run's seed.
-        weights: the generator file (None in a smoke run).
-        inventory: what :func:`locate` found.
-    """
-
-    step: str
-    out: Path
-    smoke: bool
-    device: str
-    seed: int
-    weights: Path | None
-    inventory: DataInventory
-
-    @property
-    def stamp(self) -> str | None:
-        """The smoke-run label, the stand-in label (see :meth:`use_inputs`), or None for a real run."""
-        return SMOKE_STAMP if self.smoke else (STAND_IN_STAMP if self.stand_ins else None)
-
-    def generator(self):
-        """The generator on :attr:`device`: loaded from :attr:`weights`, or :func:`smoke_generator`.
-
-        Cached per file and device, so re-running the cell is free.
-        """
-        key = ("G", str(self.weights), self.device, self.seed if self.smoke else None)
-        if key not in _CACHE:
-            if self.smoke:
-                _CACHE[key] = smoke_generator(self.seed, self.device)
-            else:
-                from .weights import load_generator
-
-                _CACHE[key] = load_generator(self.weights, device=self.device)
-        return _CACHE[key]
-
-    def arcface(self):
-        """The ArcFace network: the first one found, or a small untrained one in a smoke run.
-
-        Raises:
-            DependencyError: a real run without ArcFace weights (the message says where it looked).
-        """
-        found = None if self.smoke else self.inventory.require("arcface")
-        key = ("arcface", str(found.path) if found else None, self.device, self.seed if self.smoke else None)
-        if key not in _CACHE:
-            _CACHE[key] = identity_network(found.path if found else None, smoke=self.smoke, inventory=self.inventory,
-                                           device=self.device, seed=self.seed).net
-        return _CACHE[key]
-
-    def vgg_path(self) -> Path | None:
-        """A VGG16 weight file for LPIPS (recognised by content), or None (LPIPS then falls back / is off)."""
-        f = self.inventory.first("vgg16")
-        return f.path if f else None
-
-    @property
-    def stand_ins(self) -> str | None:
-        """What to do for real inputs when this step went on with random stand-ins (e.g. "run
-        02_projection first"), else None."""
-        return _STAND_INS.get((str(self.out), self.step))
-
-    def use_inputs(self, stand_ins: bool, *, allow: bool = False, run_first: str = "02_projection",
-                   notes: Sequence[str] = ()) -> None:
-        """Accept or refuse inputs where random latents stood in for missing earlier results or photos.
-
-        In a smoke run, or with ``allow`` (the notebook's ``ALLOW_STAND_INS``), the step goes on:
-        its images are stamped (:data:`STAND_IN_STAMP`), its record says so and the run status
-        reads "ok, with stand-in inputs: run <run_first> first" (or, when only reference photos
-        were missing, which ones to add). In a real run without ``allow`` it is an error.
-
-        Args:
-            stand_ins: whether random latents stood in (``EditInputs.stand_ins``).
-            allow: go on with them in a real run.
-            run_first: the notebook whose results were expected.
-            notes: the inputs' notes (``EditInputs.notes``), to say what was missing.
-        Raises:
-            InputError: stand-ins in a real run without ``allow``.
-        """
-        key = (str(self.out), self.step)
-        if not stand_ins:
-            _STAND_INS.pop(key, None)
-            return
-        missing = [n for n in notes if "random" in n or "stand" in n]
-        if not missing or any(n.startswith("targets:") for n in missing):
-            hint = f"run {run_first} first"
-        else:
-            hint = "add the missing reference photos (" + "; ".join(n.split(":", 1)[0] for n in missing) + ")"
-        if not self.smoke and not allow:
-            detail = "; ".join(missing) or "missing inputs"
-            raise InputError(f"{self.step}: earlier results are missing, random latents would stand in ({detail}). "
-                             f"Run {run_first} first (and add the photos named above), or set ALLOW_STAND_INS = True "
-                             "to go on with stamped stand-ins")
-        _STAND_INS[key] = hint
-        log.warning("%s: going on with random stand-in inputs (%s for real results); its images are stamped",
-                    self.step, hint)
-
-    def label(self, image: Any, text: str | None = None) -> Any:
-        """Stamp a PIL image with the smoke-run or stand-in label (unchanged in a real run on real inputs)."""
-        if not self.smoke and not self.stand_ins:
-            return image
-        from .grids import stamp
-
-        return stamp(image, text or (SMOKE_STAMP if self.smoke else STAND_IN_STAMP))
-
-    def title(self, text: str) -> str:
-        """A grid title; in a smoke run the stamp and the one-line hint for real weights come first
-        (with stand-in inputs, their stamp)."""
-        if self.smoke:
-            return f"{SMOKE_STAMP}\n{SMOKE_HINT}\n{text}"
-        return f"{STAND_IN_STAMP}\n{text}" if self.stand_ins else text
-
-    def describe(self) -> str:
-        """One line for the notebook's output."""
-        from . import __version__
-
-        src = "untrained smoke generator" if self.smoke else f"generator {self.weights}"
-        return f"facelib {__version__} | {self.step} | device {self.device} | seed {self.seed} | {src} | out {self.out}"
-
-    def record(self, **info: Any) -> None:
-        """Merge this step's provenance (smoke flag, weights, device, plus ``info``) into ``out/provenance.json``."""
-        from . import __version__
-
-        path = self.out / "provenance.json"
-        try:
-            data = json.loads(path.read_text()) if path.is_file() else {}
-        except (OSError, ValueError):
-            data = {}
-        data[self.step] = {"smoke": self.smoke, "weights": str(self.weights) if self.weights else None,
-                           "device": self.device, "seed": self.seed, "facelib_version": __version__,
-                           "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                           **({"stand_in_hint": self.stand_ins} if self.stand_ins else {}),
-                           **{k: jsonable(v) for k, v in info.items()}}
-        with atomic_path(path) as tmp:
-            tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
-def notebook_setup(step: str, *, out_dir: "str | os.PathLike[str]" = "out", smoke: bool = False,
-                   smoke_if_missing: bool = False, weights: "str | os.PathLike[str] | None" = "",
-                   device: str = "auto", seed: int = 0, need_generator: bool = True) -> NotebookSetup:
-    """Settle device, generator file and results folder for one notebook.
-
-    Args:
-        step: the notebook's name ("02_projection").
-        out_dir: the results folder (``OUT_DIR`` parameter).
-        smoke: the labelled smoke run with the untrained generator (``SMOKE``).
-        smoke_if_missing: when ``weights`` is empty and :func:`locate` finds no generator, make
-            it the smoke run (logged) instead of raising.
-        weights: generator file (``WEIGHTS``); "" or None: the first generator :func:`locate` finds.
-        device: "auto" (CUDA, else MPS, else CPU), or any torch device string (``DEVICE``).
-        seed: the run's seed (``SEED``).
-        need_generator: when True and not a smoke run, a missing generator is an error now
-            rather than later.
-    Returns:
-        A :class:`NotebookSetup`.
-    Raises:
-        DependencyError: a real run and no generator found, without ``smoke_if_missing`` (the
-            message lists where it looked, and how to get the weights or run the smoke pass
-            with ``SMOKE = True``).
-        CheckpointError: ``weights`` names a file that does not exist.
-    """
-    from .weights import resolve_device
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    inventory = locate()
-    dev = str(resolve_device(device))
-    path: Path | None = None
-    if not smoke:
-        if weights:
-            path = Path(weights).expanduser()
-            if not path.is_file():
-                raise CheckpointError(path, "WEIGHTS names a file that does not exist")
-        elif need_generator:
-            try:
-                path = inventory.require("generator").path
-            except DependencyError as e:
-                if not smoke_if_missing:
-                    raise DependencyError(f"{e} Or set SMOKE = True for the labelled smoke run with an "
-                                          "untrained generator.") from None
-                smoke = True
-                log.warning("no StyleGAN2 generator found (%s): labelled smoke run with the untrained generator",
-                            inventory.where_looked())
-    setup = NotebookSetup(step=step, out=out, smoke=bool(smoke), device=dev, seed=int(seed), weights=path,
-                          inventory=inventory)
-    log.info("%s", setup.describe())
-    return setup

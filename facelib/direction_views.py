@@ -26,6 +26,7 @@ from .edit_inputs import find_projections, random_latents
 from .edits import LayerMask, MaskSpec, render
 from .errors import CheckpointError, InputError
 from .previews import DirectionPreview
+from .grids import make_grid, save_image, stamp, to_pil
 
 __all__ = ["directions_for", "find_directions", "pick_target", "strip_grid", "export_edits", "ChosenEdit"]
 
@@ -157,8 +158,6 @@ def strip_grid(G: Any, target: Any, directions: "Directions | Sequence[Direction
     Returns:
         PIL image.
     """
-    from .grids import make_grid
-
     rows = [list(direction_strip(G, target, d, sigmas=sigmas, mask=mask)) for d in directions]
     return make_grid(rows, cell=cell, row_labels=[_label(d) for d in directions],
                      col_labels=[f"{s:+g} sigma" if s else "0" for s in sigmas], title=title)
@@ -186,8 +185,6 @@ def export_edits(G: Any, target: Any, directions: "Directions | Sequence[Directi
     Raises:
         InputError: a malformed edit or a direction index out of range.
     """
-    from .grids import make_grid, save_image, stamp, to_pil
-
     G = generator_of(G)
     dirs = list(directions)
     chosen = []

@@ -37,6 +37,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
+from . import __version__
 from ._io import atomic_path, jsonable
 from ._optim import generator_id
 from .edits import LayerMask, MaskSpec, render
@@ -161,8 +162,6 @@ def _opt_floats(values: Sequence[Any]) -> list[float | None]:
 def _save(path: Any, vectors: torch.Tensor, names: list[str], method: str, rows: tuple[int, ...] | None,
           sigmas: Sequence[Any], values: Sequence[Any], accuracies: Sequence[Any],
           weights_sha256: str | None, meta: dict) -> Path:
-    from . import __version__
-
     path = Path(path)
     if path.suffix != ".pt":
         raise InputError(f"{path}: directions are saved as .pt (with a .json sidecar)")

@@ -48,10 +48,10 @@ Box = tuple[int, int, int, int]  # (left, top, right, bottom), inclusive pixel c
 
 def _judge_models() -> tuple[Any, Any]:
     """dlib's 5-point predictor and face-recognition ResNet, through facelib.align's model cache."""
-    from .align import _face_recognizer, _shape_predictor, dlib_model_path
+    from .dlib_models import dlib_model_path, face_recognizer, shape_predictor
 
-    return (_shape_predictor(os.fspath(dlib_model_path(_DLIB_MODELS["landmarks5"]))),
-            _face_recognizer(os.fspath(dlib_model_path(_DLIB_MODELS["descriptor"]))))
+    return (shape_predictor(os.fspath(dlib_model_path(_DLIB_MODELS["landmarks5"]))),
+            face_recognizer(os.fspath(dlib_model_path(_DLIB_MODELS["descriptor"]))))
 
 
 def _check_fallback(fallback: str | None) -> None:
@@ -164,11 +164,11 @@ def dlib_descriptors(images: Any, *, fallback: str | None = "ffhq", num_jitters:
         NoFaceError: no face and ``fallback=None``.
         InputError: unsupported image type, shape or range.
     """
-    from .align import _import_dlib
+    from .dlib_models import import_dlib
 
     _check_fallback(fallback)
     arrays = _as_uint8_images(images)
-    dlib = _import_dlib("the identity judge")
+    dlib = import_dlib("the identity judge")
     predictor, model = _judge_models()
     desc, boxes, detected = [], [], []
     for i, img in enumerate(arrays):

@@ -22,7 +22,8 @@ from tqdm.auto import tqdm
 
 from ._io import atomic_path, safe_name
 from ._optim import generator_id
-from .align import align_faces, list_images, load_image
+from .align import align_faces, load_image
+from .align_batch import list_images
 from .data import emotion_label, is_emotion_name, locate
 from .edits import EMOTIONS
 from .errors import CheckpointError, DependencyError, FacelibError, InputError

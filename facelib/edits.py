@@ -559,7 +559,7 @@ def render(G: torch.nn.Module, wplus: torch.Tensor, *, noise: Any = None, batch_
     Returns:
         (N, 3, H, W) float32 on the CPU, clamped to [-1, 1].
     """
-    from .widgets import progress_bar as tqdm
+    from .progress import progress_bar as tqdm
 
     G = as_generator(G)  # a one-photo Tuning renders through its tuned generator
     if batch_size < 1:

@@ -43,6 +43,8 @@ from torch import nn
 
 from .errors import CheckpointError, InputError, ShapeError, check_shape
 from .identity import ir_body, ir_stem
+from .projection import load_targets
+from .weights import file_sha256, load_generator, resolve_device, safe_torch_load, state_fingerprint
 
 __all__ = ["ENCODER_TYPES", "EncoderSpec", "StyleEncoder", "load_encoder", "infer_encoder_spec",
            "encoder_state_dict", "describe_encoder_checkpoint"]
@@ -243,8 +245,6 @@ class StyleEncoder(nn.Module):
         Returns:
             (N, n_styles, style_dim) float32 W+ on the CPU.
         """
-        from .projection import load_targets
-
         if batch_size < 1:
             raise InputError(f"batch_size: expected >= 1, got {batch_size}")
         s = self.spec.input_size
@@ -433,8 +433,6 @@ def load_encoder(path_or_checkpoint: "str | os.PathLike[str] | Mapping[str, Any]
         CheckpointError: missing/corrupt/unsafe files, files of another kind (generators,
             ArcFace networks, anything else), unknown layouts or a wrong ``latent_avg``.
     """
-    from .weights import file_sha256, load_generator, resolve_device, safe_torch_load, state_fingerprint
-
     source = None if isinstance(path_or_checkpoint, Mapping) else Path(path_or_checkpoint)
     ckpt = path_or_checkpoint if source is None else safe_torch_load(source)
     enc_sd, opts, latent_avg = encoder_state_dict(ckpt, source=source)

@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import CheckpointError, InputError, ShapeError, check_shape
+from .dlib_models import dlib_model_path, face_recognizer, import_dlib, shape_predictor
+from .errors import CheckpointError, InputError, NoFaceError, RangeError, ShapeError, check_shape
 
 __all__ = [
     # identity networks

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+from .paths import search_dirs
+
 __all__ = ["Requirement", "REQUIREMENTS", "LANDMARK_MODEL", "KernelCheck", "check_kernel", "missing_packages"]
 
 log = logging.getLogger(__name__)
@@ -96,8 +98,6 @@ def _online(timeout: float = 3.0) -> bool:
 
 
 def _search_dirs() -> list[Path]:
-    from .data import search_dirs
-
     return search_dirs(package_models=False)
 
 
@@ -140,7 +140,7 @@ def check_kernel(*, importable: Callable[[str], bool] | None = None, online: boo
         online: whether PyPI is reachable (default: tried with a 3 s connection, only when
             something is missing).
         search: folders to search for the landmark model and for wheels (default: facelib's
-            data folders, :func:`facelib.data.search_dirs`).
+            data folders, :func:`facelib.paths.search_dirs`).
     Returns:
         A :class:`KernelCheck`.
     """

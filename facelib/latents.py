@@ -18,7 +18,8 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from ._io import atomic_path
-from .data import locate, smoke_generator
+from .data import locate
+from .session import smoke_generator
 from .edits import as_wplus
 from .errors import CheckpointError, DependencyError, InputError, check_shape
 from .weights import file_sha256, load_generator, safe_torch_load

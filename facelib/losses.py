@@ -27,6 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import CheckpointError, DependencyError, InputError, check_shape
+from .identity import identity_crop
+from .paths import search_dirs
+from .weights import safe_torch_load
 
 __all__ = [
     "VGG16_FILENAMES",
@@ -172,8 +175,6 @@ def identity_similarity(id_net: nn.Module, images: torch.Tensor, target_emb: tor
     Returns:
         (N,) in [-1, 1]; differentiable w.r.t. ``images``.
     """
-    from .identity import identity_crop
-
     check_shape("images", images, (None, 3, None, None))
     emb = id_net(identity_crop(images))  # [N, E]
     if target_emb.ndim != 2 or target_emb.shape[1] != emb.shape[1] or target_emb.shape[0] not in (1, emb.shape[0]):
@@ -195,8 +196,6 @@ def identity_loss(id_net: nn.Module, images: torch.Tensor, target_emb: torch.Ten
 # ----------------------------------------------------------------------------------------
 
 def _search_dirs() -> list[Path]:
-    from .data import search_dirs
-
     try:
         hub = Path(torch.hub.get_dir()) / "checkpoints"
     except Exception:  # a broken TORCH_HOME should not break the search
@@ -306,7 +305,7 @@ def _notice_lpips_off() -> None:
 
 def _import_lpips() -> Any:
     try:
-        import lpips
+        import lpips  # optional heavy dependency, only for LPIPS
     except ImportError as e:
         raise DependencyError("LPIPS needs the 'lpips' package: pip install lpips") from e
     return lpips
@@ -356,8 +355,6 @@ def load_lpips_vgg(vgg_path: "str | os.PathLike[str] | None" = None, *,
             where it looked and how to get the file).
         CheckpointError: the file is unreadable or is not a VGG16 state dict.
     """
-    from .weights import safe_torch_load
-
     lpips = _import_lpips()
     path = find_vgg16_weights(vgg_path)
     if path is None:

@@ -4,7 +4,7 @@ Every edit (style mixing, expression transfer, face swap, with or without a tune
 produces an aligned square face. :func:`paste_into_photo` puts it back:
 
 1. the alignment's geometry (:class:`~facelib.align.AlignedFace`, or the ``<stem>.align.json``
-   sidecar :func:`~facelib.align.align_folder` writes beside every crop) gives the inverse
+   sidecar :func:`~facelib.align_batch.align_folder` writes beside every crop) gives the inverse
    transform from the aligned square to the photo;
 2. a feathered face mask (the convex hull of the 68 landmarks, Gaussian-softened) chooses
    what is replaced, so hair, background and the rest of the photo are untouched;
@@ -18,6 +18,7 @@ back changes the inside only by the resampling of the two warps.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,10 @@ import torch
 from PIL import Image
 
 from ._io import atomic_path
-from .align import AlignedFace, load_alignment, load_image
+from .align import AlignedFace, IMAGE_EXTENSIONS, load_image
+from .align_batch import alignment_path, load_alignment
 from .errors import InputError
+from .grids import stamp, to_pil
 
 __all__ = ["paste_into_photo", "seam_color_offset", "paste_file", "paste_series", "photo_path", "aligned_crop"]
 
@@ -42,8 +45,6 @@ def _as_rgb(edited: Any) -> Image.Image:
             if t.shape[0] != 1:
                 raise InputError(f"edited: expected one image, got a batch of {t.shape[0]}")
             t = t[0]
-        from .grids import to_pil
-
         return to_pil(t.float().clamp(-1, 1).cpu())
     if isinstance(edited, (str, os.PathLike)):
         return load_image(edited)
@@ -118,8 +119,6 @@ def paste_file(edited: Any, aligned: "AlignedFace | str | os.PathLike[str]", out
     a smoke run). Returns ``out``."""
     result = paste_into_photo(edited, aligned, photo, feather=feather, color_match=color_match)
     if stamp_text:
-        from .grids import stamp
-
         result = stamp(result, stamp_text)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -137,16 +136,12 @@ def photo_path(result: "str | os.PathLike[str]") -> Path:
 def aligned_crop(aligned_dir: "str | os.PathLike[str]", name: str) -> Path | None:
     """The aligned crop ``<aligned_dir>/<name>.<ext>`` (``name`` like "person/0", as projections are
     named) that has a geometry sidecar, or None."""
-    from .align import IMAGE_EXTENSIONS, alignment_path
-
     base = Path(aligned_dir) / name
     return next((base.with_suffix(e) for e in IMAGE_EXTENSIONS
                  if base.with_suffix(e).is_file() and alignment_path(base.with_suffix(e)).is_file()), None)
 
 
 def _file_name(name: str) -> str:
-    import re
-
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("._") or "image"
 
 

@@ -26,8 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+from . import __version__
 from ._io import atomic_path
+from .data import locate
 from .errors import CheckpointError, DependencyError, InputError
+from .paths import repo_root
+from .report import build_report
+from .stamps import REAL_WEIGHTS_HELP
 
 __all__ = ["STEPS", "Step", "StepResult", "SeriesResult", "run_series", "notebook_paths", "resolve_kernel",
            "SMOKE_STEPS"]
@@ -211,7 +216,7 @@ def _declared(path: Path) -> dict[str, Any]:
                     names[t.id] = ast.get_source_segment(src, node.value) if getattr(node, "value", None) else None
         return names
     try:
-        import papermill
+        import papermill  # optional heavy dependency, only to run notebooks
 
         return dict(papermill.inspect_notebook(str(path)))
     except Exception as e:  # no parameters cell at all
@@ -261,8 +266,6 @@ def _headless_kernel_env(scratch: Path) -> Iterator[None]:
     os.environ["IPYTHONDIR"] = str(scratch)
     # the kernels import this facelib even when it is not installed and their cwd is elsewhere
     # (a read-only Kaggle dataset is run from /kaggle/working)
-    from .data import repo_root
-
     os.environ["PYTHONPATH"] = os.pathsep.join(
         dict.fromkeys([str(repo_root()), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]))
     os.environ["FACELIB_HEADLESS"] = "1"
@@ -374,11 +377,8 @@ def run_series(out_dir: "str | os.PathLike[str]" = "out", *, notebooks_dir: "str
         DependencyError: ``smoke=False`` but no generator was found (names where it looked),
             or papermill is not installed.
     """
-    from . import __version__
-    from .data import REAL_WEIGHTS_HELP, locate, repo_root
-
     try:
-        import papermill
+        import papermill  # optional heavy dependency, only to run notebooks
     except ImportError as e:
         raise DependencyError("running the notebooks needs papermill: pip install papermill ipykernel") from e
     say = echo or (lambda s: None)
@@ -498,8 +498,6 @@ def run_series(out_dir: "str | os.PathLike[str]" = "out", *, notebooks_dir: "str
         tmp.write_text(json.dumps(record, indent=2) + "\n")
     md = html = None
     if report:
-        from .report import build_report
-
         rep = build_report(out)
         md, html = rep.markdown, rep.html
     result = SeriesResult(tuple(results), bool(smoke), gen_path, out, seconds, md, html)

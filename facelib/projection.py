@@ -50,7 +50,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -60,7 +59,8 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
-from ._optim import (BestSteps, Evaluation, Frozen, StepCallback, StepState, batch_indices, check_settings,
+from ._optim import (SCHEDULERS, constant_lr, cosine_lr, default_gamma, exp_lr, lr_schedule, rampupdown_lr,
+                     BestSteps, Evaluation, Frozen, StepCallback, StepState, batch_indices, check_settings,
                      generator_id, image_batch, lpips_option, optimise, read_result, resolve_lpips_option,
                      save_result)
 from .errors import CheckpointError, InputError, OptimisationError, RangeError, ShapeError
@@ -93,79 +93,6 @@ _VERSION = 1
 
 #: precision name -> autocast dtype (None = plain float32)
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-# ----------------------------------------------------------------------------------------
-# Learning-rate schedules
-# ----------------------------------------------------------------------------------------
-# Each maps (step, total) to the learning rate used for that step, step = 0 .. total-1.
-
-def constant_lr(step: int, total: int, base_lr: float) -> float:
-    """``base_lr`` at every step."""
-    return float(base_lr)
-
-
-def default_gamma(total: int, final_ratio: float = 0.1) -> float:
-    """Decay factor that takes the exponential schedule to ``final_ratio * base_lr`` at the last step."""
-    return float(final_ratio ** (1.0 / max(total - 1, 1)))
-
-
-def exp_lr(step: int, total: int, base_lr: float, gamma: float | None = None) -> float:
-    """Exponential decay ``base_lr * gamma ** step`` (torch's ExponentialLR, stepped every step).
-
-    ``gamma=None`` picks :func:`default_gamma` (10 % of ``base_lr`` at the last step), so the
-    curve has the same shape for any number of steps. (Decaying to 1 % cost 1.1 dB against
-    10 % at 300 steps on the synthetic-truth task of ``benchmarks/project.py``.)
-    """
-    if gamma is None:
-        gamma = default_gamma(total)
-    return float(base_lr * gamma ** step)
-
-
-def cosine_lr(step: int, total: int, base_lr: float) -> float:
-    """Cosine annealing from ``base_lr`` at step 0 towards 0: ``base_lr * (1 + cos(pi t)) / 2``, t = step/total."""
-    t = step / max(total, 1)
-    return float(base_lr * 0.5 * (1.0 + math.cos(math.pi * t)))
-
-
-def rampupdown_lr(step: int, total: int, base_lr: float, rampup: float = 0.05, rampdown: float = 0.25) -> float:
-    """The StyleGAN projectors' schedule: linear warm-up over the first ``rampup`` of the run,
-    flat, then a half-cosine down to 0 over the last ``rampdown`` (t = step/total; step 0 has lr 0).
-    """
-    t = step / max(total, 1)
-    down = min(1.0, (1.0 - t) / rampdown) if rampdown > 0 else 1.0
-    ramp = 0.5 - 0.5 * math.cos(down * math.pi)
-    if rampup > 0:
-        ramp *= min(1.0, t / rampup)
-    return float(base_lr * ramp)
-
-
-#: scheduler name -> function
-SCHEDULERS: dict[str, Callable[..., float]] = {
-    "constant": constant_lr,
-    "exp": exp_lr,
-    "cosine": cosine_lr,
-    "rampupdown": rampupdown_lr,
-}
-
-
-def lr_schedule(name: str, step: int, total: int, base_lr: float, gamma: float | None = None, *,
-                rampup: float = 0.05, rampdown: float = 0.25) -> float:
-    """Learning rate of ``step`` (0-based) out of ``total`` under the named schedule.
-
-    Args:
-        name: "constant", "exp" (uses ``gamma``), "cosine" or "rampupdown" (uses ``rampup``,
-            ``rampdown`` as fractions of the run).
-    Raises:
-        InputError: an unknown name.
-    """
-    if name == "exp":
-        return exp_lr(step, total, base_lr, gamma)
-    if name == "rampupdown":
-        return rampupdown_lr(step, total, base_lr, rampup, rampdown)
-    if name in SCHEDULERS:
-        return SCHEDULERS[name](step, total, base_lr)
-    raise InputError(f"scheduler: expected one of {sorted(SCHEDULERS)}, got {name!r}")
 
 
 # ----------------------------------------------------------------------------------------

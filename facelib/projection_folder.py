@@ -20,7 +20,9 @@ from torch import nn
 
 from ._io import check_output_folder, remove_stale_parts
 from ._optim import generator_id
-from .align import IMAGE_EXTENSIONS, load_image, scan_images
+from .align import load_image
+from .align_batch import scan_images
+from .paths import IMAGE_EXTENSIONS
 from .distributed import gather, item_seed, shard, world
 from .errors import BatchInterrupted, CheckpointError, InputError, MemoryLimitError, OptimisationError
 from .grids import save_image, stamp, to_pil, to_tensor
@@ -120,7 +122,7 @@ def _save_one(one: "Projection", pt: Path, png: Path, smoke: bool, extra: Mappin
     (its presence marks the set complete)."""
     image = to_pil(one.images[0])
     if smoke:
-        from .data import SMOKE_STAMP
+        from .stamps import SMOKE_STAMP
 
         image = stamp(image, SMOKE_STAMP)
     save_image(image, png)

@@ -33,7 +33,11 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 from urllib.parse import quote
 
+from . import __version__
 from ._io import atomic_path
+from .paths import repo_root
+from .quality import quality_card
+from .stamps import REAL_WEIGHTS_HELP, SMOKE_STAMP
 
 __all__ = ["build_report", "Report", "Section", "RESPONSIBLE_USE"]
 
@@ -314,9 +318,6 @@ def build_report(out_dir: "str | os.PathLike[str]" = "out", *, title: str = "fac
     Returns:
         A :class:`Report` (paths, smoke state, per-step sections).
     """
-    from . import __version__
-    from .data import REAL_WEIGHTS_HELP, SMOKE_STAMP, repo_root
-
     out = Path(out_dir).absolute()
     out.mkdir(parents=True, exist_ok=True)
     root = repo_root()
@@ -474,7 +475,6 @@ def _projection(doc: _Doc, out: Path) -> int:
              "beside them, settings and metrics in the `.json` sidecars; a pivotal tuning of the generator for the "
              "photo is `<n>.tune.pt` with its rendering `<n>.tune.png`).")
     doc.table(header, rows)
-    from .quality import quality_card
 
     card = quality_card(card_metrics, names=card_names, smoke=smoke)
     card_header, card_rows = card.table(per_image=False)

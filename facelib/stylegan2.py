@@ -28,10 +28,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import InputError, ShapeError
+from .errors import InputError, check_shape
 
 __all__ = [
     "StyleGAN2Generator",
+    "BLUR_TAPS",
+    "SQRT2",
+    "make_kernel",
     "upfirdn2d",
     "fused_leaky_relu",
     "modulated_conv2d",
@@ -42,9 +45,10 @@ __all__ = [
 #: ``noise`` of :meth:`StyleGAN2Generator.synthesis`: None, "random", "none" or per-layer maps.
 NoiseSpec = Union[None, str, Sequence[Optional[torch.Tensor]]]
 
-# The FIR taps of every StyleGAN2 generator resampling step (Karras et al. 2020).
-_BLUR_TAPS = (1.0, 3.0, 3.0, 1.0)
-_SQRT2 = math.sqrt(2.0)
+#: The FIR taps of every StyleGAN2 generator resampling step (Karras et al. 2020).
+BLUR_TAPS = (1.0, 3.0, 3.0, 1.0)
+#: The gain of the leaky-ReLU activations (``sqrt(2)``).
+SQRT2 = math.sqrt(2.0)
 
 
 # ----------------------------------------------------------------------------------------
@@ -52,7 +56,7 @@ _SQRT2 = math.sqrt(2.0)
 # ----------------------------------------------------------------------------------------
 
 def fused_leaky_relu(x: torch.Tensor, bias: torch.Tensor | None = None, negative_slope: float = 0.2,
-                     scale: float = _SQRT2) -> torch.Tensor:
+                     scale: float = SQRT2) -> torch.Tensor:
     """``leaky_relu(x + bias, negative_slope) * scale``; ``bias`` (C,) broadcasts over dim 1."""
     if bias is not None:
         shape = [1, -1] + [1] * (x.ndim - 2)
@@ -132,9 +136,7 @@ def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, *, up: int = 1, down: int =
     Returns:
         (N, C, (H*up + y0 + y1 - kh) // down + 1, (W*up + x0 + x1 - kw) // down + 1).
     """
-    if x.ndim != 4:
-        raise ShapeError(f"upfirdn2d: expected (N, C, H, W), got {tuple(x.shape)}", actual_shape=x.shape,
-                         expected_shape=(None, None, None, None))
+    check_shape("upfirdn2d: x (N, C, H, W)", x, (None, None, None, None))
     if impl not in ("auto", "ref", "separable"):
         raise InputError(f"upfirdn2d: impl must be 'auto', 'ref' or 'separable', got {impl!r}")
     pad4 = (pad[0], pad[1], pad[0], pad[1]) if len(pad) == 2 else tuple(pad)
@@ -227,13 +229,13 @@ class EqualLinear(nn.Module):
 
 def _make_taps(factor: int) -> torch.Tensor:
     """The [1,3,3,1] taps normalised to sum ``factor``: (4,)."""
-    k = torch.tensor(_BLUR_TAPS)
+    k = torch.tensor(BLUR_TAPS)
     return k / k.sum() * factor
 
 
-def _make_kernel(factor: int) -> torch.Tensor:
+def make_kernel(factor: int) -> torch.Tensor:
     """The (4, 4) FIR kernel outer(taps, taps), summing to ``factor ** 2`` (rosinality's buffer)."""
-    k = torch.tensor(_BLUR_TAPS)
+    k = torch.tensor(BLUR_TAPS)
     k = torch.outer(k, k)
     return k / k.sum() * factor ** 2
 
@@ -249,7 +251,7 @@ class _FIR(nn.Module):
     def __init__(self, factor: int) -> None:
         super().__init__()
         self.factor = factor
-        self.register_buffer("kernel", _make_kernel(factor))
+        self.register_buffer("kernel", make_kernel(factor))
         self.register_buffer("taps", _make_taps(factor), persistent=False)
         self.register_load_state_dict_post_hook(_FIR._match_taps)
 
@@ -502,9 +504,7 @@ class StyleGAN2Generator(nn.Module):
     # -- mapping ------------------------------------------------------------------------
     def mapping(self, z: torch.Tensor) -> torch.Tensor:
         """z (N, style_dim) -> w (N, style_dim)."""
-        if z.ndim != 2 or z.shape[1] != self.style_dim:
-            raise ShapeError(f"mapping: expected z of shape (N, {self.style_dim}), got {tuple(z.shape)}",
-                             actual_shape=z.shape, expected_shape=(None, self.style_dim))
+        check_shape("mapping: z", z, (None, self.style_dim))
         return self.style(z)
 
     @torch.no_grad()
@@ -563,10 +563,7 @@ class StyleGAN2Generator(nn.Module):
         """
         if wplus.ndim == 2:
             wplus = wplus[:, None].expand(-1, self.n_latent, -1)
-        if wplus.ndim != 3 or wplus.shape[1:] != (self.n_latent, self.style_dim):
-            raise ShapeError(
-                f"synthesis: expected wplus of shape (N, {self.n_latent}, {self.style_dim}), got {tuple(wplus.shape)}",
-                actual_shape=wplus.shape, expected_shape=(None, self.n_latent, self.style_dim))
+        check_shape("synthesis: wplus", wplus, (None, self.n_latent, self.style_dim))
         noises = self._resolve_noise(noise, wplus.shape[0])
         x = self.input(wplus.shape[0])
         if self.channels_last or (self.channels_last is None and x.device.type == "cpu"):

@@ -483,7 +483,7 @@ def save_swaps(result: SwapResult, paths: Sequence["str | os.PathLike[str]"], *,
     Raises:
         InputError: not one path per pair.
     """
-    from .data import RANDOM_ID_STAMP
+    from .stamps import RANDOM_ID_STAMP
     from .grids import save_image, stamp, to_pil
 
     paths = [Path(p) for p in paths]

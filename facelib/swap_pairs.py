@@ -50,7 +50,7 @@ class SwapInputs:
 def _aligned_photo(aligned_dir: Path | None, name: str) -> Path | None:
     if aligned_dir is None:
         return None
-    from .align import IMAGE_EXTENSIONS
+    from .paths import IMAGE_EXTENSIONS
 
     base = aligned_dir / name
     if not base.parent.is_dir():

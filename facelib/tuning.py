@@ -49,6 +49,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import json
 import logging
 import math
 import os
@@ -59,11 +60,19 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
+from . import __version__
 from ._optim import (BestSteps, Evaluation, Frozen, StepCallback, batch_indices, generator_id, lpips_option,
                      optimise, read_result, resolve_lpips_option, save_result)
+from .align import IMAGE_EXTENSIONS
+from .align_batch import list_images
 from .errors import CheckpointError, InputError, OptimisationError
+from .grids import save_image
 from .losses import mse_per_image, psnr
-from .projection import Projection, load_targets
+from .paths import IMAGE_EXTENSIONS
+from .align_batch import list_images
+from .grids import save_image
+from .projection import Projection, load_projection, load_targets
+from .projection_folder import projection_paths
 
 __all__ = ["TuneConfig", "Tuning", "tune_generator", "load_tuning", "as_generator", "tuning_path", "tune_folder",
            "find_tuning",
@@ -296,8 +305,6 @@ def load_tuning(path: "str | os.PathLike[str]", G: nn.Module) -> Tuning:
         CheckpointError: missing or unreadable file, not a tuning, a parameter the generator
             lacks, or ``G`` is not the generator the tuning was made from (weights hash).
     """
-    from . import __version__
-
     r = read_result(path, fmt=_FORMAT, what="tuning", latents=("wplus",), sidecar_required=True)
     base = generator_id(G)
     recorded = r.meta.get("weights_sha256")
@@ -366,8 +373,6 @@ def tune_generator(G: nn.Module, projection: Projection, targets: Any, *, config
             with another generator.
         OptimisationError: a NaN/inf loss before any finite step.
     """
-    from . import __version__
-
     cfg, lpips_module = _settle(config, dict(options))
     if not isinstance(projection, Projection):
         raise InputError(f"projection: expected a facelib Projection, got {type(projection).__name__}")
@@ -556,8 +561,6 @@ class TuneFolderResult:
 
 
 def _tuning_done(path: Path, cfg: TuneConfig, base: str, proj_sha: str | None) -> bool:
-    import json
-
     try:
         meta = json.loads(path.with_suffix(".json").read_text())
         return (path.is_file() and meta.get("format") == _FORMAT and meta.get("weights_sha256") == base
@@ -582,11 +585,6 @@ def tune_folder(aligned: "str | os.PathLike[str]", latents: "str | os.PathLike[s
     Raises:
         InputError: ``aligned`` is neither a folder nor an image.
     """
-    from .align import IMAGE_EXTENSIONS, list_images
-    from .grids import save_image
-    from .projection import load_projection
-    from .projection_folder import projection_paths
-
     cfg, lpips_module = _settle(config, dict(options))
     src = Path(aligned)
     if src.is_dir():

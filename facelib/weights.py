@@ -20,17 +20,18 @@ from typing import Any, Mapping
 
 import torch
 
-from ._io import atomic_path
+from ._io import atomic_path, sniff_file
 from .errors import CheckpointError, InputError
+from .nvidia import load_nvidia_pickle
 from .stylegan2 import StyleGAN2Generator
 
 __all__ = ["safe_torch_load", "load_generator", "save_generator", "generator_checkpoint", "file_sha256",
-           "resolve_device", "infer_generator_config", "state_fingerprint", "sniff_file"]
+           "resolve_device", "infer_generator_config", "state_fingerprint", "sniff_file",
+           "looks_like_generator"]
 
 log = logging.getLogger(__name__)
 
 # pickle protocol-2 header + the magic number that legacy (non-zip) torch.save writes first
-_LEGACY_TORCH_MAGIC = bytes.fromhex("80028a0a6cfc9c46f9206aa85019")
 # globals that rosinality training checkpoints legitimately contain besides tensors
 _SAFE_GLOBALS = [argparse.Namespace]
 
@@ -110,28 +111,6 @@ def state_fingerprint(state: Mapping[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def sniff_file(path: Path) -> str:
-    """Classify a file by its first bytes: 'zip', 'torch-legacy', 'pickle', 'html', 'text', 'empty', 'other'."""
-    with open(path, "rb") as f:
-        head = f.read(64)
-    if not head:
-        return "empty"
-    if head.startswith(b"PK\x03\x04"):
-        return "zip"
-    if head.startswith(_LEGACY_TORCH_MAGIC):
-        return "torch-legacy"
-    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
-        return "pickle"
-    stripped = head.lstrip().lower()
-    if stripped.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head")):
-        return "html"
-    try:
-        head.decode("utf-8")
-        return "text"
-    except UnicodeDecodeError:
-        return "other"
-
-
 def _check_file(path: Path) -> str:
     if not path.exists():
         raise CheckpointError(path, "file not found")
@@ -204,7 +183,8 @@ def _describe(obj: Any) -> str:
     return f"a {type(obj).__name__}"
 
 
-def _looks_like_generator(state: Mapping[str, Any]) -> bool:
+def looks_like_generator(state: Mapping[str, Any]) -> bool:
+    """True when ``state`` has the keys of a rosinality-layout StyleGAN2 generator (``g_ema``)."""
     return "input.input" in state and "style.1.weight" in state and "conv1.conv.weight" in state
 
 
@@ -254,19 +234,19 @@ def _select_generator_state(ckpt: Any, source: "Path | None") -> tuple[dict, Any
     extra = dict(ckpt["facelib"]) if isinstance(ckpt.get("facelib"), Mapping) else {}
     if "g_ema" in ckpt and isinstance(ckpt["g_ema"], Mapping):
         return _strip_prefix(ckpt["g_ema"]), ckpt.get("latent_avg"), extra
-    if "g" in ckpt and isinstance(ckpt["g"], Mapping) and _looks_like_generator(_strip_prefix(ckpt["g"])):
+    if "g" in ckpt and isinstance(ckpt["g"], Mapping) and looks_like_generator(_strip_prefix(ckpt["g"])):
         log.warning("%s: no 'g_ema' in the checkpoint; using the training generator 'g'", source or "checkpoint")
         return _strip_prefix(ckpt["g"]), ckpt.get("latent_avg"), extra
     if isinstance(ckpt.get("state_dict"), Mapping):  # pSp / e4e encoder checkpoint: its decoder
         sd = _strip_prefix(ckpt["state_dict"])
         dec = {k[len("decoder."):]: v for k, v in sd.items() if isinstance(k, str) and k.startswith("decoder.")}
-        if _looks_like_generator(dec):
+        if looks_like_generator(dec):
             avg = ckpt.get("latent_avg")
             if torch.is_tensor(avg) and avg.ndim == 2:  # stored once per W+ row (equal rows in released files)
                 avg = avg.float().mean(0)
             return dec, avg, extra
     state = _strip_prefix(ckpt)
-    if _looks_like_generator(state):
+    if looks_like_generator(state):
         return state, None, extra
     if any(k in state for k in _ARCFACE_HINTS):
         raise CheckpointError(source, "this is an ArcFace identity network, not a StyleGAN2 generator "
@@ -304,8 +284,6 @@ def load_generator(path_or_state: "str | os.PathLike[str] | Mapping[str, Any]", 
         source = Path(path_or_state)
         kind = _check_file(source)
         if kind == "pickle":
-            from .nvidia import load_nvidia_pickle  # lazy: only for NVIDIA files
-
             ckpt = load_nvidia_pickle(source)
         else:
             ckpt = safe_torch_load(source)

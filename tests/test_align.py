@@ -11,6 +11,7 @@ from PIL import Image
 
 import facelib
 from facelib import align as A
+from facelib import align_batch as AB
 from facelib.errors import DependencyError, InputError, NoFaceError, ShapeError
 
 pytest.importorskip("dlib", reason="face alignment needs dlib (pip install dlib-bin)")
@@ -430,18 +431,18 @@ def test_list_images_and_person_name(tmp_path):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(b"x")
     rel = lambda paths: [p.relative_to(root).as_posix() for p in paths]  # noqa: E731
-    assert rel(A.list_images(root)) == ["a.png", "b.JPG", "bob/1.webp", "bob/deep/2.tif", "out/skip.png"]
-    assert rel(A.list_images(root, exclude=root / "out")) == ["a.png", "b.JPG", "bob/1.webp", "bob/deep/2.tif"]
-    assert rel(A.list_images(root, recursive=False)) == ["a.png", "b.JPG"]
-    assert A.person_name(root / "bob" / "deep" / "2.tif", root) == "bob"
-    assert A.person_name(root / "b.JPG", root) == "b"
+    assert rel(AB.list_images(root)) == ["a.png", "b.JPG", "bob/1.webp", "bob/deep/2.tif", "out/skip.png"]
+    assert rel(AB.list_images(root, exclude=root / "out")) == ["a.png", "b.JPG", "bob/1.webp", "bob/deep/2.tif"]
+    assert rel(AB.list_images(root, recursive=False)) == ["a.png", "b.JPG"]
+    assert AB.person_name(root / "bob" / "deep" / "2.tif", root) == "bob"
+    assert AB.person_name(root / "b.JPG", root) == "b"
     with pytest.raises(InputError, match="not a folder"):
-        A.list_images(root / "a.png")
+        AB.list_images(root / "a.png")
 
 
 def test_write_sample_photos_keeps_existing_files(tmp_path):
     pytest.importorskip("skimage", reason="sample photos need scikit-image")
-    paths = A.write_sample_photos(tmp_path / "samples")
+    paths = AB.write_sample_photos(tmp_path / "samples")
     assert [p.name for p in paths] == ["astronaut.png", "astronaut_mirrored.png", "astronaut_rot20.png"]
     first, mirrored = (np.asarray(Image.open(p)) for p in paths[:2])
     assert first.shape == (512, 512, 3) and np.array_equal(mirrored, first[:, ::-1])
@@ -450,7 +451,7 @@ def test_write_sample_photos_keeps_existing_files(tmp_path):
     assert np.array_equal(np.asarray(Image.open(paths[2])), np.asarray(rolled))
     assert Image.open(paths[2]).getpixel((0, 0)) == (128, 128, 128)
     Image.new("RGB", (8, 8)).save(paths[0])
-    assert A.write_sample_photos(tmp_path / "samples") == paths
+    assert AB.write_sample_photos(tmp_path / "samples") == paths
     assert Image.open(paths[0]).size == (8, 8)  # an existing file is left alone
     assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == [p.name for p in paths]
 

@@ -71,7 +71,7 @@ def test_identity_needs_reference():
 def test_identity_similarity_with_a_small_network(single_thread):
     import torch
 
-    from facelib.data import identity_network
+    from facelib.session import identity_network
 
     net = identity_network(None, smoke=True).net.eval()
     g = torch.Generator().manual_seed(0)

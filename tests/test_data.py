@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import bz2
+import glob
 import importlib.machinery
 import importlib.util
 import json
@@ -17,6 +18,8 @@ import pytest
 import torch
 
 from facelib import data as D
+from facelib import kaggle as K
+from facelib import session as Se
 from facelib.errors import CheckpointError, DependencyError
 
 from .conftest import REPO, SHARED
@@ -231,7 +234,7 @@ def test_missing_generator_names_what_and_where(tmp_path: Path, monkeypatch) -> 
     monkeypatch.setenv("FACELIB_DATA", str(empty))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(D, "repo_root", lambda: tmp_path / "repo")
-    monkeypatch.setattr(D.glob, "glob", lambda pattern: [])
+    monkeypatch.setattr(glob, "glob", lambda pattern: [])
     inv = D.locate(package_models=False)
     with pytest.raises(DependencyError) as e:
         inv.require("generator")
@@ -239,13 +242,13 @@ def test_missing_generator_names_what_and_where(tmp_path: Path, monkeypatch) -> 
     assert "StyleGAN2 generator" in msg and str(empty) in msg and str(tmp_path / "data") in msg
     assert "(absent)" in msg and "data/" in msg
     with pytest.raises(DependencyError, match="SMOKE = True"):
-        D.notebook_setup("02_projection", out_dir=tmp_path / "out", smoke=False)
-    S = D.notebook_setup("02_projection", out_dir=tmp_path / "out", smoke=False, smoke_if_missing=True, device="cpu")
+        Se.notebook_setup("02_projection", out_dir=tmp_path / "out", smoke=False)
+    S = Se.notebook_setup("02_projection", out_dir=tmp_path / "out", smoke=False, smoke_if_missing=True, device="cpu")
     assert S.smoke and S.weights is None and S.stamp == D.SMOKE_STAMP
     with pytest.raises(DependencyError, match="ArcFace"):
         inv.require("arcface")
     with pytest.raises(CheckpointError, match="does not exist"):
-        D.notebook_setup("02_projection", out_dir=tmp_path / "out", weights=tmp_path / "nope.pt")
+        Se.notebook_setup("02_projection", out_dir=tmp_path / "out", weights=tmp_path / "nope.pt")
 
 
 def test_default_roots_env_kaggle_data(tmp_path: Path, monkeypatch) -> None:
@@ -253,7 +256,7 @@ def test_default_roots_env_kaggle_data(tmp_path: Path, monkeypatch) -> None:
     a.mkdir()
     kag.mkdir()
     monkeypatch.setenv("FACELIB_DATA", os.pathsep.join([str(a), str(tmp_path / "missing")]))
-    monkeypatch.setattr(D.glob, "glob", lambda pattern: [str(kag)] if pattern == "/kaggle/input/*" else [])
+    monkeypatch.setattr(glob, "glob", lambda pattern: [str(kag)] if pattern == "/kaggle/input/*" else [])
     monkeypatch.chdir(tmp_path)
     roots = D.default_roots(package_models=False)
     assert [(r.path, r.source, r.exists) for r in roots[:4]] == [
@@ -271,7 +274,7 @@ def test_default_roots_env_kaggle_data(tmp_path: Path, monkeypatch) -> None:
 
 
 def test_notebook_setup_smoke(tmp_path: Path) -> None:
-    S = D.notebook_setup("02_projection", out_dir=tmp_path / "out", smoke=True, device="cpu", seed=3)
+    S = Se.notebook_setup("02_projection", out_dir=tmp_path / "out", smoke=True, device="cpu", seed=3)
     G = S.generator()
     assert G is S.generator()  # cached
     assert (G.resolution, G.style_dim, G.n_latent) == (64, 64, 10)
@@ -291,7 +294,8 @@ def test_notebook_setup_smoke(tmp_path: Path) -> None:
 
 
 def test_identity_network_choice(tmp_path):
-    from facelib.data import identity_network, locate
+    from facelib.data import locate
+    from facelib.session import identity_network
     from facelib.identity import build_arcface
 
     real = build_arcface("iresnet", layers=(1, 1, 1, 1), base_channels=8, seed=3)
@@ -343,7 +347,7 @@ def test_download_with_kagglehub_records_and_flags_html(tmp_path: Path, monkeypa
 
     monkeypatch.setitem(sys.modules, "kagglehub", _fake_module("kagglehub", dataset_download=dataset_download))
     dest = tmp_path / "data"
-    res = D.download(dest, ["sirtimio/style-gan-data"])
+    res = K.download(dest, ["sirtimio/style-gan-data"])
     assert calls == [("sirtimio/style-gan-data", str(dest / "style-gan-data"))]
     (r,) = res
     assert (r.status, r.client) == ("downloaded", "kagglehub")
@@ -355,11 +359,11 @@ def test_download_with_kagglehub_records_and_flags_html(tmp_path: Path, monkeypa
     assert len(g["sha256"]) == 64 and g["kind"] == "generator"
     assert files["style-gan-data/backbone.pth"]["header"] == "html"
     # verification: the recorded HTML page is reported; a changed file is caught
-    assert [p.path.name for p in D.verify_manifest(dest)] == ["backbone.pth"]
+    assert [p.path.name for p in K.verify_manifest(dest)] == ["backbone.pth"]
     size = g["size"]
     with open(dest / "style-gan-data" / "stylegan2.pt", "ab") as f:
         f.write(b"x")
-    assert [(p.path.name, p.problem) for p in D.verify_manifest(dest)] == [
+    assert [(p.path.name, p.problem) for p in K.verify_manifest(dest)] == [
         ("backbone.pth", files["style-gan-data/backbone.pth"]["problem"]),
         ("stylegan2.pt", f"size {size + 1} != recorded {size}")]
     assert D.locate([dest]).first("generator").path.name == "stylegan2.pt"
@@ -387,10 +391,10 @@ def test_download_skips_verified_copy_and_falls_back_to_kaggle_api(tmp_path: Pat
     monkeypatch.setitem(sys.modules, "kaggle.api.kaggle_api_extended",
                         _fake_module("kaggle.api.kaggle_api_extended", KaggleApi=KaggleApi))
     dest = tmp_path / "data"
-    (r,) = D.download(dest, ["sirtimio/arcface-weights"])
+    (r,) = K.download(dest, ["sirtimio/arcface-weights"])
     assert (r.status, r.client, r.problems) == ("downloaded", "kaggle", ())
     assert api_calls == ["auth", ("sirtimio/arcface-weights", str(dest / "arcface-weights"), True)]
-    (again,) = D.download(dest, ["sirtimio/arcface-weights"])
+    (again,) = K.download(dest, ["sirtimio/arcface-weights"])
     assert again.status == "present" and len(api_calls) == 2
 
 
@@ -400,15 +404,15 @@ def test_download_without_credentials_says_what_to_do(tmp_path: Path, monkeypatc
     monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "nothing"))
     monkeypatch.setitem(sys.modules, "kagglehub",
                         _fake_module("kagglehub", dataset_download=lambda *a, **k: pytest.fail("network")))
-    assert D.kaggle_credentials() is None
+    assert K.kaggle_credentials() is None
     with pytest.raises(DependencyError) as e:
-        D.download(tmp_path / "data")
+        K.download(tmp_path / "data")
     msg = str(e.value)
     assert "kaggle.json" in msg and "KAGGLE_USERNAME" in msg and "Add Data" in msg
-    assert all(f"https://www.kaggle.com/datasets/{h}" in msg for h in D.KAGGLE_DATASETS)
+    assert all(f"https://www.kaggle.com/datasets/{h}" in msg for h in K.KAGGLE_DATASETS)
     (tmp_path / "nothing").mkdir()
     (tmp_path / "nothing" / "kaggle.json").write_text("{}")
-    assert D.kaggle_credentials() == str(tmp_path / "nothing" / "kaggle.json")
+    assert K.kaggle_credentials() == str(tmp_path / "nothing" / "kaggle.json")
 
 
 def test_cli_data_status_and_no_client_imports(tmp_path: Path) -> None:

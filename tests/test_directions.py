@@ -217,7 +217,7 @@ def test_latents_with_scores_matches_names():
 @pytest.mark.slow
 def test_cli_directions_and_edit(tmp_path, monkeypatch, capsys, single_thread):
     from facelib.cli import main
-    from facelib.data import smoke_generator
+    from facelib.session import smoke_generator
     from facelib.latents import load_latents, save_latents
 
     monkeypatch.chdir(tmp_path)

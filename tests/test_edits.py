@@ -570,7 +570,7 @@ def test_reference_photos_are_aligned_projected_and_reused(small_generator, tmp_
 
 
 def test_generator_for_finds_the_recorded_generator(small_generator, tmp_path, monkeypatch):
-    from facelib.data import smoke_generator
+    from facelib.session import smoke_generator
     from facelib.weights import file_sha256, save_generator
 
     def saved(sha, weights_path=None):

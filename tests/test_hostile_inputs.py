@@ -263,7 +263,7 @@ def test_non_finite_weights_and_latents_are_refused_with_the_tensor_name(small_g
 
 
 def test_convert_verification_fails_on_nan(small_generator, tmp_path, monkeypatch):
-    from facelib import nvidia
+    from facelib import nvidia_convert
 
     save_generator(small_generator, tmp_path / "G.pt")
     from facelib.stylegan2 import StyleGAN2Generator
@@ -278,7 +278,7 @@ def test_convert_verification_fails_on_nan(small_generator, tmp_path, monkeypatc
 
     monkeypatch.setattr(StyleGAN2Generator, "synthesis", nan_after_reload)
     with pytest.raises(CheckpointError, match="does not reproduce") as info:
-        nvidia.convert_checkpoint(tmp_path / "G.pt", tmp_path / "out.pt", n_check=1)
+        nvidia_convert.convert_checkpoint(tmp_path / "G.pt", tmp_path / "out.pt", n_check=1)
     assert "images nan" in str(info.value) and not (tmp_path / "out.pt").exists()
 
 
@@ -387,7 +387,7 @@ def test_verbose_after_the_sub_command_and_pil_quiet(tmp_path):
 
 
 def test_align_ctrl_c_lists_what_was_not_reached_and_stale_parts_go(tmp_path, monkeypatch):
-    from facelib import align as A
+    from facelib import align_batch as A
 
     src, dst = tmp_path / "photos", tmp_path / "aligned"
     (src / "bob").mkdir(parents=True)
@@ -430,7 +430,7 @@ def test_project_finds_weights_like_demo_and_stamps_the_smoke_generator(small_ge
     meta = json.loads((tmp_path / "out" / "ann" / "0.json").read_text())
     assert meta["weights_sha256"] == file_sha256(data / "ffhq-small.pt")
     # the smoke generator's renderings carry the stamp whichever entry point writes them
-    from facelib.data import smoke_generator
+    from facelib.session import smoke_generator
 
     G = smoke_generator(0)
     res = project_folder(tmp_path / "aligned", tmp_path / "smoke", G, **FAST)
@@ -444,7 +444,8 @@ def test_project_finds_weights_like_demo_and_stamps_the_smoke_generator(small_ge
 # ----------------------------------------------------------------------------------------
 
 def test_stand_ins_error_in_a_real_run_and_are_stamped_when_allowed(tmp_path):
-    from facelib.data import STAND_IN_STAMP, notebook_setup
+    from facelib.stamps import STAND_IN_STAMP
+    from facelib.session import notebook_setup
 
     S = notebook_setup("04_expressions", out_dir=tmp_path / "out", smoke=True)
     S.use_inputs(True, run_first="02_projection")  # a smoke run goes on
@@ -480,8 +481,8 @@ def test_runner_status_says_ok_with_stand_in_inputs(tmp_path):
     nbs = tmp_path / "notebooks"
     nbs.mkdir()
     _tiny_notebook(nbs / "03_style_transfer.ipynb",
-                   "import facelib.data\n"
-                   "S = facelib.data.notebook_setup('03_style_transfer', out_dir=OUT_DIR, smoke=SMOKE)\n"
+                   "import facelib.session\n"
+                   "S = facelib.session.notebook_setup('03_style_transfer', out_dir=OUT_DIR, smoke=SMOKE)\n"
                    "S.use_inputs(True, notes=['targets: no projections; using 1 random latent(s)'])\n"
                    "S.record(images=0)\n",
                    'OUT_DIR = "out"\nSMOKE = False\n')

@@ -464,12 +464,10 @@ def test_dlib_flat_image_uses_fallback_or_raises():
 
 
 def test_dlib_judge_rejects_bad_fallback_before_loading_models(monkeypatch):
-    import facelib.align as A
-
     def no_models(*a, **k):
         raise AssertionError("models loaded before the arguments were checked")
 
-    monkeypatch.setattr(A, "dlib_model_path", no_models)
+    monkeypatch.setattr(I, "dlib_model_path", no_models)
     img = np.zeros((16, 16, 3), np.uint8)
     for fn in (J.dlib_descriptors, J.dlib_landmarks):
         with pytest.raises(InputError, match="fallback"):
@@ -478,11 +476,11 @@ def test_dlib_judge_rejects_bad_fallback_before_loading_models(monkeypatch):
 
 @needs_dlib
 def test_dlib_judge_shares_the_alignment_model_cache():
-    import facelib.align as A
+    import facelib.dlib_models as M
 
     predictor, model = J._judge_models()
-    assert predictor is A._shape_predictor(str(A.dlib_model_path(J._DLIB_MODELS["landmarks5"])))
-    assert model is A._face_recognizer(str(A.dlib_model_path(J._DLIB_MODELS["descriptor"])))
+    assert predictor is M.shape_predictor(str(M.dlib_model_path(J._DLIB_MODELS["landmarks5"])))
+    assert model is M.face_recognizer(str(M.dlib_model_path(J._DLIB_MODELS["descriptor"])))
     assert J._judge_models() == (predictor, model)  # loaded once
 
 

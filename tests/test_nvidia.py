@@ -28,8 +28,8 @@ import torch
 
 from facelib import load_generator
 from facelib.errors import CheckpointError, InputError
-from facelib.nvidia import (RecordedGenerator, convert_checkpoint, is_nvidia_pickle, load_nvidia_pickle,
-                            read_nvidia_pickle, select_generator)
+from facelib.nvidia import is_nvidia_pickle, load_nvidia_pickle, read_nvidia_pickle, select_generator
+from facelib.nvidia_convert import RecordedGenerator, convert_checkpoint
 from facelib.stylegan2 import StyleGAN2Generator
 
 from .conftest import shared_path

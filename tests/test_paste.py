@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 import facelib
-from facelib.align import align_folder, alignment_path, load_alignment, save_alignment
+from facelib.align_batch import align_folder, alignment_path, load_alignment, save_alignment
 from facelib.errors import InputError
 from facelib.paste import paste_file, paste_into_photo, seam_color_offset
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 from facelib import report as R
 from facelib.cli import main
-from facelib.data import REAL_WEIGHTS_HELP, SMOKE_STAMP
+from facelib.stamps import REAL_WEIGHTS_HELP, SMOKE_STAMP
 
 
 def _img(path: Path, color=(120, 60, 30)) -> Path:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import facelib
-from facelib.stylegan2 import _FIR, StyleGAN2Generator, _make_kernel, default_channels, upfirdn2d
+from facelib.stylegan2 import _FIR, StyleGAN2Generator, default_channels, make_kernel, upfirdn2d
 from facelib.weights import infer_generator_config
 
 from .conftest import import_from, shared_path
@@ -71,7 +71,7 @@ def test_config_inference_takes_unusual_widths_and_depth():
 
 
 def test_upfirdn2d_separable_matches_reference_with_gradients():
-    k = _make_kernel(2)
+    k = make_kernel(2)
     for up, down, pad in [(1, 1, (1, 1)), (2, 1, (2, 1)), (1, 2, (1, 1)), (2, 1, (-1, 3)), (1, 1, (0, 0, 2, 1))]:
         x1 = torch.randn(2, 5, 11, 9, dtype=torch.float64, requires_grad=True)
         x2 = x1.detach().clone().requires_grad_(True)
@@ -95,7 +95,7 @@ def test_upfirdn2d_separable_matches_reference_with_gradients():
 
 def test_upfirdn2d_upsampling_preserves_a_constant():
     x = torch.ones(1, 3, 8, 8)
-    y = upfirdn2d(x, _make_kernel(2), up=2, pad=(2, 1))
+    y = upfirdn2d(x, make_kernel(2), up=2, pad=(2, 1))
     assert y.shape == (1, 3, 16, 16)
     assert torch.allclose(y[..., 2:-2, 2:-2], torch.ones(1, 3, 12, 12))
 
@@ -226,7 +226,8 @@ def test_sample_command_renders_the_seeded_samples(small_generator, tmp_path, ca
     from PIL import Image
 
     from facelib.cli import main
-    from facelib.data import SMOKE_STAMP, smoke_generator
+    from facelib.stamps import SMOKE_STAMP
+    from facelib.session import smoke_generator
     from facelib.grids import make_grid, stamp
     from facelib.weights import save_generator
 

@@ -441,7 +441,7 @@ def test_save_swaps_stamps_and_writes_each_pair(G, id_net, pairs, tmp_path):
     paths = save_swaps(r, [tmp_path / "a.png", tmp_path / "b.png"], stamps=["SMOKE RUN", None], random_id=True)
     assert paths == [tmp_path / "a.png", tmp_path / "b.png"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "a.png", "a.pt", "b.json", "b.png", "b.pt"]
-    from facelib.data import RANDOM_ID_STAMP
+    from facelib.stamps import RANDOM_ID_STAMP
 
     want = stamp(stamp(stamp(to_pil(r.images[1]), "SMOKE RUN"), RANDOM_ID_STAMP), UNCHANGED_STAMP)
     assert Image.open(tmp_path / "b.png").tobytes() == want.tobytes()

@@ -147,7 +147,7 @@ def test_cli_project_tune_then_edits_render_tuned_and_paste_back(tmp_path, singl
     import numpy as np
     from PIL import Image
 
-    from facelib.align import align_folder
+    from facelib.align_batch import align_folder
     from facelib.cli import main
 
     photos = tmp_path / "photos" / "ann"

@@ -526,7 +526,7 @@ def test_long_stamps_and_titles_wrap_instead_of_running_off_the_image():
     import numpy as np
     from PIL import Image, ImageDraw
 
-    from facelib.data import SMOKE_HINT, SMOKE_STAMP
+    from facelib.stamps import SMOKE_HINT, SMOKE_STAMP
     from facelib.grids import _font, make_grid, stamp, wrap_text
 
     img = Image.new("RGB", (128, 128), (0, 128, 0))

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from facelib import progress as P
 from facelib import widgets as Wd
 from facelib.errors import InputError
 
@@ -334,10 +335,10 @@ def test_progress_bar_in_a_notebook_becomes_text_when_done(monkeypatch) -> None:
         handles.append(_Handle())
         return handles[-1]
 
-    monkeypatch.setattr(Wd, "_in_kernel", lambda: True)
+    monkeypatch.setattr(P, "in_kernel", lambda: True)
     monkeypatch.delenv("FACELIB_HEADLESS", raising=False)
     monkeypatch.setattr(IPython.display, "display", fake_display)
-    monkeypatch.setattr(Wd, "_BAR_CLASS", None)
+    monkeypatch.setattr(P, "_BAR_CLASS", None)
     bar = Wd.progress_bar(total=4, desc="project")
     assert type(shown[0]).__name__ == "TqdmHBox" and handles[0].updates == []
     container = bar.container
