@@ -278,7 +278,7 @@ def row_effects(G: torch.nn.Module, target_wplus: Any, *, delta: torch.Tensor | 
     base_thumb = _thumb(base, thumb_size)[0]
     thumbs = base_thumb[None].repeat(n, 1, 1, 1)
     batch = torch.stack([variants[r] for r in todo] + [full])  # [len(todo) + 1, L, D]
-    from .widgets import progress_bar as tqdm
+    from .progress import progress_bar as tqdm
 
     chunks = list(range(0, batch.shape[0], max(1, batch_size)))
     full_vals = (0.0, 0.0, 0.0)
