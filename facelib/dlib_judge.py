@@ -14,7 +14,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import InputError, NoFaceError, RangeError, ShapeError, check_shape
+from .align import detect_faces, load_image, predict_landmarks
+from .dlib_models import dlib_model_path, face_recognizer, import_dlib, shape_predictor
+from .errors import check_shape, InputError, NoFaceError, RangeError, ShapeError
+from .grids import to_pil
 
 __all__ = [
     "DLIB_SAME_PERSON_THRESHOLD",
@@ -48,7 +51,6 @@ Box = tuple[int, int, int, int]  # (left, top, right, bottom), inclusive pixel c
 
 def _judge_models() -> tuple[Any, Any]:
     """dlib's 5-point predictor and face-recognition ResNet, through facelib.align's model cache."""
-    from .dlib_models import dlib_model_path, face_recognizer, shape_predictor
 
     return (shape_predictor(os.fspath(dlib_model_path(_DLIB_MODELS["landmarks5"]))),
             face_recognizer(os.fspath(dlib_model_path(_DLIB_MODELS["descriptor"]))))
@@ -63,8 +65,6 @@ def _as_uint8_images(images: Any, name: str = "images") -> list[np.ndarray]:
     """Photos / uint8 arrays / [-1, 1] tensors -> list of (H, W, 3) uint8 RGB arrays."""
     from PIL import Image
 
-    from .align import load_image
-    from .grids import to_pil
 
     if isinstance(images, (str, os.PathLike, Image.Image)):
         return [np.ascontiguousarray(np.asarray(load_image(images), dtype=np.uint8))]
@@ -95,7 +95,6 @@ def _as_uint8_images(images: Any, name: str = "images") -> list[np.ndarray]:
 
 def _find_face(img: np.ndarray, fallback: str | None, index: int) -> tuple[Box, bool]:
     """Largest HOG detection (upsample 1, as in alignment) or the FFHQ box. Returns (box, detected)."""
-    from .align import detect_faces
 
     boxes = detect_faces(img, detector="hog", upsample=1)  # largest first
     if boxes:
@@ -164,7 +163,6 @@ def dlib_descriptors(images: Any, *, fallback: str | None = "ffhq", num_jitters:
         NoFaceError: no face and ``fallback=None``.
         InputError: unsupported image type, shape or range.
     """
-    from .dlib_models import import_dlib
 
     _check_fallback(fallback)
     arrays = _as_uint8_images(images)
@@ -192,7 +190,6 @@ def dlib_landmarks(images: Any, *, fallback: str | None = "ffhq") -> DlibLandmar
     Raises:
         DependencyError, NoFaceError, InputError: as for :func:`dlib_descriptors`.
     """
-    from .align import predict_landmarks
 
     _check_fallback(fallback)
     arrays = _as_uint8_images(images)

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from .errors import InputError, RangeError, ShapeError
+from .progress import progress_bar as tqdm
 from .tuning import as_generator
 
 __all__ = [
@@ -559,7 +560,6 @@ def render(G: torch.nn.Module, wplus: torch.Tensor, *, noise: Any = None, batch_
     Returns:
         (N, 3, H, W) float32 on the CPU, clamped to [-1, 1].
     """
-    from .progress import progress_bar as tqdm
 
     G = as_generator(G)  # a one-photo Tuning renders through its tuned generator
     if batch_size < 1:

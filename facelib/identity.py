@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .dlib_models import dlib_model_path, face_recognizer, import_dlib, shape_predictor
-from .errors import CheckpointError, InputError, NoFaceError, RangeError, ShapeError, check_shape
+from .errors import CheckpointError, InputError, ShapeError, check_shape
+from .weights import check_finite_tensors, safe_torch_load
 
 __all__ = [
     # identity networks
@@ -497,7 +497,6 @@ def _strip_prefix(sd: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _read_checkpoint(path: "str | os.PathLike[str]") -> Any:
-    from .weights import safe_torch_load  # weights_only load; every failure is a CheckpointError
 
     return safe_torch_load(path)
 
@@ -616,7 +615,6 @@ def load_arcface(path_or_state_dict: "str | os.PathLike[str] | Mapping[str, Any]
     for k, v in net.state_dict().items():
         if k.endswith("num_batches_tracked") and k not in state:
             state[k] = torch.zeros_like(v)
-    from .weights import check_finite_tensors
 
     check_finite_tensors(state, path, "identity network")
     try:

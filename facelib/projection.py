@@ -59,13 +59,19 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
-from ._optim import (SCHEDULERS, constant_lr, cosine_lr, default_gamma, exp_lr, lr_schedule, rampupdown_lr,
-                     BestSteps, Evaluation, Frozen, StepCallback, StepState, batch_indices, check_settings,
-                     generator_id, image_batch, lpips_option, optimise, read_result, resolve_lpips_option,
-                     save_result)
+from . import __version__
+from ._optim import (batch_indices, BestSteps, check_settings, constant_lr, cosine_lr, default_gamma,
+                     Evaluation, exp_lr, Frozen, generator_id, image_batch, lpips_option, lr_schedule,
+                     optimise, rampupdown_lr, read_result, resolve_lpips_option, save_result, SCHEDULERS,
+                     StepCallback, StepState)
+from .align import load_image
 from .errors import CheckpointError, InputError, OptimisationError, RangeError, ShapeError
-from .losses import LPIPSLoss, identity_similarity, mse_per_image, noise_regularize, normalize_noises_, psnr
+from .grids import to_pil, to_tensor
+from .identity import identity_crop
+from .losses import identity_similarity, LPIPSLoss, mse_per_image, noise_regularize, normalize_noises_, psnr
+from .memory import check_fits
 from .quality import quality_card
+from .weights import state_fingerprint
 
 __all__ = [
     "ProjectConfig",
@@ -316,7 +322,6 @@ class Projection:
 
     def to_pil(self) -> list:
         """The renderings as PIL images."""
-        from .grids import to_pil
 
         return to_pil(self.images)
 
@@ -330,7 +335,6 @@ def load_projection(path: "str | os.PathLike[str]") -> Projection:
     Raises:
         CheckpointError: missing, unreadable or not a projection file.
     """
-    from . import __version__
 
     r = read_result(path, fmt=_FORMAT, what="projection", latents=("wplus",), sidecar_required=False)
     data, meta = r.tensors, r.meta
@@ -373,7 +377,6 @@ def load_targets(targets: Any, resolution: int) -> tuple[torch.Tensor, list[str 
         ShapeError / RangeError / InputError: wrong shape, values outside [-1, 1] or non-finite,
             unreadable file.
     """
-    from .grids import to_tensor
 
     if torch.is_tensor(targets):
         x = image_batch(targets, "targets")
@@ -384,7 +387,6 @@ def load_targets(targets: Any, resolution: int) -> tuple[torch.Tensor, list[str 
     items = [targets] if _is_image_like(targets) else list(targets)
     if not items:
         raise InputError("targets: empty list")
-    from .align import load_image
 
     tensors, names = [], []
     for item in items:
@@ -700,7 +702,6 @@ def project(G: nn.Module, targets: Any, *, config: ProjectConfig | None = None,
     A KeyboardInterrupt during the optimisation returns the best steps so far, with
     ``interrupted=True`` (also in every ``metrics`` entry).
     """
-    from . import __version__
 
     # 1. Check inputs and settle the config
     cfg, lpips_module, init_wplus = settle_config(config, options)
@@ -756,7 +757,6 @@ def project(G: nn.Module, targets: Any, *, config: ProjectConfig | None = None,
                 target_emb = target_emb.expand(n, -1)
             else:
                 with torch.no_grad():
-                    from .identity import identity_crop
 
                     target_emb = id_net(identity_crop(x.to(device))).float()
         wid = generator_id(G)
@@ -768,7 +768,6 @@ def project(G: nn.Module, targets: Any, *, config: ProjectConfig | None = None,
         keys: list[str | None] = [None] * n
         found: dict[int, Projection] = {}
         if cache is not None:
-            from .weights import state_fingerprint
 
             avg = getattr(G, "latent_avg", None)
             avg_sha = sha256_tensor(avg) if avg is not None else None
@@ -795,7 +794,6 @@ def project(G: nn.Module, targets: Any, *, config: ProjectConfig | None = None,
             sub_init = init_wplus[sel] if init_wplus is not None else None
             sub_emb = target_emb[sel.to(device)] if target_emb is not None else None
             sub_seeds = [seeds[i] for i in todo]
-            from .memory import check_fits
 
             check_fits(G, device, len(todo), lpips=lpips_loss is not None, lpips_size=cfg.lpips_size)
             started = time.perf_counter()

@@ -66,11 +66,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._optim import (BestSteps, Evaluation, Frozen, StepCallback, StepState, batch_indices, check_settings,
-                     generator_id, image_batch, lpips_option, optimise, read_result, resolve_lpips_option,
-                     save_result)
-from .errors import CheckpointError, DependencyError, InputError, OptimisationError, RangeError, ShapeError, check_shape
+from . import __version__
+from ._optim import (batch_indices, BestSteps, check_settings, Evaluation, Frozen, generator_id, image_batch,
+                     lpips_option, optimise, read_result, resolve_lpips_option, save_result, StepCallback,
+                     StepState)
+from .align import load_image
+from .edits import LayerMask
+from .errors import (check_shape, CheckpointError, DependencyError, InputError, OptimisationError, RangeError,
+                     ShapeError)
+from .face_regions import face_region, ffhq_ellipse_mask
+from .grids import make_grid, save_image, stamp, to_pil
+from .losses import identity_similarity
+from .projection import load_targets, lr_schedule
+from .stamps import RANDOM_ID_STAMP
 from .swap_judge import batch_images, broadcast_batch, embed_faces, judge_swap, swap_metrics_text
+from .tuning import as_generator
+from .weights import state_fingerprint
 
 __all__ = [
     "SwapConfig",
@@ -120,7 +131,6 @@ def resolve_rows(rows: Any, n_latent: int) -> tuple[int, ...]:
         InputError: unreadable, empty, rows outside the generator, or a mask with weights other
             than 0 and 1 (the swap optimises whole rows).
     """
-    from .edits import LayerMask
 
     if rows is None:
         return default_rows(n_latent)
@@ -169,7 +179,6 @@ def _face_masks(images: torch.Tensor, kind: str, feather_frac: float) -> tuple[t
     :func:`facelib.face_regions.face_region`), "landmarks" (the hull; NoFaceError / DependencyError
     otherwise), "ellipse" (:func:`facelib.face_regions.ffhq_ellipse_mask`), "none" (zeros).
     """
-    from .face_regions import face_region, ffhq_ellipse_mask
 
     n, _, h, _ = images.shape
     size = int(h)
@@ -283,7 +292,6 @@ class SwapConfig:
         return cls(**kw)
 
     def lr_at(self, step: int) -> float:
-        from .projection import lr_schedule
 
         return lr_schedule(self.scheduler, step, self.steps, self.lr)
 
@@ -363,7 +371,6 @@ class SwapResult:
 
     def to_pil(self) -> list:
         """The results as PIL images."""
-        from .grids import to_pil
 
         return to_pil(self.images)
 
@@ -404,8 +411,6 @@ class SwapResult:
             result: identity cosine to the source before -> after (optimised network) and the
             dlib distance to the source ("no face" when dlib fell back to the fixed box).
         """
-        from .align import load_image
-        from .grids import make_grid
 
         n = len(self)
         srcs = list(source_images) if not isinstance(source_images, torch.Tensor) else list(
@@ -483,8 +488,6 @@ def save_swaps(result: SwapResult, paths: Sequence["str | os.PathLike[str]"], *,
     Raises:
         InputError: not one path per pair.
     """
-    from .stamps import RANDOM_ID_STAMP
-    from .grids import save_image, stamp, to_pil
 
     paths = [Path(p) for p in paths]
     if len(paths) != len(result):
@@ -505,7 +508,6 @@ def load_swap(path: "str | os.PathLike[str]") -> SwapResult:
     Raises:
         CheckpointError: missing, unreadable or not a swap result (the JSON sidecar is required).
     """
-    from . import __version__
 
     r = read_result(path, fmt=_FORMAT, what="swap result", latents=("wplus", "target_wplus"),
                     sidecar_required=True)
@@ -543,7 +545,6 @@ def _source_images(source: Any, resolution: int) -> tuple[torch.Tensor, list[str
     if isinstance(source, torch.Tensor):
         x = image_batch(source, "source")
         return x, [None] * x.shape[0]
-    from .projection import load_targets
 
     return load_targets(source, resolution)
 
@@ -627,9 +628,6 @@ def face_swap(G: nn.Module, id_net: nn.Module, source: Any, target: Any, *, conf
     A KeyboardInterrupt during the optimisation returns the best steps so far with
     ``interrupted=True``.
     """
-    from . import __version__
-    from .losses import identity_similarity
-    from .tuning import as_generator
 
     # 1. Check inputs and settle the config
     G = as_generator(G)  # a one-photo Tuning: optimise and render through its tuned generator
@@ -793,8 +791,6 @@ def swap_cache_key(G: nn.Module, id_net: nn.Module, source_images: torch.Tensor,
     import hashlib
     import json
 
-    from . import __version__
-    from .weights import state_fingerprint
 
     def sha(x: torch.Tensor) -> str:
         return hashlib.sha256(x.detach().cpu().float().contiguous().numpy().tobytes()).hexdigest()

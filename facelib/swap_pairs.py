@@ -11,7 +11,11 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from .edit_inputs import find_projections, random_latents
 from .errors import InputError
+from .latents import SavedLatents
+from .paths import IMAGE_EXTENSIONS
+from .projection import load_targets
 
 __all__ = ["SwapInputs", "swap_inputs"]
 
@@ -50,7 +54,6 @@ class SwapInputs:
 def _aligned_photo(aligned_dir: Path | None, name: str) -> Path | None:
     if aligned_dir is None:
         return None
-    from .paths import IMAGE_EXTENSIONS
 
     base = aligned_dir / name
     if not base.parent.is_dir():
@@ -79,9 +82,6 @@ def swap_inputs(G: nn.Module, *, latents_dir: Any = "out/latents", aligned_dir: 
     Raises:
         InputError: a named pair refers to a projection that does not exist.
     """
-    from .edit_inputs import find_projections, random_latents
-    from .latents import SavedLatents
-    from .projection import load_targets
 
     notes: list[str] = []
     ldir = Path(latents_dir) if latents_dir else None

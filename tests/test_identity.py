@@ -467,7 +467,7 @@ def test_dlib_judge_rejects_bad_fallback_before_loading_models(monkeypatch):
     def no_models(*a, **k):
         raise AssertionError("models loaded before the arguments were checked")
 
-    monkeypatch.setattr(I, "dlib_model_path", no_models)
+    monkeypatch.setattr(J, "dlib_model_path", no_models)
     img = np.zeros((16, 16, 3), np.uint8)
     for fn in (J.dlib_descriptors, J.dlib_landmarks):
         with pytest.raises(InputError, match="fallback"):
