@@ -22,12 +22,13 @@ from ._io import check_output_folder, remove_stale_parts
 from ._optim import generator_id
 from .align import load_image
 from .align_batch import scan_images
-from .paths import IMAGE_EXTENSIONS
 from .distributed import gather, item_seed, shard, world
 from .errors import BatchInterrupted, CheckpointError, InputError, MemoryLimitError, OptimisationError
 from .grids import save_image, stamp, to_pil, to_tensor
 from .memory import is_out_of_memory, plan_batch
-from .projection import ProjectConfig, Projection, load_projection, project, settle_config, sha256_tensor
+from .paths import IMAGE_EXTENSIONS
+from .projection import load_projection, project, ProjectConfig, Projection, settle_config, sha256_tensor
+from .stamps import SMOKE_STAMP
 
 __all__ = ["project_folder", "projection_paths", "ProjectFolderResult"]
 
@@ -122,7 +123,6 @@ def _save_one(one: "Projection", pt: Path, png: Path, smoke: bool, extra: Mappin
     (its presence marks the set complete)."""
     image = to_pil(one.images[0])
     if smoke:
-        from .stamps import SMOKE_STAMP
 
         image = stamp(image, SMOKE_STAMP)
     save_image(image, png)

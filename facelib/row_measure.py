@@ -22,10 +22,11 @@ import torch.nn.functional as F
 from . import __version__
 from ._io import atomic_path
 from ._optim import generator_id
-from .edits import LayerMask, MaskSpec, apply_delta, as_wplus, check_strength, mix_styles, render
-from .errors import InputError, RangeError, check_shape
+from .edits import apply_delta, as_wplus, check_strength, LayerMask, MaskSpec, mix_styles, render
+from .errors import check_shape, InputError, RangeError
 from .face_regions import face_region, ffhq_ellipse_mask
 from .grids import make_grid
+from .progress import progress_bar as tqdm
 
 __all__ = ["RowEffects", "row_effects", "row_effects_cache_key"]
 
@@ -278,7 +279,6 @@ def row_effects(G: torch.nn.Module, target_wplus: Any, *, delta: torch.Tensor | 
     base_thumb = _thumb(base, thumb_size)[0]
     thumbs = base_thumb[None].repeat(n, 1, 1, 1)
     batch = torch.stack([variants[r] for r in todo] + [full])  # [len(todo) + 1, L, D]
-    from .progress import progress_bar as tqdm
 
     chunks = list(range(0, batch.shape[0], max(1, batch_size)))
     full_vals = (0.0, 0.0, 0.0)
