@@ -37,11 +37,10 @@ class _RecordingBar:
 
 @pytest.mark.slow
 def test_progress_bar_shows_loss_and_lr_of_every_step(small_generator, monkeypatch):
-    import tqdm.std
-
+    import facelib._optim
     from facelib.projection import ProjectConfig, project
 
-    monkeypatch.setattr(tqdm.std, "tqdm", _RecordingBar)  # the text bar facelib's progress bars use here
+    monkeypatch.setattr(facelib._optim, "tqdm", _RecordingBar)  # the optimisation driver's progress bar
     _RecordingBar.instances.clear()
     G = small_generator
     with torch.no_grad():
