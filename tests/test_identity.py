@@ -419,7 +419,7 @@ def test_dlib_same_person_closer_than_different_people(aligned):
 def test_dlib_fallback_box_on_aligned_faces(aligned, monkeypatch):
     img = aligned["obama.jpg"]
     detected = J.dlib_descriptors(img)
-    monkeypatch.setattr("facelib.align.detect_faces", lambda *a, **k: [])
+    monkeypatch.setattr(J, "detect_faces", lambda *a, **k: [])
     fb = J.dlib_descriptors(img)
     assert fb.detected == (False,)
     l, t, r, b = J.FFHQ_FACE_BOX
