@@ -90,24 +90,38 @@ def mask_option(spec: str, n_latent: int, option: str):
 
 def kept_or_done(out, meta_path, same: dict, overwrite: bool) -> int | None:
     """For single-output commands: None = go on; 0 = the same result exists (done); 1 = a result of
-    other settings exists and is kept (without --overwrite)."""
+    other settings (or a file without its settings record) exists and is kept (without --overwrite).
+
+    A record of the same settings whose image is missing (an interrupted run) is redone."""
     import json
     from pathlib import Path
 
-    out = Path(out)
-    if overwrite or not (out.exists() or Path(meta_path).exists()):
+    out, meta_path = Path(out), Path(meta_path)
+    if overwrite or not (out.exists() or meta_path.exists()):
         return None
     try:
-        saved = json.loads(Path(meta_path).read_text())
+        saved = json.loads(meta_path.read_text())
     except (OSError, ValueError):
-        saved = {}
+        print(f"kept {out}: it exists without a readable settings record ({meta_path.name}), so it may be "
+              "another file or an interrupted run; rerun with --overwrite to replace it")
+        return 1
     diff = [k for k, v in same.items() if saved.get(k) != v]
-    if out.exists() and not diff:
-        print(f"{out}: already done with these settings (--overwrite redoes it)")
-        return 0
-    shown = ", ".join(f"{k} {saved.get(k)!r} (now {same[k]!r})" for k in diff[:3]) or "incomplete"
+    if not diff:
+        if out.exists():
+            print(f"{out}: already done with these settings (--overwrite redoes it)")
+            return 0
+        return None  # the record of an interrupted run: make the image again
+    shown = "; ".join(_difference(k, saved.get(k), same[k]) for k in diff[:3])
     print(f"kept {out}: made with other settings ({shown}); rerun with --overwrite to replace it")
     return 1
+
+
+def _difference(name: str, saved, now) -> str:
+    """``name 'a' (now 'b')``; for two mappings only the entries that differ."""
+    if isinstance(saved, dict) and isinstance(now, dict):
+        keys = [k for k in now if saved.get(k) != now[k]] + [k for k in saved if k not in now]
+        return ", ".join(f"{name}.{k} {saved.get(k)!r} (now {now.get(k)!r})" for k in keys[:3])
+    return f"{name} {saved!r} (now {now!r})"
 
 
 def is_smoke(G) -> bool:

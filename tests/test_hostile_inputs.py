@@ -514,3 +514,23 @@ def test_grids_label_stand_in_references_as_such():
     assert EditInputs(targets={}, references={}, stand_in_for=("targets",)).reference_label == "projection"
     assert EditInputs(targets={}, references={}, stand_in_for=("sad",)).reference_label == "stand-in (random latent)"
     assert EditInputs(targets={}, references={}).reference_label == "projection"
+
+
+def test_edit_whose_image_was_lost_is_redone_and_kept_message_names_only_the_change(small_generator, tmp_path,
+                                                                                      capsys):
+    weights = _weights(small_generator, tmp_path)
+    lat = edit_inputs.random_latents(small_generator, 2, seed=1)
+    torch.save({"wplus": lat[:1]}, tmp_path / "a.pt")
+    torch.save({"wplus": lat[1:]}, tmp_path / "b.pt")
+    out = tmp_path / "m.png"
+    argv = ["mix", str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), str(out), "--weights", str(weights)]
+    assert main(argv) == 0
+    out.unlink()  # the image is gone while its settings record stays: the same settings make it again
+    capsys.readouterr()
+    assert main(argv) == 0 and out.is_file()
+    assert "wrote" in capsys.readouterr().out
+    before = out.read_bytes()
+    assert main(argv + ["--strength", "0.5"]) == 1
+    printed = capsys.readouterr().out
+    assert printed.startswith(f"kept {out}: made with other settings (strength 1.0 (now 0.5))")
+    assert out.read_bytes() == before
