@@ -42,15 +42,11 @@ from .encoders import describe_encoder_checkpoint
 from .errors import CheckpointError, DependencyError, InputError
 from .identity import detect_arcface_arch
 from .paths import IMAGE_EXTENSIONS, env_dirs, kaggle_dirs, package_models_dir, repo_root
-from .stamps import REAL_WEIGHTS_HELP, SMOKE_HINT, SMOKE_STAMP, STAND_IN_STAMP
+from .stamps import REAL_WEIGHTS_HELP
 from .torch_meta import TensorMeta, human_size, read_torch_metadata
 from .weights import looks_like_generator  # the key test load_generator uses
 
 __all__ = [
-    "SMOKE_STAMP",
-    "STAND_IN_STAMP",
-    "SMOKE_HINT",
-    "REAL_WEIGHTS_HELP",
     "FoundFile",
     "ImageFolder",
     "Problem",
@@ -59,9 +55,6 @@ __all__ = [
     "default_roots",
     "locate",
     "classify_file",
-    "read_torch_metadata",
-    "TensorMeta",
-    "repo_root",
 ]
 
 log = logging.getLogger(__name__)

@@ -63,14 +63,11 @@ from torch import nn
 from . import __version__
 from ._optim import (BestSteps, Evaluation, Frozen, StepCallback, batch_indices, generator_id, lpips_option,
                      optimise, read_result, resolve_lpips_option, save_result)
-from .align import IMAGE_EXTENSIONS
 from .align_batch import list_images
 from .errors import CheckpointError, InputError, OptimisationError
 from .grids import save_image
 from .losses import mse_per_image, psnr
 from .paths import IMAGE_EXTENSIONS
-from .align_batch import list_images
-from .grids import save_image
 from .projection import Projection, load_projection, load_targets
 from .projection_folder import projection_paths
 

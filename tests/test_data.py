@@ -20,6 +20,7 @@ import torch
 from facelib import data as D
 from facelib import kaggle as K
 from facelib import session as Se
+from facelib.stamps import SMOKE_STAMP
 from facelib.errors import CheckpointError, DependencyError
 
 from .conftest import REPO, SHARED
@@ -244,7 +245,7 @@ def test_missing_generator_names_what_and_where(tmp_path: Path, monkeypatch) -> 
     with pytest.raises(DependencyError, match="SMOKE = True"):
         Se.notebook_setup("02_projection", out_dir=tmp_path / "out", smoke=False)
     S = Se.notebook_setup("02_projection", out_dir=tmp_path / "out", smoke=False, smoke_if_missing=True, device="cpu")
-    assert S.smoke and S.weights is None and S.stamp == D.SMOKE_STAMP
+    assert S.smoke and S.weights is None and S.stamp == SMOKE_STAMP
     with pytest.raises(DependencyError, match="ArcFace"):
         inv.require("arcface")
     with pytest.raises(CheckpointError, match="does not exist"):
@@ -278,7 +279,7 @@ def test_notebook_setup_smoke(tmp_path: Path) -> None:
     G = S.generator()
     assert G is S.generator()  # cached
     assert (G.resolution, G.style_dim, G.n_latent) == (64, 64, 10)
-    assert S.stamp == D.SMOKE_STAMP and S.title("x").startswith(D.SMOKE_STAMP) and S.title("x").endswith("x")
+    assert S.stamp == SMOKE_STAMP and S.title("x").startswith(SMOKE_STAMP) and S.title("x").endswith("x")
     from PIL import Image
 
     img = Image.new("RGB", (200, 100), "white")
