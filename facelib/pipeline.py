@@ -31,7 +31,7 @@ from ._io import atomic_path
 from .data import locate
 from .errors import CheckpointError, DependencyError, InputError
 from .paths import repo_root
-from .report import build_report
+from .report import build_report, stand_in_hint
 from .stamps import REAL_WEIGHTS_HELP
 
 __all__ = ["STEPS", "Step", "StepResult", "SeriesResult", "run_series", "notebook_paths", "resolve_kernel",
@@ -121,16 +121,6 @@ class SeriesResult:
                 f"in {self.seconds:.1f} s")
         tail = [f"report: {self.report_html}"] if self.report_html else []
         return "\n".join([head, *lines, *tail])
-
-
-def _stand_ins_of(out: Path, step: str) -> str | None:
-    """What a notebook's record says to do for real inputs (it went on with stand-in inputs), else None."""
-    try:
-        rec = json.loads((out / "provenance.json").read_text()).get(step, {})
-    except (OSError, ValueError, AttributeError):
-        return None
-    first = rec.get("stand_in_hint") if isinstance(rec, dict) else None
-    return str(first) if first else None
 
 
 def notebook_paths(notebooks_dir: "str | os.PathLike[str]") -> list[Path]:
@@ -459,7 +449,7 @@ def run_series(out_dir: "str | os.PathLike[str]" = "out", *, notebooks_dir: "str
                                            cwd=str(cwd), request_save_on_cell_execute=True,
                                            execution_timeout=int(math.ceil(cell_timeout)) if cell_timeout else None)
                 status, error = "ok", None
-                hint = _stand_ins_of(out, step.name)
+                hint = stand_in_hint(out, step.name)
                 if hint:
                     status = f"ok, with stand-in inputs: {hint}"
             except Exception as e:  # PapermillExecutionError, kernel death, timeouts: report and go on

@@ -39,7 +39,7 @@ from .paths import repo_root
 from .quality import quality_card
 from .stamps import REAL_WEIGHTS_HELP, SMOKE_STAMP
 
-__all__ = ["build_report", "Report", "Section", "RESPONSIBLE_USE"]
+__all__ = ["build_report", "Report", "Section", "RESPONSIBLE_USE", "stand_in_hint"]
 
 log = logging.getLogger(__name__)
 
@@ -278,7 +278,7 @@ def _smoke_state(run: Mapping | None, prov: Mapping | None) -> bool | None:
     return None
 
 
-def _stand_in_hint(out: Path, step: str) -> str | None:
+def stand_in_hint(out: Path, step: str) -> str | None:
     """What ``step``'s notebook recorded to do for real inputs (it used random stand-ins), else None."""
     rec = (_read_json(out / "provenance.json") or {}).get(step)
     return str(rec["stand_in_hint"]) if isinstance(rec, Mapping) and rec.get("stand_in_hint") else None
@@ -299,7 +299,7 @@ def _step_status(name: str, out: Path, run: Mapping | None, has_output: bool, ro
                 f"; executed copy: `{rec['output']}`" if rec.get("output") else "")
         if st == "missing":
             return "missing", f"no notebook for this step ({rec.get('error') or nb.name + ' does not exist'})"
-    if has_output and (hint := _stand_in_hint(out, name)):
+    if has_output and (hint := stand_in_hint(out, name)):
         return "stand-ins", (f"random latents stood in for missing inputs ({hint}); "
                              "these images are not projections of photos and are stamped")
     if has_output:
@@ -508,7 +508,7 @@ def _styles(doc: _Doc, out: Path) -> int:
         return len(imgs)
     photo_row = [_Img(p, f"style photo {n}") if (p := _find(imgs, n, f"{n}_photo")) else None for n in cols]
     what = _STAND_IN if "styles" in random_for else "projection"
-    word = "stand-in (random latent)" if random_for or _stand_in_hint(out, "03_style_transfer") else "projection"
+    word = "stand-in (random latent)" if random_for or stand_in_hint(out, "03_style_transfer") else "projection"
     proj_row = [_Img(p, f"{n}: {what}", edited=True) if (p := _find(imgs, f"{n}_style")) else None for n in cols]
     res_row = [_Img(p, f"transferred {n}", edited=True) if (p := _find(imgs, f"transferred_{n}", f"transfered_{n}"))
                else None for n in cols]
@@ -541,7 +541,7 @@ def _expressions(doc: _Doc, out: Path) -> int:
     emotions.sort(key=lambda e: (order.index(e) if e in order else len(order), e))
     cols = ["neutral", *emotions]
     random_for = _stand_ins(out, "04_expressions")
-    word = "stand-in (random latent)" if random_for or _stand_in_hint(out, "04_expressions") else "projection"
+    word = "stand-in (random latent)" if random_for or stand_in_hint(out, "04_expressions") else "projection"
     photo = [(_Img(p, f"{c} photo") if (p := _find(imgs, f"{c}_photo", f"{c} copy")) else None) for c in cols]
     proj = [(_Img(p, f"{c}: {_STAND_IN if c in random_for else 'projection'}", edited=True)
              if (p := _find(imgs, c)) else None) for c in cols]
