@@ -6,13 +6,15 @@ Heavy modules are imported inside the functions so ``python -m facelib --help`` 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+from pathlib import Path
 from typing import Sequence
 
 from .errors import FacelibError, InputError
 
 __all__ = ["DEVICE_HELP", "MAX_SAMPLES", "given_options", "open_generator", "check_counts", "check_finite",
-           "device_option", "mask_option", "kept_or_done", "is_smoke"]
+           "device_option", "mask_option", "kept_or_done", "pending_path", "writing_output", "is_smoke"]
 
 log = logging.getLogger(__name__)
 
@@ -88,24 +90,75 @@ def mask_option(spec: str, n_latent: int, option: str):
     return mask
 
 
+def pending_path(out) -> Path:
+    """The marker a single-output command keeps beside OUT while it writes OUT and its record:
+    ``<OUT>.pending.json`` (the settings being written)."""
+    from pathlib import Path
+
+    out = Path(out)
+    return out.with_name(out.name + ".pending.json")
+
+
+@contextlib.contextmanager
+def writing_output(out, settings: dict):
+    """Mark OUT as being written with ``settings`` for the duration of the block.
+
+    The marker (:func:`pending_path`) is written before the first output and removed after the
+    last, so a run killed in between (image written, settings record not yet) is recognised on
+    the next run as unfinished and redone, instead of being mistaken for an unrelated file. An
+    exception inside the block leaves the marker too (the outputs may be incomplete)."""
+    import json
+    import os
+
+    from ._io import atomic_path
+
+    marker = pending_path(out)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(marker) as tmp:
+        tmp.write_text(json.dumps({"settings": settings, "pid": os.getpid()}, default=str))
+    yield
+    marker.unlink(missing_ok=True)
+
+
+def _jsonable(value):
+    """``value`` as it reads back from JSON (tuples become lists, paths strings)."""
+    import json
+
+    return json.loads(json.dumps(value, default=str))
+
+
 def kept_or_done(out, meta_path, same: dict, overwrite: bool) -> int | None:
     """For single-output commands: None = go on; 0 = the same result exists (done); 1 = a result of
     other settings (or a file without its settings record) exists and is kept (without --overwrite).
 
-    A record of the same settings whose image is missing (an interrupted run) is redone."""
+    A record of the same settings whose image is missing is redone, and so is an output whose
+    :func:`writing_output` marker survives a killed run (unless the record shows that run finished)."""
     import json
-    from pathlib import Path
 
     out, meta_path = Path(out), Path(meta_path)
-    if overwrite or not (out.exists() or meta_path.exists()):
-        return None
     try:
         saved = json.loads(meta_path.read_text())
     except (OSError, ValueError):
+        saved = None
+    marker = pending_path(out)
+    if marker.exists():
+        try:
+            pending = json.loads(marker.read_text()).get("settings") or {}
+        except (OSError, ValueError, AttributeError):
+            pending = {}
+        finished = (saved is not None and out.exists() and bool(pending)
+                    and all(_jsonable(saved.get(k)) == _jsonable(v) for k, v in pending.items()))
+        if not finished:  # the earlier run stopped between its writes: nothing finished is lost by redoing it
+            print(f"{out}: an earlier run was interrupted while writing it; making it again")
+            return None
+        marker.unlink(missing_ok=True)  # that run finished; only its marker was left
+    if overwrite or not (out.exists() or meta_path.exists()):
+        return None
+    if saved is None:
         print(f"kept {out}: it exists without a readable settings record ({meta_path.name}), so it may be "
               "another file or an interrupted run; rerun with --overwrite to replace it")
         return 1
-    diff = [k for k, v in same.items() if saved.get(k) != v]
+    diff = [k for k, v in same.items() if _jsonable(saved.get(k)) != _jsonable(v)]
     if not diff:
         if out.exists():
             print(f"{out}: already done with these settings (--overwrite redoes it)")
@@ -131,7 +184,5 @@ def is_smoke(G) -> bool:
 
 def refuse_existing(path: str, option: str, overwrite: bool) -> None:
     """A single-output command never replaces an existing file unasked (one error line, the file untouched)."""
-    from pathlib import Path
-
     if Path(path).exists() and not overwrite:
         raise InputError(f"{option} {path}: exists; pass --overwrite to replace it")

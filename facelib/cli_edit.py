@@ -13,7 +13,7 @@ import logging
 from typing import Callable, Sequence
 
 from .cli_common import (DEVICE_HELP, check_counts, check_finite, given_options, is_smoke, kept_or_done,
-                         mask_option, open_generator)
+                         mask_option, open_generator, writing_output)
 from .errors import InputError
 
 __all__ = ["COMMANDS"]
@@ -58,27 +58,34 @@ def _add_tuning_and_paste_options(p: argparse.ArgumentParser) -> None:
                         "<OUT stem>.photo<ext>")
 
 
-def _tuned_generator(args: argparse.Namespace, G, latent_path: str):
-    """(generator to render with, tuning file or None): --tuning, else the one beside the latent.
+def _tuning_file(args: argparse.Namespace, latent_path: str):
+    """The tuning to render through: --tuning, else the <stem>.tune.pt beside the latent; None with
+    --no-tuning or when there is none.
 
     Also checks --paste-back's alignment and photo first, so a bad one fails before any output is written.
     """
     from pathlib import Path
 
-    from .tuning import load_tuning, tuning_path
+    from .tuning import tuning_path
 
     if getattr(args, "paste_back", None):  # fail before writing anything when the photo cannot be found
         from .align_batch import load_alignment
 
         face = load_alignment(args.paste_back)
         if not face.source or not Path(face.source).is_file():
-            from .errors import InputError
-
             raise InputError(f"--paste-back {args.paste_back}: its photo {face.source!r} was not found")
     if getattr(args, "no_tuning", False):
-        return G, None
+        return None
     path = Path(args.tuning) if getattr(args, "tuning", None) else tuning_path(latent_path)
-    if not args.tuning and not path.is_file():
+    return path if args.tuning or path.is_file() else None
+
+
+def _tuned_generator(args: argparse.Namespace, G, latent_path: str):
+    """(generator to render with, tuning file or None): :func:`_tuning_file` loaded against ``G``."""
+    from .tuning import load_tuning
+
+    path = _tuning_file(args, latent_path)
+    if path is None:
         return G, None
     tuning = load_tuning(path, G)
     print(f"rendering through the tuned generator {path}")
@@ -101,6 +108,18 @@ def _paste_back(args: argparse.Namespace, G, image, out: str) -> None:
     dst = paste_file(image, args.paste_back, o.with_name(f"{o.stem}.photo{o.suffix}"),
                      stamp_text=SMOKE_STAMP if is_smoke(G) else None)
     print(f"wrote {dst} (the edit pasted into the photo)")
+
+
+def _paste_done(args: argparse.Namespace, G, out) -> None:
+    """--paste-back on an output that is already done: make the photo from OUT as saved, if it is missing."""
+    if not getattr(args, "paste_back", None):
+        return
+    from .align import load_image
+    from .grids import to_tensor
+    from .paste import photo_path
+
+    if not photo_path(out).exists():
+        _paste_back(args, G, to_tensor(load_image(out), G.resolution), str(out))
 
 
 def _latents_and_generator(paths: Sequence[str], weights: str | None, device: str):
@@ -132,8 +151,10 @@ def _latents_and_generator(paths: Sequence[str], weights: str | None, device: st
     return latents, G, source
 
 
-def _write_edit(G, source: str, wplus, noises, out: str, *, render_G=None, paste: argparse.Namespace | None = None,
-                **meta) -> None:
+def _write_edit(G, source: str, wplus, noises, out: str, *, settings: dict, render_G=None,
+                paste: argparse.Namespace | None = None, **meta) -> None:
+    """Render ``wplus`` and write OUT, OUT's .pt and .edit.json (and the pasted photo) under a
+    :func:`facelib.cli_common.writing_output` marker of ``settings``."""
     from pathlib import Path
 
     from .stamps import SMOKE_STAMP
@@ -145,21 +166,27 @@ def _write_edit(G, source: str, wplus, noises, out: str, *, render_G=None, paste
     image = to_pil(images[0]) if images.shape[0] == 1 else make_grid([list(images)], cell=G.resolution)
     if is_smoke(G):
         image = stamp(image, SMOKE_STAMP)
-    save_image(image, out)
     pt = Path(out).with_suffix(".pt")
-    save_latents(pt, wplus, noises=noises, weights_sha256=getattr(G, "weights_sha256", None),
-                 weights_path=getattr(G, "source_path", None), **meta)
-    print(f"wrote {out} and {pt} ({images.shape[0]} image(s), {source})")
-    if paste is not None:
-        _paste_back(paste, G, images, out)
+    with writing_output(out, settings):
+        save_image(image, out)
+        save_latents(pt, wplus, noises=noises, weights_sha256=getattr(G, "weights_sha256", None),
+                     weights_path=getattr(G, "source_path", None), **meta)
+        print(f"wrote {out} and {pt} ({images.shape[0]} image(s), {source})")
+        if paste is not None:
+            _paste_back(paste, G, images, out)
 
 
-def _edit_done(args: argparse.Namespace, G, **meta) -> int | None:
+def _edit_done(args: argparse.Namespace, G, **meta) -> tuple[int | None, dict]:
+    """(:func:`facelib.cli_common.kept_or_done` for OUT, the settings that make OUT). ``meta``
+    includes ``tuning`` (the tuning file rendered through, or None)."""
     from pathlib import Path
 
     out = Path(args.out)
     same = {**meta, "weights_sha256": getattr(G, "weights_sha256", None)}
-    return kept_or_done(out, out.with_name(out.stem + ".edit.json"), same, args.overwrite)
+    done = kept_or_done(out, out.with_name(out.stem + ".edit.json"), same, args.overwrite)
+    if done == 0:
+        _paste_done(args, G, out)
+    return done, same
 
 
 def _run_mix(args: argparse.Namespace) -> int:
@@ -170,13 +197,15 @@ def _run_mix(args: argparse.Namespace) -> int:
     check_finite(args, ["strength"])
     (content, style), G, source = _latents_and_generator([args.content, args.style], args.weights, args.device)
     mask = mask_option(args.rows, G.n_latent, "--rows")
-    meta = dict(edit="mix", content=str(args.content), style=str(args.style), rows=str(mask), strength=args.strength)
-    done = _edit_done(args, G, **meta)
+    tuning_file = _tuning_file(args, args.content)
+    meta = dict(edit="mix", content=str(args.content), style=str(args.style), rows=str(mask), strength=args.strength,
+                tuning=str(tuning_file) if tuning_file else None)
+    done, settings = _edit_done(args, G, **meta)
     if done is not None:
         return done
     mixed = mix_styles(content.wplus, style.wplus, rows=mask, strength=args.strength)
-    tuned, tuning = _tuned_generator(args, G, args.content)
-    _write_edit(G, source, mixed, content.noises, args.out, render_G=tuned, paste=args, tuning=tuning, **meta)
+    tuned, _ = _tuned_generator(args, G, args.content)
+    _write_edit(G, source, mixed, content.noises, args.out, settings=settings, render_G=tuned, paste=args, **meta)
     return 0
 
 
@@ -206,15 +235,16 @@ def _run_express(args: argparse.Namespace) -> int:
     (target, neutral, emotion), G, source = _latents_and_generator([args.target, args.neutral, args.emotion],
                                                                    args.weights, args.device)
     mask = mask_option(args.mask, G.n_latent, "--mask")
+    tuning_file = _tuning_file(args, args.target)
     meta = dict(edit="express", target=str(args.target), neutral=str(args.neutral), emotion=str(args.emotion),
-                mask=str(mask), strength=args.strength)
-    done = _edit_done(args, G, **meta)
+                mask=str(mask), strength=args.strength, tuning=str(tuning_file) if tuning_file else None)
+    done, settings = _edit_done(args, G, **meta)
     if done is not None:
         return done
     delta = expression_delta(neutral.wplus, emotion.wplus)
     edited = apply_delta(target.wplus, delta, mask=mask, strength=args.strength)
-    tuned, tuning = _tuned_generator(args, G, args.target)
-    _write_edit(G, source, edited, target.noises, args.out, render_G=tuned, paste=args, tuning=tuning, **meta)
+    tuned, _ = _tuned_generator(args, G, args.target)
+    _write_edit(G, source, edited, target.noises, args.out, settings=settings, render_G=tuned, paste=args, **meta)
     return 0
 
 
@@ -291,21 +321,25 @@ def _run_swap(args: argparse.Namespace) -> int:
             raise InputError(f"--rows: {e}") from None
     planned = SwapConfig(**{**options, "rows": options.get("rows", resolve_rows(None, G.n_latent))})
     pt = out.with_suffix(".pt")
-    done = kept_or_done(out, pt.with_suffix(".json"), {
-        "config": planned.to_dict(), "weights_sha256": getattr(G, "weights_sha256", None),
-        "source_names": [str(args.source)], "target_names": [str(args.target)]}, args.overwrite)
+    # the record holds the generator rendered through: a tuned copy has its own id
+    settings = {"config": planned.to_dict(), "weights_sha256": getattr(tuned, "weights_sha256", None),
+                "source_names": [str(args.source)], "target_names": [str(args.target)]}
+    done = kept_or_done(out, pt.with_suffix(".json"), settings, args.overwrite)
+    if done == 0:
+        _paste_done(args, G, out)
     if done is not None:
         return done
     result = face_swap(tuned, ident.net, source, target, progress=not args.quiet, judge=not args.no_judge,
                        vgg_path=args.vgg_path, **options)  # the target's own noise maps are used
     result = dataclasses.replace(result, source_names=[str(args.source)] * len(result),
                                  target_names=[str(args.target)] * len(result))
-    # the image first, the tensors and the JSON (marking a complete set) last
-    save_swaps(result.select([0]), [out], stamps=[SMOKE_STAMP if is_smoke(G) else None], random_id=ident.random)
-    meta = pt.with_suffix(".json")
-    print(f"wrote {out}, {pt} and {meta} ({g_source}; {ident.describe()}; rows {args.rows or 'default'}"
-          f"{'; tuned ' + tuning if tuning else ''})")
-    _paste_back(args, G, result.images[:1], str(out))
+    # the image first, the tensors and the JSON (the record) last, inside a marker of these settings
+    with writing_output(out, settings):
+        save_swaps(result.select([0]), [out], stamps=[SMOKE_STAMP if is_smoke(G) else None], random_id=ident.random)
+        meta = pt.with_suffix(".json")
+        print(f"wrote {out}, {pt} and {meta} ({g_source}; {ident.describe()}; rows {args.rows or 'default'}"
+              f"{'; tuned ' + tuning if tuning else ''})")
+        _paste_back(args, G, result.images[:1], str(out))
     print(result.caption(0) + ("" if not result.interrupted else "  [interrupted: best steps so far]"))
     if result.unchanged[0]:
         print(f"warning: {result.no_change_note(0)}")
@@ -441,10 +475,13 @@ def _add_edit(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_edit(args: argparse.Namespace) -> int:
+    from ._io import check_output_file
     from ._optim import generator_id
     from .directions import apply_direction, load_directions
     from .edits import LayerMask
 
+    check_output_file(args.out, "OUT")
+    check_finite(args, ["strength"])
     (latent,), G, source = _latents_and_generator([args.latent], args.weights, args.device)
     direction = load_directions(args.direction)[args.index]
     if direction.weights_sha256 and direction.weights_sha256 != generator_id(G):
@@ -455,10 +492,16 @@ def _run_edit(args: argparse.Namespace) -> int:
     unit = direction.sigma if args.units == "sigma" and direction.sigma else 1.0
     if args.units == "sigma" and not direction.sigma:
         log.warning("%s records no sigma: --strength is taken in W units", args.direction)
+    tuning_file = _tuning_file(args, args.latent)
+    meta = dict(edit="direction", latent=str(args.latent), direction=str(args.direction), index=args.index,
+                method=direction.method, rows=str(mask), strength=args.strength, units=args.units,
+                w_distance=args.strength * unit, tuning=str(tuning_file) if tuning_file else None)
+    done, settings = _edit_done(args, G, **meta)
+    if done is not None:
+        return done
     edited = apply_direction(latent.wplus, direction, args.strength * unit, mask=mask)
-    _write_edit(G, source, edited, latent.noises, args.out, edit="direction", latent=str(args.latent),
-                direction=str(args.direction), index=args.index, method=direction.method, rows=str(mask),
-                strength=args.strength, units=args.units, w_distance=args.strength * unit)
+    tuned, _ = _tuned_generator(args, G, args.latent)
+    _write_edit(G, source, edited, latent.noises, args.out, settings=settings, render_G=tuned, paste=args, **meta)
     return 0
 
 

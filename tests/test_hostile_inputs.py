@@ -534,3 +534,55 @@ def test_edit_whose_image_was_lost_is_redone_and_kept_message_names_only_the_cha
     printed = capsys.readouterr().out
     assert printed.startswith(f"kept {out}: made with other settings (strength 1.0 (now 0.5))")
     assert out.read_bytes() == before
+
+
+def test_kill_between_an_edits_image_and_its_record_is_redone(small_generator, tmp_path, monkeypatch, capsys):
+    """A single-output command killed after writing its image but before its settings record: the
+    rerun recognises the unfinished output (its marker) and makes it again, whatever the settings;
+    a marker left by a run that did finish does not make a finished result replaceable."""
+    weights = _weights(small_generator, tmp_path)
+    lat = edit_inputs.random_latents(small_generator, 2, seed=1)
+    torch.save({"wplus": lat[:1]}, tmp_path / "a.pt")
+    torch.save({"wplus": lat[1:]}, tmp_path / "b.pt")
+    out = tmp_path / "m.png"
+    marker = tmp_path / "m.png.pending.json"
+    argv = ["mix", "a.pt", "b.pt", str(out), "--weights", str(weights), "--device", "cpu"]
+    real_save = latents.save_latents
+
+    def killed(*a, **k):  # the process dies right after the image was written
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(latents, "save_latents", killed)
+    assert main(argv + ["--strength", "0.5"]) == 130
+    assert out.is_file() and marker.is_file() and not (tmp_path / "m.edit.json").exists()
+    monkeypatch.setattr(latents, "save_latents", real_save)
+    capsys.readouterr()
+    # without the marker this image would be "a file without a record" and kept; with it, it is redone
+    assert main(argv) == 0
+    assert "interrupted while writing it; making it again" in capsys.readouterr().out
+    assert not marker.exists() and json.loads((tmp_path / "m.edit.json").read_text())["strength"] == 1.0
+    assert main(argv) == 0 and "already done" in capsys.readouterr().out
+    # a marker whose run finished (killed after the record, before removing the marker)
+    marker.write_text(json.dumps({"settings": json.loads((tmp_path / "m.edit.json").read_text())}))
+    before = out.read_bytes()
+    assert main(argv + ["--strength", "0.5"]) == 1
+    assert "made with other settings" in capsys.readouterr().out
+    assert out.read_bytes() == before and not marker.exists()
+
+
+def test_direction_edit_keeps_an_output_of_other_settings(small_generator, tmp_path, capsys):
+    """`edit` keeps an output of other settings like the other single-output commands."""
+    from facelib import directions as dirs
+
+    weights = _weights(small_generator, tmp_path)
+    torch.save({"wplus": edit_inputs.random_latents(small_generator, 1, seed=1)}, tmp_path / "a.pt")
+    dirs.pca_directions(small_generator, n=64, k=2, seed=0).save(tmp_path / "d.pt")
+    out = tmp_path / "e.png"
+    argv = ["edit", "a.pt", str(out), "--direction", "d.pt", "--weights", str(weights), "--device", "cpu"]
+    assert main(argv + ["--strength", "1"]) == 0
+    before = out.read_bytes()
+    capsys.readouterr()
+    assert main(argv + ["--strength", "1"]) == 0 and "already done" in capsys.readouterr().out
+    assert main(argv + ["--strength", "2"]) == 1
+    assert "strength 1.0 (now 2.0)" in capsys.readouterr().out and out.read_bytes() == before
+    assert main(argv + ["--strength", "2", "--overwrite"]) == 0 and out.read_bytes() != before

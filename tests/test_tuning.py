@@ -174,6 +174,14 @@ def test_cli_project_tune_then_edits_render_tuned_and_paste_back(tmp_path, singl
     assert edit["tuning"].endswith("a.tune.pt")
     pasted = Image.open(tmp_path / "edits" / "mix.photo.png")
     assert pasted.size[0] == 512 and pasted.size[1] >= 512  # the smoke-run stamp adds a caption band
+    # already done: a missing pasted photo is made from the saved image; plain rendering is another setting
+    (tmp_path / "edits" / "mix.photo.png").unlink()
+    capsys.readouterr()
+    assert main(["mix", str(lat / "ann" / "a.pt"), str(lat / "ann" / "b.pt"), str(out),
+                 "--paste-back", str(tmp_path / "aligned" / "ann" / "a.png")]) == 0
+    assert "already done" in capsys.readouterr().out and (tmp_path / "edits" / "mix.photo.png").is_file()
+    assert main(["mix", str(lat / "ann" / "a.pt"), str(lat / "ann" / "b.pt"), str(out), "--no-tuning"]) == 1
+    assert "tuning" in capsys.readouterr().out
     plain = tmp_path / "edits" / "plain.png"
     assert main(["mix", str(lat / "ann" / "a.pt"), str(lat / "ann" / "b.pt"), str(plain), "--no-tuning"]) == 0
     assert np.abs(np.asarray(Image.open(out), float) - np.asarray(Image.open(plain), float)).max() > 0
