@@ -119,6 +119,8 @@ _LAZY = {
     "TuneConfig": "tuning",
     "load_tuning": "tuning",
     "tune_folder": "tuning",
+    "attach_tuning": "tuning",
+    "load_tuned_projection": "tuning",
     "paste_into_photo": "paste",
     # runs over several processes (torchrun); the helpers live in facelib.distributed
     "DistInfo": "distributed",

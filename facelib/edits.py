@@ -561,7 +561,7 @@ def render(G: torch.nn.Module, wplus: torch.Tensor, *, noise: Any = None, batch_
         (N, 3, H, W) float32 on the CPU, clamped to [-1, 1].
     """
 
-    G = as_generator(G)  # a one-photo Tuning renders through its tuned generator
+    G = as_generator(G, wplus)  # a one-photo Tuning (or a Projection carrying one) renders through its tuned generator
     if batch_size < 1:
         raise InputError(f"batch_size: expected >= 1, got {batch_size}")
     w = as_wplus(wplus, "wplus")

@@ -22,7 +22,7 @@ from .errors import InputError, check_shape
 from .grids import make_grid, stamp
 from .latents import SavedLatents, latents_for
 from .swap import SwapConfig, face_swap, resolve_rows
-from .tuning import as_generator
+from .tuning import tuned_generator
 
 __all__ = ["Preview", "MixPreview", "DeltaPreview", "DirectionPreview", "SwapPreview"]
 
@@ -35,6 +35,38 @@ class Preview:
     """
 
     label: str | None = None  # stamped on every table (smoke runs)
+    G: nn.Module
+    tuned_G: nn.Module | None = None
+
+    def _set_generators(self, G: Any, latent: Any, tuning: Any) -> None:
+        """:attr:`G`: the plain generator (a :class:`~facelib.tuning.Tuning`'s tuned copy when one is
+        given as ``G``); :attr:`tuned_G`: the tuned generator of ``tuning`` or of the tuning
+        ``latent`` carries, else None."""
+        self.G = G.generator if hasattr(G, "generators") else G
+        self.tuned_G = tuned_generator(G, latent, tuning=tuning)
+        if self.tuned_G is self.G:
+            self.tuned_G = None
+
+    @property
+    def has_tuning(self) -> bool:
+        """True when the preview can render through a tuned generator (``tuned=True``)."""
+        return self.tuned_G is not None
+
+    def generator(self, tuned: bool | None = None) -> nn.Module:
+        """The generator for one call: ``tuned`` True = the tuned one, False = the plain one,
+        None = the tuned one when there is one.
+
+        Raises:
+            InputError: ``tuned=True`` without a tuning.
+        """
+        if tuned and self.tuned_G is None:
+            raise InputError("tuned: this preview has no pivotal tuning (pass tuning=..., or a projection "
+                             "carrying one)")
+        return self.tuned_G if (tuned or tuned is None) and self.tuned_G is not None else self.G
+
+    @staticmethod
+    def _tuned_note(G: nn.Module, tuned_G: nn.Module | None) -> str:
+        return ", tuned generator" if tuned_G is not None and G is tuned_G else ""
 
     def _labelled(self, grid: Any) -> Any:
         """``grid`` stamped with :attr:`label`, or unchanged without one."""
@@ -91,23 +123,27 @@ class MixPreview(Preview):
     """
 
     def __init__(self, G: torch.nn.Module, content: Any, styles: Any, *, cell: int = 256,
-                 label: str | None = None) -> None:
-        G = as_generator(G)  # a one-photo Tuning renders through its tuned generator
-        self.G, self.cell, self.label = G, cell, label
-        self.content = latents_for(G, content, "content").one(0)
-        self.styles = latents_for(G, styles, "styles")
-        self._content_image = render(G, self.content.wplus, noise=self.content.noises)[0]
-        self._style_images = render(G, self.styles.wplus, noise=self.styles.noises)
+                 label: str | None = None, tuning: Any = None) -> None:
+        self._set_generators(G, content, tuning)
+        self.cell, self.label = cell, label
+        self.content = latents_for(self.G, content, "content").one(0)
+        self.styles = latents_for(self.G, styles, "styles")
+        self._fixed: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def __call__(self, rows: Any = "style", strength: float = 1.0):
-        mask = LayerMask.coerce(self._slider_rows(rows), self.G.n_latent, name="rows")
+    def __call__(self, rows: Any = "style", strength: float = 1.0, tuned: bool | None = None):
+        G = self.generator(tuned)
+        mask = LayerMask.coerce(self._slider_rows(rows), G.n_latent, name="rows")
         k = check_strength(strength)
+        if id(G) not in self._fixed:  # the content and the styles as they are, per generator
+            self._fixed[id(G)] = (render(G, self.content.wplus, noise=self.content.noises)[0],
+                                  render(G, self.styles.wplus, noise=self.styles.noises))
+        content_image, style_images = self._fixed[id(G)]
         mixed = mix_styles(self.content.wplus[0], self.styles.wplus, rows=mask, strength=k)  # [S, L, D]
-        images = render(self.G, mixed, noise=self.content.noises)
-        grid = make_grid([[None] + list(self._style_images), [self._content_image] + list(images)],
+        images = render(G, mixed, noise=self.content.noises)
+        grid = make_grid([[None] + list(style_images), [content_image] + list(images)],
                          cell=self.cell, row_labels=["style", "transferred"],
                          col_labels=[self.content.names[0]] + list(self.styles.names),
-                         title=f"rows {mask} from the style, strength {k:g}")
+                         title=f"rows {mask} from the style, strength {k:g}{self._tuned_note(G, self.tuned_G)}")
         return self._labelled(grid)
 
 
@@ -120,27 +156,31 @@ class DeltaPreview(Preview):
     """
 
     def __init__(self, G: torch.nn.Module, target: Any, delta: "torch.Tensor | Mapping[str, torch.Tensor]", *,
-                 cell: int = 256, label: str | None = None) -> None:
-        G = as_generator(G)  # a one-photo Tuning renders through its tuned generator
-        self.G, self.cell, self.label = G, cell, label
-        self.target = latents_for(G, target, "target").one(0)
+                 cell: int = 256, label: str | None = None, tuning: Any = None) -> None:
+        self._set_generators(G, target, tuning)
+        self.cell, self.label = cell, label
+        self.target = latents_for(self.G, target, "target").one(0)
         items = delta.items() if isinstance(delta, Mapping) else [("delta", delta)]
         self.deltas = {str(k): as_wplus(v, f"delta[{k!r}]").detach().float().cpu() for k, v in items}
-        self._base = render(G, self.target.wplus, noise=self.target.noises)[0]
-        self._unmasked: dict[float, torch.Tensor] = {}
+        self._base: dict[int, torch.Tensor] = {}
+        self._unmasked: dict[tuple[int, float], torch.Tensor] = {}
 
-    def __call__(self, mask: MaskSpec = "expression", strength: float = 1.0):
-        m = LayerMask.coerce(mask, self.G.n_latent, name="mask")
+    def __call__(self, mask: MaskSpec = "expression", strength: float = 1.0, tuned: bool | None = None):
+        G = self.generator(tuned)
+        m = LayerMask.coerce(mask, G.n_latent, name="mask")
         k = check_strength(strength)
-        if k not in self._unmasked:  # the every-row results change only with the strength
-            self._unmasked = {k: render(self.G, torch.cat([apply_delta(self.target.wplus, d, mask="all", strength=k)
-                                                           for d in self.deltas.values()]),
-                                        noise=self.target.noises)}
-        edited = render(self.G, torch.cat([apply_delta(self.target.wplus, d, mask=m, strength=k)
-                                           for d in self.deltas.values()]), noise=self.target.noises)
-        rows = [[self._base, u, e] for u, e in zip(self._unmasked[k], edited)]
+        if id(G) not in self._base:
+            self._base[id(G)] = render(G, self.target.wplus, noise=self.target.noises)[0]
+        if (id(G), k) not in self._unmasked:  # the every-row results change only with the strength
+            self._unmasked = {(id(G), k): render(G, torch.cat([apply_delta(self.target.wplus, d, mask="all",
+                                                                           strength=k) for d in self.deltas.values()]),
+                                                 noise=self.target.noises)}
+        edited = render(G, torch.cat([apply_delta(self.target.wplus, d, mask=m, strength=k)
+                                      for d in self.deltas.values()]), noise=self.target.noises)
+        rows = [[self._base[id(G)], u, e] for u, e in zip(self._unmasked[(id(G), k)], edited)]
         grid = make_grid(rows, cell=self.cell, row_labels=list(self.deltas),
-                         col_labels=["target", "all rows", f"rows {m}"], title=f"strength {k:g}")
+                         col_labels=["target", "all rows", f"rows {m}"],
+                         title=f"strength {k:g}{self._tuned_note(G, self.tuned_G)}")
         return self._labelled(grid)
 
 
@@ -156,15 +196,22 @@ class DirectionPreview(Preview):
     """
 
     def __init__(self, G: Any, target: Any, directions: "Directions | Sequence[Direction]", *, cell: int = 256,
-                 label: str | None = None) -> None:
-        self.G = generator_of(G)
+                 label: str | None = None, tuning: Any = None) -> None:
+        self._set_generators(G, target, tuning)
+        self.G = generator_of(self.G)
         self.directions = list(directions)
         self.cell, self.label = cell, label
         w = getattr(target, "wplus", target)
         self.wplus = (w if w.ndim == 3 else w[None])[:1].detach().float().cpu()
         noises = getattr(target, "noises", None)
         self.noises = [None if nz is None else nz[:1] for nz in noises] if noises is not None else None
-        self.base = render(self.G, self.wplus, noise=self.noises)[0]
+        self._bases: dict[int, torch.Tensor] = {}
+        self.base = self._base(self.generator())
+
+    def _base(self, G: nn.Module) -> torch.Tensor:
+        if id(G) not in self._bases:
+            self._bases[id(G)] = render(G, self.wplus, noise=self.noises)[0]
+        return self._bases[id(G)]
 
     def edited(self, strengths: Sequence[float], mask: MaskSpec = None) -> torch.Tensor:
         """The edited W+ (1, n_latent, D)."""
@@ -177,12 +224,13 @@ class DirectionPreview(Preview):
                 w = apply_direction(w, d, float(s) * (d.sigma or 1.0), mask=mask)
         return w
 
-    def __call__(self, strengths: Sequence[float], mask: MaskSpec = None):
-        image = render(self.G, self.edited(strengths, mask), noise=self.noises)[0]
+    def __call__(self, strengths: Sequence[float], mask: MaskSpec = None, tuned: bool | None = None):
+        G = self.generator(tuned)
+        image = render(G, self.edited(strengths, mask), noise=self.noises)[0]
         said = ", ".join(f"{d.name} {float(s):+.1f}" for d, s in zip(self.directions, strengths) if s) or "no edit"
-        rows = "own rows" if mask is None else f"rows {LayerMask.coerce(mask, self.G.n_latent)}"
-        grid = make_grid([[self.base, image]], cell=self.cell, col_labels=["target", "edited"],
-                         title=f"{said} (sigma units), {rows}")
+        rows = "own rows" if mask is None else f"rows {LayerMask.coerce(mask, G.n_latent)}"
+        grid = make_grid([[self._base(G), image]], cell=self.cell, col_labels=["target", "edited"],
+                         title=f"{said} (sigma units), {rows}{self._tuned_note(G, self.tuned_G)}")
         return self._labelled(grid)
 
 
@@ -202,9 +250,10 @@ class SwapPreview(Preview):
     """
 
     def __init__(self, G: nn.Module, id_net: nn.Module, source: Any, target: Any, *, cell: int = 192,
-                 label: str | None = None, judge: bool = False, **options: Any) -> None:
-        G = as_generator(G)  # a one-photo Tuning renders through its tuned generator
-        self.G, self.id_net, self.cell, self.label, self.judge = G, id_net, cell, label, judge
+                 label: str | None = None, judge: bool = False, tuning: Any = None, **options: Any) -> None:
+        self._set_generators(G, target, tuning)
+        G = self.G
+        self.id_net, self.cell, self.label, self.judge = id_net, cell, label, judge
         images = source.images if hasattr(source, "images") and hasattr(source, "wplus") else source
         if not torch.is_tensor(images):
             raise InputError(f"source: expected a (N, 3, H, W) tensor in [-1, 1] or a Projection, "
@@ -224,19 +273,20 @@ class SwapPreview(Preview):
         self.options = options
         self._cache: dict[Any, Any] = {}
 
-    def __call__(self, config: SwapConfig | None = None, rows: Any = None):
+    def __call__(self, config: SwapConfig | None = None, rows: Any = None, tuned: bool | None = None):
+        G = self.generator(tuned)
         rows = self._slider_rows(rows)
-        r = resolve_rows(rows, self.G.n_latent) if rows is not None else None
-        key = (config, r)
+        r = resolve_rows(rows, G.n_latent) if rows is not None else None
+        key = (config, r, id(G))
         if key not in self._cache:
             settings = {"rows": r} if r is not None else {}
             if config is not None:  # a config or keyword settings, not both
                 config, settings = dataclasses.replace(config, **settings), {}
-            result = face_swap(self.G, self.id_net, self.source, self.target, config=config,
+            result = face_swap(G, self.id_net, self.source, self.target, config=config,
                                progress=False, judge=self.judge, **settings, **self.options)
             cfg = result.config
             self._cache[key] = result.select(0).grid(
                 self.source, cell=self.cell,
-                title=f"rows {LayerMask.from_rows(cfg.rows, self.G.n_latent)}, id_weight {cfg.id_weight:g}, "
-                      f"{cfg.steps} steps")
+                title=f"rows {LayerMask.from_rows(cfg.rows, G.n_latent)}, id_weight {cfg.id_weight:g}, "
+                      f"{cfg.steps} steps{self._tuned_note(G, self.tuned_G)}")
         return self._labelled(self._cache[key])

@@ -207,6 +207,10 @@ class Projection:
         device, facelib_version: where and with what it ran.
         interrupted: stopped by KeyboardInterrupt; ``steps_done`` < ``config.steps`` then.
         init_wplus: (N, n_latent, style_dim) the given start latent, or None for the mean.
+        tuning: the photos' pivotal tuning (a :class:`facelib.tuning.Tuning`, one tuned generator
+            per photo) when attached with :func:`facelib.tuning.attach_tuning` or
+            :func:`facelib.tuning.load_tuned_projection`; edits of a one-photo projection then
+            render through it. Not part of the projection's files (the tuning has its own).
     """
 
     wplus: torch.Tensor
@@ -225,6 +229,7 @@ class Projection:
     interrupted: bool = False
     steps_done: int = 0
     init_wplus: torch.Tensor | None = None
+    tuning: Any = None
 
     # -- container behaviour --------------------------------------------------------------
     def __len__(self) -> int:
@@ -234,7 +239,7 @@ class Projection:
         psnrs = ", ".join(f"{m['psnr']:.2f}" for m in self.metrics[:8])
         return (f"Projection(n={len(self)}, wplus={tuple(self.wplus.shape)}, steps_done={self.steps_done}/"
                 f"{self.config.steps}, psnr=[{psnrs}{', ...' if len(self) > 8 else ''}], "
-                f"interrupted={self.interrupted})")
+                f"interrupted={self.interrupted}{', tuned' if self.tuning is not None else ''})")
 
     def select(self, index: "int | slice | Sequence[int]") -> "Projection":
         """The projection of some images: an int, a slice or a list of indices.
@@ -252,7 +257,8 @@ class Projection:
             history=[self.history[i] for i in idx], metrics=[self.metrics[i] for i in idx], config=config,
             seeds=[self.seeds[i] for i in idx], names=[self.names[i] for i in idx],
             target_sha256=[self.target_sha256[i] for i in idx],
-            init_wplus=None if self.init_wplus is None else self.init_wplus[t])
+            init_wplus=None if self.init_wplus is None else self.init_wplus[t],
+            tuning=None if self.tuning is None else self.tuning.select(idx))
 
     __getitem__ = select
 
@@ -278,6 +284,9 @@ class Projection:
                 raise InputError("Projection.cat: projections were made with different generators")
             if p.wplus.shape[1:] != first.wplus.shape[1:] or len(p.noises) != len(first.noises):
                 raise InputError("Projection.cat: projections have different latent shapes")
+        if any(p.tuning is not None for p in parts):
+            raise InputError("Projection.cat: some projections carry a tuning; concatenate them first, then "
+                             "attach the tunings (facelib.attach_tuning)")
         if any((p.init_wplus is None) != (first.init_wplus is None) for p in parts):
             raise InputError("Projection.cat: some projections started from a given latent, others did not")
         return dataclasses.replace(

@@ -595,7 +595,8 @@ def face_swap(G: nn.Module, id_net: nn.Module, source: Any, target: Any, *, conf
     Args:
         G: a :class:`~facelib.stylegan2.StyleGAN2Generator` (its device is used; parameters are
             frozen during the run and restored afterwards), or a one-photo
-            :class:`~facelib.tuning.Tuning` of the target (its tuned generator is used).
+            :class:`~facelib.tuning.Tuning` of the target (its tuned generator is used; so is the
+            tuning a one-photo target Projection carries, :func:`facelib.tuning.attach_tuning`).
         id_net: identity network, (N, 3, 112, 112) in [-1, 1] -> (N, E) L2-normalised
             (:func:`~facelib.identity.load_arcface` / :func:`~facelib.identity.build_arcface`).
         source: identity donors: (N or 1, 3, H, W) float in [-1, 1] FFHQ-aligned images (any
@@ -630,7 +631,7 @@ def face_swap(G: nn.Module, id_net: nn.Module, source: Any, target: Any, *, conf
     """
 
     # 1. Check inputs and settle the config
-    G = as_generator(G)  # a one-photo Tuning: optimise and render through its tuned generator
+    G = as_generator(G, target)  # a one-photo Tuning (or a target carrying one): optimise and render through it
     if config is not None:
         both = sorted(k for k, v in options.items() if not (k == "lpips" and isinstance(v, nn.Module)))
         if both:
@@ -680,7 +681,9 @@ def face_swap(G: nn.Module, id_net: nn.Module, source: Any, target: Any, *, conf
             target_raw = G.synthesis(w_t, noise=noises).float()  # [N, 3, H, W]
             target_images = target_raw.clamp(-1, 1)
         given = getattr(target, "images", None)
-        if isinstance(given, torch.Tensor) and cfg.noise == "target" and given.shape[-2:] == target_raw.shape[-2:]:
+        tuned = getattr(G, "base_weights_sha256", None) is not None  # a tuned copy renders the target differently
+        if (isinstance(given, torch.Tensor) and cfg.noise == "target" and given.shape[-2:] == target_raw.shape[-2:]
+                and not tuned):
             given = broadcast_batch(n, given.detach().float())[0]
             if float((given.to(device) - target_images).abs().max()) > 0.05:
                 log.warning("target: the projection's stored images differ from G(wplus, noises); was it made "

@@ -140,7 +140,8 @@ def style_table(G: torch.nn.Module, contents: Any, styles: Any, *, rows: MaskSpe
 
     Args:
         G: the generator, or a one-photo :class:`~facelib.tuning.Tuning` of the content photo
-            (everything renders through its tuned generator).
+            (everything renders through its tuned generator; so does a one-photo content
+            Projection carrying its tuning, :func:`facelib.tuning.attach_tuning`).
         contents, styles: W+ latents: tensors (N, n_latent, D), Projections (their noise maps
             and names are used), lists of those, or {name: latent} mappings.
         rows, strength: as for :func:`mix_styles`.
@@ -148,7 +149,7 @@ def style_table(G: torch.nn.Module, contents: Any, styles: Any, *, rows: MaskSpe
     Returns:
         :class:`StyleTable`.
     """
-    G = as_generator(G)  # a one-photo Tuning renders through its tuned generator
+    G = as_generator(G, contents)  # a one-photo Tuning (or a content projection carrying one) renders tuned
     c = latents_for(G, contents, "contents")
     s = latents_for(G, styles, "styles")
     mask = LayerMask.coerce(rows, G.n_latent, name="rows")
@@ -279,7 +280,7 @@ def expression_table(G: torch.nn.Module, target: Any, neutral: Any, emotions: Ma
     """
     if not isinstance(emotions, Mapping) or not emotions:
         raise InputError("emotions: expected a non-empty {name: reference latents} mapping")
-    G = as_generator(G)  # a one-photo Tuning renders through its tuned generator
+    G = as_generator(G, target)  # a one-photo Tuning (or a target projection carrying one) renders tuned
     t = latents_for(G, target, "target")
     nl = latents_for(G, neutral, "neutral")
     names = tuple(str(k) for k in emotions)

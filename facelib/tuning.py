@@ -72,8 +72,7 @@ from .projection import Projection, load_projection, load_targets
 from .projection_folder import projection_paths
 
 __all__ = ["TuneConfig", "Tuning", "tune_generator", "load_tuning", "as_generator", "tuning_path", "tune_folder",
-           "find_tuning",
-           "TuneFolderResult"]
+           "find_tuning", "attach_tuning", "load_tuned_projection", "tuned_generator", "TuneFolderResult"]
 
 log = logging.getLogger(__name__)
 
@@ -264,9 +263,70 @@ def tuning_path(latent_path: "str | os.PathLike[str]") -> Path:
     return p.with_name(p.stem + ".tune.pt")
 
 
-def as_generator(G: Any) -> nn.Module:
-    """The generator to render with: a one-photo :class:`Tuning`'s tuned copy, else ``G`` itself."""
-    return G.generator if isinstance(G, Tuning) else G
+def attach_tuning(projection: Projection, tuning: "Tuning | None") -> Projection:
+    """``projection`` carrying ``tuning`` (one tuned generator per photo) as ``projection.tuning``.
+
+    Edits given such a projection (:func:`facelib.tables.style_table`, :func:`facelib.tables.expression_table`,
+    :func:`facelib.face_swap`, the previews) render through its tuned generator; ``tuning=None``
+    detaches it.
+
+    Raises:
+        InputError: a different number of photos, or pivots that are not the projection's latents.
+    """
+    if tuning is None:
+        return dataclasses.replace(projection, tuning=None)
+    if not isinstance(tuning, Tuning):
+        raise InputError(f"tuning: expected a facelib Tuning, got {type(tuning).__name__}")
+    if len(tuning) != len(projection):
+        raise InputError(f"tuning: {len(tuning)} photo(s) for a projection of {len(projection)}")
+    if tuning.wplus.shape != projection.wplus.shape or not torch.allclose(tuning.wplus, projection.wplus, atol=1e-5):
+        raise InputError("tuning: its pivots are not this projection's latents (tuned from another projection)")
+    return dataclasses.replace(projection, tuning=tuning)
+
+
+def load_tuned_projection(path: "str | os.PathLike[str]", G: nn.Module, *,
+                          tuning: "str | os.PathLike[str] | None" = None) -> Projection:
+    """A saved projection with the tuning saved beside it (:func:`tuning_path`, or ``tuning``)
+    attached (:func:`attach_tuning`), restored against ``G``; without one, the projection alone.
+
+    Raises:
+        CheckpointError: an unreadable projection or tuning, or a tuning of another base generator.
+    """
+    projection = load_projection(path)
+    where = Path(tuning) if tuning else tuning_path(path)
+    if not where.is_file():
+        if tuning:
+            raise CheckpointError(where, "no such tuning file")
+        return projection
+    return attach_tuning(projection, load_tuning(where, G))
+
+
+def tuned_generator(G: Any, *latents: Any, tuning: "Tuning | None" = None) -> nn.Module | None:
+    """The tuned generator to render with, or None when there is no tuning: ``tuning``, else ``G``
+    when it is a :class:`Tuning`, else the tuning carried by the first of ``latents`` that has one
+    (:func:`attach_tuning`). Only one photo's tuning can render (``projection[i]`` picks one).
+
+    Raises:
+        InputError: a tuning of several photos, or one made on another base generator than ``G``.
+    """
+    if tuning is None:
+        tuning = G if isinstance(G, Tuning) else next(
+            (t for t in (getattr(x, "tuning", None) for x in latents) if isinstance(t, Tuning)), None)
+    if tuning is None:
+        return None
+    if len(tuning) != 1:
+        raise InputError(f"this tuning holds {len(tuning)} photos, each with its own generator: edit one photo "
+                         "at a time (tuning[i], or projection[i] carrying photo i's tuning)")
+    if not isinstance(G, Tuning) and tuning.weights_sha256 and generator_id(G) != tuning.weights_sha256:
+        raise InputError(f"the tuning was made on another generator ({str(tuning.weights_sha256)[:12]}...) than "
+                         f"this one ({generator_id(G)[:12]}...)")
+    return tuning.generators[0]
+
+
+def as_generator(G: Any, *latents: Any) -> nn.Module:
+    """The generator to render with: a one-photo :class:`Tuning`'s tuned copy; else the tuned
+    generator a projection among ``latents`` carries (:func:`tuned_generator`); else ``G`` itself."""
+    return tuned_generator(G, *latents) or G
 
 
 def _apply_deltas(G: nn.Module, delta: Mapping[str, torch.Tensor], base_id: str, tag: str) -> nn.Module:

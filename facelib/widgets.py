@@ -46,6 +46,7 @@ __all__ = [
     "image_grid_output",
     "progress_callback",
     "choice_dropdown",
+    "tuning_toggle",
     "live_session",
     "preview_panel",
     "describe_settings",
@@ -278,6 +279,25 @@ def strength_slider(value: float = 1.0, *, min: float = 0.0, max: float = 2.0, s
                            description=description, continuous_update=False, readout_format=".2f",
                            style=_style())
     return slider, lambda: float(slider.value)
+
+
+def tuning_toggle(available: bool, value: bool = False, *, description: str = "tuned generator",
+                  missing: str = "no pivotal tuning for this face: run 02_projection with TUNE = True"
+                  ) -> tuple[Any, Callable[[], bool]]:
+    """A checkbox switching a preview between the plain and the pivotal-tuned generator
+    (the ``tuned`` keyword of :mod:`facelib.previews`).
+
+    Args:
+        available: whether the preview has a tuning; without one the box is unticked and
+            disabled, and its tooltip says ``missing``.
+        value: ticked at first (only when ``available``).
+    Returns:
+        ``(widget, getter)``; ``getter()`` gives True only when the box is ticked and enabled.
+    """
+    W = _ipywidgets()
+    box = W.Checkbox(value=bool(value and available), description=description, disabled=not available,
+                     indent=False, tooltip="" if available else missing, layout=W.Layout(width="auto"))
+    return box, lambda: bool(box.value and not box.disabled)
 
 
 def choice_dropdown(options: Sequence[Any] | Mapping[str, Any], value: Any = None, *,

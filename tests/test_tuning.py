@@ -209,3 +209,65 @@ def test_edits_and_face_swap_render_through_a_tuning(projected):
     assert "+tuned-" in r.weights_sha256 and r.weights_sha256.startswith(t.weights_sha256)
     with pytest.raises(InputError, match="tuning\\[i\\]"):
         facelib.style_table(tune_generator(G, p, x, steps=1, lpips=None, progress=False), p[0], p[1])
+
+
+def test_a_projection_carries_its_tuning_into_edits_and_previews(projected, tmp_path):
+    """attach_tuning / load_tuned_projection: edits given the projection render through its tuning,
+    selection carries it, a tuning of other pivots or of another base is refused; previews switch."""
+    from facelib import previews
+    from facelib.projection_folder import ProjectFolderResult  # noqa: F401 - the module imports cleanly
+    from facelib.tuning import attach_tuning, load_tuned_projection
+
+    from .test_losses import TinyIdNet
+
+    G, p, x = projected
+    t = tune_generator(G, p, x, steps=5, lr=3e-3, lpips=None, progress=False)
+    tp = attach_tuning(p, t)
+    assert tp.tuning is t and "tuned" in repr(tp) and tp[1].tuning.names == t[1].names
+    with_t = facelib.style_table(G, tp[0], p[1], progress=False)
+    through = facelib.style_table(t[0], p[0], p[1], progress=False)
+    torch.testing.assert_close(with_t.mixed_images, through.mixed_images, atol=1e-6, rtol=0)
+    plain = facelib.style_table(G, p[0], p[1], progress=False)
+    assert float((with_t.mixed_images - plain.mixed_images).detach().abs().max()) > 1e-3
+    r = facelib.face_swap(G, TinyIdNet(), x[1:2], tp[0], steps=1, lpips=None, judge=False, progress=False,
+                          mask="ellipse")
+    assert "+tuned-" in r.weights_sha256
+    with pytest.raises(InputError, match="one photo at a time"):
+        facelib.style_table(G, tp, p[1])
+    with pytest.raises(InputError, match="pivots"):
+        attach_tuning(p[0], t[1])
+    with pytest.raises(InputError, match="concatenate"):
+        facelib.Projection.cat([tp[0], tp[1]])
+    with pytest.raises(InputError, match="another generator"):
+        facelib.style_table(make_small_generator(seed=7), tp[0], p[1])
+    # saved beside the projection, restored with it
+    p[0].save(tmp_path / "a.pt")
+    t[0].save(tuning_path(tmp_path / "a.pt"))
+    back = load_tuned_projection(tmp_path / "a.pt", G)
+    torch.testing.assert_close(facelib.style_table(G, back, p[1], progress=False).mixed_images,
+                               with_t.mixed_images, atol=2e-3, rtol=0)  # float16 deltas
+    p[1].save(tmp_path / "b.pt")
+    assert load_tuned_projection(tmp_path / "b.pt", G).tuning is None
+    # previews: tuned=None follows the tuning, True / False choose, True without one is an error
+    mix = previews.MixPreview(G, tp[0], p[1], cell=32)
+    assert mix.has_tuning and mix.generator() is t.generators[0] and mix.generator(False) is G
+    a, b = mix(rows="all", tuned=True), mix(rows="all", tuned=False)
+    assert a.tobytes() != b.tobytes() and mix(rows="all").tobytes() == a.tobytes()
+    delta = previews.DeltaPreview(G, p[0], p.wplus[1] - p.wplus[0], cell=32, tuning=t[0])
+    assert delta(tuned=True).tobytes() != delta(tuned=False).tobytes()
+    bare = previews.MixPreview(G, p[0], p[1], cell=32)
+    assert not bare.has_tuning and bare.generator() is G
+    with pytest.raises(InputError, match="no pivotal tuning"):
+        bare(tuned=True)
+
+
+def test_tuning_toggle_is_disabled_without_a_tuning():
+    pytest.importorskip("ipywidgets")
+    from facelib.widgets import tuning_toggle
+
+    box, get = tuning_toggle(False, True)
+    assert box.disabled and not box.value and get() is False and "TUNE" in box.tooltip
+    box, get = tuning_toggle(True, True)
+    assert get() is True
+    box.value = False
+    assert get() is False
