@@ -64,7 +64,7 @@ from . import __version__
 from ._optim import (BestSteps, Evaluation, Frozen, StepCallback, batch_indices, generator_id, lpips_option,
                      optimise, read_result, resolve_lpips_option, save_result)
 from .align_batch import list_images
-from .errors import CheckpointError, InputError, OptimisationError
+from .errors import BatchInterrupted, CheckpointError, InputError, OptimisationError
 from .grids import save_image
 from .losses import mse_per_image, psnr
 from .paths import IMAGE_EXTENSIONS
@@ -601,30 +601,65 @@ def _tune_batch(G: nn.Module, targets: torch.Tensor, projection: Projection, cfg
 
 @dataclass
 class TuneFolderResult:
-    """Outcome of :func:`tune_folder`: tuning files written, skipped (already done) and failed photos."""
+    """Outcome of :func:`tune_folder`.
+
+    Attributes:
+        written: tuning files written in this run; skipped: already done with these settings.
+        failed: image path -> reason. kept: image path -> why its finished tuning (other settings,
+            another generator or another pivot) was left as it is (``overwrite=True`` replaces it).
+        not_reached: photos not started because the run was interrupted; interrupted: Ctrl-C ended it.
+    """
 
     written: list[Path] = dataclasses.field(default_factory=list)
     skipped: list[Path] = dataclasses.field(default_factory=list)
     failed: dict[str, str] = dataclasses.field(default_factory=dict)  # image path -> reason
+    kept: dict[str, str] = dataclasses.field(default_factory=dict)  # image path -> why its tuning was kept
+    not_reached: list[Path] = dataclasses.field(default_factory=list)
+    interrupted: bool = False
+
+    @property
+    def nothing_done(self) -> bool:
+        """True when tunings of other settings were kept and nothing was written or already done."""
+        return bool(self.kept) and not self.written and not self.skipped
 
     @property
     def ok(self) -> bool:
-        return not self.failed
+        return not self.failed and not self.nothing_done
 
     def summary(self) -> str:
-        lines = [f"tuned {len(self.written)}, skipped {len(self.skipped)} already done, failed {len(self.failed)}"]
+        head = "INTERRUPTED: " if self.interrupted else ""
+        tail = f", not reached {len(self.not_reached)}" if self.interrupted else ""
+        lines = [f"{head}tuned {len(self.written)}, skipped {len(self.skipped)} already done, "
+                 f"failed {len(self.failed)}{tail}"]
         lines += [f"  failed: {p}: {why}" for p, why in self.failed.items()]
+        lines += [f"  kept: {p}: {why}" for p, why in self.kept.items()]
+        if self.kept:
+            lines.append(f"kept {len(self.kept)} tuning(s) made with other settings; rerun with --overwrite "
+                         "(overwrite=True) to replace them")
+        lines += [f"  not reached: {p}" for p in self.not_reached]
         return "\n".join(lines)
 
 
-def _tuning_done(path: Path, cfg: TuneConfig, base: str, proj_sha: str | None) -> bool:
+def _tuning_state(path: Path, cfg: TuneConfig, base: str, proj_sha: str | None) -> tuple[str, str | None]:
+    """("same", None): a finished tuning with these settings, generator and pivot; ("other", why):
+    a finished one made otherwise (kept unless overwrite); ("redo", why): none, or unfinished
+    (no readable .tune.json, which is written last, or an interrupted run)."""
     try:
         meta = json.loads(path.with_suffix(".json").read_text())
-        return (path.is_file() and meta.get("format") == _FORMAT and meta.get("weights_sha256") == base
-                and TuneConfig.from_dict(meta.get("config", {})) == cfg
-                and not meta.get("interrupted") and meta.get("pivot_sha256") in (None, proj_sha))
-    except (OSError, ValueError, InputError):
-        return False
+        saved = TuneConfig.from_dict(meta.get("config", {}))
+    except (OSError, ValueError, InputError) as e:
+        return "redo", f"no finished tuning ({type(e).__name__})"
+    if not path.is_file() or meta.get("format") != _FORMAT or meta.get("interrupted"):
+        return "redo", "unfinished"
+    if saved != cfg:
+        diff = [f.name for f in dataclasses.fields(TuneConfig) if getattr(saved, f.name) != getattr(cfg, f.name)]
+        return "other", "made with other settings: " + ", ".join(
+            f"{k} {getattr(saved, k)!r} (now {getattr(cfg, k)!r})" for k in diff[:3])
+    if meta.get("weights_sha256") != base:
+        return "other", f"made with another generator ({str(meta.get('weights_sha256'))[:12]})"
+    if meta.get("pivot_sha256") not in (None, proj_sha):
+        return "other", "made for another projection of this photo"
+    return "same", None
 
 
 def tune_folder(aligned: "str | os.PathLike[str]", latents: "str | os.PathLike[str]", G: nn.Module, *,
@@ -632,12 +667,16 @@ def tune_folder(aligned: "str | os.PathLike[str]", latents: "str | os.PathLike[s
                 max_images: int | None = None, vgg_path: "str | os.PathLike[str] | None" = None,
                 **options: Any) -> TuneFolderResult:
     """Tune the generator for every projected photo: ``latents/<sub>/<stem>.pt`` (a projection of
-    ``aligned/<sub>/<stem>.<ext>``) gets ``<stem>.tune.pt`` + ``<stem>.tune.json`` beside it, and
-    ``<stem>.tune.png`` (the tuned rendering).
+    ``aligned/<sub>/<stem>.<ext>``) gets ``<stem>.tune.png`` (the tuned rendering), then
+    ``<stem>.tune.pt`` and ``<stem>.tune.json`` beside it (the JSON, last, marks it finished).
 
     Photos without a projection are reported as failed; a tuning made with the same settings,
-    generator and pivot is skipped unless ``overwrite``. One photo at a time (a tuned copy of a
-    1024 px generator with its Adam state and best step is about 0.5 GB).
+    generator and pivot is skipped (its rendering remade if it is missing). A finished tuning
+    made with other settings, another generator or for another projection is kept
+    byte-identical and listed in ``kept`` unless ``overwrite``. One photo at a time (a tuned
+    copy of a 1024 px generator with its Adam state and best step is about 0.5 GB).
+    Ctrl-C raises :class:`facelib.errors.BatchInterrupted` whose ``result`` lists what was
+    finished, skipped and not reached.
 
     Raises:
         InputError: ``aligned`` is neither a folder nor an image.
@@ -654,30 +693,46 @@ def tune_folder(aligned: "str | os.PathLike[str]", latents: "str | os.PathLike[s
         images = images[:max_images]  # the same first images project_folder(max_images=...) projects
     base = generator_id(G)
     result = TuneFolderResult()
-    for k, image in enumerate(images):
-        pt, _, _ = projection_paths(src, latents, image)
-        out = tuning_path(pt)
-        if not pt.is_file():
-            result.failed[str(image)] = f"no projection ({pt} is missing)"
-            continue
-        try:
-            proj = load_projection(pt)
-            proj_sha = hashlib.sha256(proj.wplus.numpy().tobytes()).hexdigest()
-            if not overwrite and _tuning_done(out, cfg, base, proj_sha):
-                result.skipped.append(out)
+    k = 0
+    try:
+        for k, image in enumerate(images):
+            pt, _, _ = projection_paths(src, latents, image)
+            out = tuning_path(pt)
+            if not pt.is_file():
+                result.failed[str(image)] = f"no projection ({pt} is missing)"
                 continue
-            extra = {} if lpips_module is None else {"lpips": lpips_module}
-            t = tune_generator(G, proj, image, config=cfg, progress=progress, vgg_path=vgg_path,
-                               desc=f"tune {k + 1}/{len(images)}", **extra)
-        except (InputError, CheckpointError, OptimisationError) as e:
-            result.failed[str(image)] = str(e)
-            log.warning("tuning %s failed: %s", image, e)
-            continue
-        if t.interrupted:
-            raise KeyboardInterrupt
-        t.save(out, extra={"pivot_sha256": proj_sha})
-        save_image(t.images[0], out.with_suffix(".png"))  # the tuned rendering, for the report
-        result.written.append(out)
+            try:
+                proj = load_projection(pt)
+                proj_sha = hashlib.sha256(proj.wplus.numpy().tobytes()).hexdigest()
+                state, why = _tuning_state(out, cfg, base, proj_sha)
+                if state == "same" and out.with_suffix(".png").is_file():
+                    result.skipped.append(out)
+                    continue
+                if state == "same":  # finished, but its rendering is missing: remake it from the file
+                    save_image(load_tuning(out, G).images[0], out.with_suffix(".png"))
+                    result.written.append(out)
+                    continue
+                if state == "other" and not overwrite:
+                    result.kept[str(image)] = why
+                    continue
+                extra = {} if lpips_module is None else {"lpips": lpips_module}
+                t = tune_generator(G, proj, image, config=cfg, progress=progress, vgg_path=vgg_path,
+                                   desc=f"tune {k + 1}/{len(images)}", **extra)
+            except (InputError, CheckpointError, OptimisationError) as e:
+                result.failed[str(image)] = str(e)
+                log.warning("tuning %s failed: %s", image, e)
+                continue
+            if t.interrupted:
+                raise KeyboardInterrupt
+            save_image(t.images[0], out.with_suffix(".png"))  # the tuned rendering, for the report
+            t.save(out, extra={"pivot_sha256": proj_sha})  # its JSON, written last, marks it finished
+            result.written.append(out)
+    except KeyboardInterrupt:
+        result.interrupted = True
+        done = {str(p) for p in result.written} | {str(p) for p in result.skipped}
+        result.not_reached = [p for p in images[k:] if str(tuning_path(projection_paths(src, latents, p)[0]))
+                              not in done and str(p) not in result.failed and str(p) not in result.kept]
+        raise BatchInterrupted(result) from None
     return result
 
 

@@ -271,3 +271,54 @@ def test_tuning_toggle_is_disabled_without_a_tuning():
     assert get() is True
     box.value = False
     assert get() is False
+
+
+def test_tune_folder_keeps_finished_tunings_of_other_settings(single_thread, tmp_path, monkeypatch):
+    """A finished tuning is skipped with the same settings, kept byte-identical with others unless
+    overwrite, its lost rendering is remade from the file; Ctrl-C lists what was not reached."""
+    import facelib.tuning as tuning_mod
+    from facelib.errors import BatchInterrupted
+    from facelib.grids import to_pil
+    from facelib.projection_folder import project_folder
+    from facelib.tuning import tune_folder
+
+    G = make_small_generator()
+    (tmp_path / "aligned" / "ann").mkdir(parents=True)
+    for i, im in enumerate(to_pil(_targets(G, n=2))):
+        im.save(tmp_path / "aligned" / "ann" / f"{i}.png")
+    src, lat = tmp_path / "aligned", tmp_path / "latents"
+    project_folder(src, lat, G, steps=2, lpips=None, mse_weight=1.0, progress=False)
+    fast = dict(lpips=None, progress=False, lr=3e-3)
+    first = tune_folder(src, lat, G, steps=2, **fast)
+    assert len(first.written) == 2 and first.ok
+    files = sorted(p for p in (lat / "ann").iterdir() if ".tune." in p.name)
+    assert [p.name for p in files] == ["0.tune.json", "0.tune.png", "0.tune.pt",
+                                       "1.tune.json", "1.tune.png", "1.tune.pt"]
+    before = {p: p.read_bytes() for p in files}
+    assert len(tune_folder(src, lat, G, steps=2, **fast).skipped) == 2
+    other = tune_folder(src, lat, G, steps=3, **fast)
+    assert not other.written and len(other.kept) == 2 and other.nothing_done and not other.ok
+    assert "steps 2 (now 3)" in next(iter(other.kept.values())) and "rerun with --overwrite" in other.summary()
+    assert {p: p.read_bytes() for p in files} == before
+    (lat / "ann" / "0.tune.png").unlink()
+    again = tune_folder(src, lat, G, steps=2, **fast)
+    assert len(again.written) == 1 and (lat / "ann" / "0.tune.png").is_file()
+    assert json.loads((lat / "ann" / "0.tune.json").read_bytes()) == json.loads(before[lat / "ann" / "0.tune.json"])
+    replaced = tune_folder(src, lat, G, steps=3, overwrite=True, **fast)
+    assert len(replaced.written) == 2
+    assert json.loads((lat / "ann" / "1.tune.json").read_text())["config"]["steps"] == 3
+    real = tuning_mod.tune_generator
+    calls = []
+
+    def interrupted_on_second(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(tuning_mod, "tune_generator", interrupted_on_second)
+    with pytest.raises(BatchInterrupted) as e:
+        tune_folder(src, lat, G, steps=4, overwrite=True, **fast)
+    r = e.value.result
+    assert r.interrupted and len(r.written) == 1 and [p.name for p in r.not_reached] == ["1.png"]
+    assert "not reached" in r.summary()
