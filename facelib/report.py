@@ -587,16 +587,16 @@ def _expressions(doc: _Doc, out: Path) -> int:
 
 
 def _aligned_of(out: Path, person: str) -> Path | None:
-    d = out / "aligned" / person
+    d = _aligned_dir(out, "02_projection") / person
     imgs = sorted(_images(d), key=_natural)
     return imgs[0] if imgs else None
 
 
 def _named(out: Path, names: Any) -> Path | None:
-    """``out/aligned/<name>.<ext>`` for the first entry of a sidecar's name list ("person/2")."""
+    """The aligned ``<name>.<ext>`` (:func:`_aligned_dir` of 02) for the first entry of a sidecar's name list ("person/2")."""
     if not isinstance(names, list) or not names or not isinstance(names[0], str):
         return None
-    base = out / "aligned" / names[0]
+    base = _aligned_dir(out, "02_projection") / names[0]
     return next((base.with_suffix(e) for e in _IMAGE_EXT if base.with_suffix(e).is_file()), None)
 
 
@@ -617,7 +617,8 @@ def _metric_text(m: Mapping[str, Any], limit: int = 200) -> str:
 
 
 def _face_swap(doc: _Doc, out: Path) -> int:
-    imgs = _images(out / "face_swap")
+    folder = recorded_folder(out, "05_face_swap", "swap_dir", out / "face_swap")  # its last run's
+    imgs = _images(folder)
     results = [p for p in imgs if "_on_" in p.stem]
     if not results:
         return 0
@@ -640,7 +641,7 @@ def _face_swap(doc: _Doc, out: Path) -> int:
                      _Img(p, f"{source} on {target}" + (": UNCHANGED, the swap did nothing" if unchanged else ""),
                           edited=True), _in_photo(p, f"{source} on {target}, in the photo"),
                      facts or "-"])
-    doc.para("Face swap (`out/face_swap/<source>_on_<target>.jpg`): the source's identity on the target, "
+    doc.para(f"Face swap (`{_shown(out, folder)}/<source>_on_<target>.jpg`): the source's identity on the target, "
              "optimised with an ArcFace identity loss.")
     if not any(isinstance(r[3], _Img) for r in rows):
         rows = [r[:3] + r[4:] for r in rows]

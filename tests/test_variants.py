@@ -175,6 +175,17 @@ def test_report_reads_the_recorded_latents(tmp_path):
     build_report(out)
     md = (out / "report.md").read_text()
     assert "22.00 dB" in md and "11.00 dB" not in md and "out/latents@0123abcd/<person>/<n>.png" in md
+    for folder in ("face_swap", "face_swap@89abcdef"):
+        (out / folder).mkdir()
+        to_pil(torch.zeros(1, 3, 8, 8))[0].save(out / folder / f"{folder[-4:]}_on_b.jpg")
+    build_report(out)
+    md = (out / "report.md").read_text()
+    assert "swap_on_b" in md and "cdef_on_b" not in md  # nothing recorded: out/face_swap
+    NotebookSetup(step="05_face_swap", out=out, smoke=True, device="cpu", seed=0, weights=None,
+                  inventory=None).record(swap_dir=str(out / "face_swap@89abcdef"))
+    build_report(out)
+    md = (out / "report.md").read_text()
+    assert "cdef_on_b" in md and "swap_on_b" not in md and "out/face_swap@89abcdef/<source>_on_<target>.jpg" in md
 
 
 @pytest.mark.parametrize("key", ["latents_dir"])
@@ -183,3 +194,37 @@ def test_recorded_folder_ignores_a_broken_provenance(tmp_path, key):
     assert recorded_folder(tmp_path, "02_projection", key, tmp_path / "latents") == tmp_path / "latents"
     (tmp_path / "provenance.json").write_text(json.dumps({"02_projection": ["not", "a", "mapping"]}))
     assert recorded_folder(tmp_path, "02_projection", key, tmp_path / "latents") == tmp_path / "latents"
+
+
+def test_alignment_folder_keeps_crops_of_other_settings(tmp_path):
+    from PIL import Image
+
+    from facelib.align_batch import alignment_folder, alignment_path
+    from facelib.edit_inputs import aligned_dir
+    from facelib.session import NotebookSetup
+
+    out = tmp_path / "out"
+    usual = out / "aligned"
+    (usual / "ann").mkdir(parents=True)
+    Image.new("RGB", (64, 64)).save(usual / "ann" / "0.jpg")
+    alignment_path(usual / "ann" / "0.jpg").write_text(json.dumps(
+        {"format": "facelib.alignment", "output_size": 64, "detector": "hog"}))
+    Image.new("RGB", (64, 64)).save(usual / "ann" / "1.jpg")  # an older crop without geometry: its size says
+    names = ["ann/0.jpg", "ann/1.jpg", "bob/0.jpg"]
+    assert alignment_folder(usual, names, output_size=64, detector="hog").folder == usual
+    other = alignment_folder(usual, names, output_size=32, detector="hog")
+    assert other.beside and other.folder.name.startswith("aligned@") and len(other.others) == 2
+    assert "output_size 64 (now 32)" in other.note
+    assert alignment_folder(usual, names, output_size=32, detector="hog").folder == other.folder
+    cnn = alignment_folder(usual, names[:1], output_size=64, detector="cnn")
+    assert cnn.beside and "detector 'hog' (now 'cnn')" in cnn.note and cnn.folder != other.folder
+    assert alignment_folder(usual, names, output_size=32, overwrite=True).folder == usual
+
+    inv = type("Inventory", (), {"image_folders": ()})()
+    assert aligned_dir("", out_dir=out, inventory=inv) == usual
+    (other.folder / "ann").mkdir(parents=True)
+    Image.new("RGB", (32, 32)).save(other.folder / "ann" / "0.jpg")
+    NotebookSetup(step="01_alignment", out=out, smoke=False, device="cpu", seed=0, weights=None,
+                  inventory=None).record(aligned_dir=str(other.folder))
+    assert aligned_dir("", out_dir=out, inventory=inv) == other.folder  # notebook 01's last run
+    assert aligned_dir(tmp_path / "mine", out_dir=out, inventory=inv) == tmp_path / "mine"
