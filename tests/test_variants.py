@@ -228,3 +228,52 @@ def test_alignment_folder_keeps_crops_of_other_settings(tmp_path):
                   inventory=None).record(aligned_dir=str(other.folder))
     assert aligned_dir("", out_dir=out, inventory=inv) == other.folder  # notebook 01's last run
     assert aligned_dir(tmp_path / "mine", out_dir=out, inventory=inv) == tmp_path / "mine"
+
+
+@pytest.mark.slow
+def test_notebook_reruns_with_other_settings_write_beside(tmp_path):
+    """01 and 02 run headless twice with other settings: the first results stay, the later
+    notebooks (and 02 itself) use the newest ones."""
+    pytest.importorskip("papermill")
+    from facelib.pipeline import run_series
+    from facelib.session import NotebookSetup
+
+    out = tmp_path / "out"
+    opts = dict(smoke=True, device="cpu", progress=False, report=False, echo=None, cell_timeout=600)
+    photos = {"INPUT_DIR": str(out / "no-photos-here")}  # scikit-image's sample photos
+
+    def run(only: str, steps: int = 2, **params):
+        res = run_series(out, only=[only], steps=steps, parameters={**photos, **params}, **opts)
+        step = next(s for s in res.steps if s.name.startswith(only))
+        assert step.status.startswith("ok"), step.error
+        return step.output.read_text()
+
+    def recorded(step: str, key: str) -> Path:
+        return Path(json.loads((out / "provenance.json").read_text())[step][key])
+
+    run("01", OUTPUT_SIZE=128)
+    assert recorded("01_alignment", "aligned_dir") == out / "aligned"
+    run("02", steps=2)
+    assert recorded("02_projection", "latents_dir") == out / "latents"
+    before = _hashes(out / "latents")
+    assert any(k.endswith(".pt") for k in before)
+
+    text = run("02", steps=3)  # other settings: beside, the 2-step results stay byte-identical
+    sibling = recorded("02_projection", "latents_dir")
+    assert sibling.parent == out and sibling.name.startswith("latents@") and _hashes(out / "latents") == before
+    assert f"this run's projections: {sibling}" in text and "result(s) made with other settings" in text
+    assert sorted(k for k in _hashes(sibling) if k.endswith(".pt")) == sorted(k for k in before if k.endswith(".pt"))
+    S = NotebookSetup(step="03_style_transfer", out=out, smoke=True, device="cpu", seed=0, weights=None,
+                      inventory=None)
+    assert S.latents_dir() == sibling
+    run("02", steps=2)  # the first settings again: out/latents, nothing redone
+    assert recorded("02_projection", "latents_dir") == out / "latents" and _hashes(out / "latents") == before
+
+    crops = _hashes(out / "aligned")
+    run("01", OUTPUT_SIZE=96)  # other crops beside the 128 px ones; 02 then projects them beside
+    aligned = recorded("01_alignment", "aligned_dir")
+    assert aligned.name.startswith("aligned@") and _hashes(out / "aligned") == crops
+    run("02", steps=2)
+    assert recorded("02_projection", "aligned_dir") == aligned
+    newest = recorded("02_projection", "latents_dir")
+    assert newest not in (out / "latents", sibling) and _hashes(out / "latents") == before
