@@ -125,10 +125,12 @@ def _matches(meta_path: Path, cfg: ProjectConfig, weights: str, target_sha: str 
 
 
 def _other_settings(src: Path, dst: Path, images: list[Path], cfg: ProjectConfig, weights: str,
-                    resolution: int) -> list[str]:
+                    resolution: int) -> tuple[list[str], dict[Path, str]]:
     """Why ``dst`` holds a finished result of other settings, another generator or another version
-    of the image, for each of ``images`` it does (the image is read only when the settings match)."""
-    others = []
+    of the image, for each of ``images`` it does (the image is read only when the settings match),
+    and the SHA-256 of the images read (so the run does not read them again to skip them)."""
+    others: list[str] = []
+    shas: dict[Path, str] = {}
     for path in images:
         pt, meta, _ = projection_paths(src, dst, path)
         if not (pt.is_file() and meta.is_file()):
@@ -139,10 +141,11 @@ def _other_settings(src: Path, dst: Path, images: list[Path], cfg: ProjectConfig
                 target = to_tensor(load_image(path), resolution)
             except InputError:
                 continue  # reported by the run itself
-            state, why = _matches(meta, cfg, weights, sha256_tensor(target[0]))
+            shas[path] = sha256_tensor(target[0])
+            state, why = _matches(meta, cfg, weights, shas[path])
         if state == "other":
             others.append(f"{path.name}: {why}" if why and why.startswith("made from") else str(why))
-    return others
+    return others, shas
 
 
 def _in_beside_folder(path: Path, dst: Path) -> bool:
@@ -249,8 +252,9 @@ def project_folder(src: "str | os.PathLike[str]", dst: "str | os.PathLike[str]",
     images = shard(sorted(images), info)  # this rank's share; the whole list in a single process
     weights = generator_id(G)
     smoke = str(weights).startswith("smoke-")
+    shas: dict[Path, str] = {}
     if beside and not overwrite:
-        others = _other_settings(src, dst, images, cfg, weights, G.resolution)
+        others, shas = _other_settings(src, dst, images, cfg, weights, G.resolution)
         if info.distributed:  # every rank writes into the same folder
             others = [why for part in gather(others) for why in part]
         choice = choose_beside(dst, _beside_settings(cfg, weights, src), others,
@@ -263,13 +267,17 @@ def project_folder(src: "str | os.PathLike[str]", dst: "str | os.PathLike[str]",
             log.warning("%s", choice.note)
     todo: list[tuple[Path, torch.Tensor]] = []
     for path in images:
+        pt, meta, png = projection_paths(src, dst, path)
+        if (path in shas and pt.is_file() and meta.is_file() and png.is_file()
+                and _matches(meta, cfg, weights, shas[path])[0] == "same"):
+            result.skipped.append(path)  # done, and the image was read while choosing the folder
+            continue
         try:
             target = to_tensor(load_image(path), G.resolution)
         except InputError as e:
             result.failed[str(path)] = str(e)
             log.warning("skipping %s: %s", path, e)
             continue
-        pt, meta, png = projection_paths(src, dst, path)
         if pt.is_file() and meta.is_file():
             state, why = _matches(meta, cfg, weights, sha256_tensor(target[0]))
             if state == "same" and png.is_file():

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from facelib.align import load_image
 from facelib.grids import to_pil
 from facelib.projection import load_projection
 from facelib.projection_folder import project_folder
@@ -58,7 +59,10 @@ def test_choose_beside_and_other_settings(tmp_path):
     assert str(choice.folder) in choice.note and "overwrite=True" in choice.note
 
 
-def test_project_folder_writes_beside_results_of_other_settings(small_generator, tmp_path, single_thread):
+def test_project_folder_writes_beside_results_of_other_settings(small_generator, tmp_path, single_thread,
+                                                                monkeypatch):
+    import facelib.projection_folder as pf
+
     G = small_generator
     src, dst = tmp_path / "aligned", tmp_path / "latents"
     _photos(G, src)
@@ -78,7 +82,10 @@ def test_project_folder_writes_beside_results_of_other_settings(small_generator,
 
     again = project_folder(src, dst, G, steps=3, beside=True, **FAST)  # same settings: the same sibling
     assert again.dst == sibling and again.written == [] and len(again.skipped) == 2
+    reads = []
+    monkeypatch.setattr(pf, "load_image", lambda p: reads.append(p) or load_image(p))
     back = project_folder(src, dst, G, steps=2, beside=True, **FAST)  # the first settings: dst itself
+    assert sorted(reads) == sorted(src.rglob("*.png"))  # each image read once to compare and skip it
     assert back.dst == dst and back.written == [] and len(back.skipped) == 2 and not back.notes
     assert _hashes(dst) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["aligned", "latents", sibling.name]
