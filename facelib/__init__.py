@@ -135,6 +135,10 @@ _LAZY = {
     "save_swaps": "swap",
     "swap_metrics_text": "swap_judge",
     "loss_history_figure": "plots",
+    # reruns with other settings write beside finished results (<folder>@<tag>)
+    "beside_folder": "variants",
+    "settings_tag": "variants",
+    "swap_folder": "swap_pairs",
 }
 
 __all__ = sorted(set(_LAZY) | {

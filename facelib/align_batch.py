@@ -17,6 +17,7 @@ import multiprocessing
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -26,10 +27,11 @@ from .align import WARPS, AlignedFace, align_faces, check_size, load_image
 from .errors import BatchInterrupted, DependencyError, FacelibError, InputError
 from .paths import IMAGE_EXTENSIONS
 from .progress import progress_bar as tqdm
+from .variants import BesideChoice, choose_beside, other_settings
 
 __all__ = ["scan_images", "list_images", "person_name", "write_sample_photos", "MAX_OUTPUT_SIZE", "ALIGN_LAYOUTS",
            "AlignFolderResult", "align_folder", "ALIGNMENT_SUFFIX", "alignment_path", "save_alignment",
-           "load_alignment"]
+           "load_alignment", "alignment_folder"]
 
 log = logging.getLogger(__name__)
 
@@ -460,3 +462,38 @@ def load_alignment(path: "str | os.PathLike[str]") -> AlignedFace:
     return AlignedFace(image=image, landmarks=lm, landmarks_aligned=lma, box=box, quad=quad,  # type: ignore[arg-type]
                        source_size=source_size, output_size=output_size, source=source,  # type: ignore[arg-type]
                        detector=str(meta.get("detector", "hog")))
+
+
+def alignment_folder(folder: "str | os.PathLike[str]", names: Sequence[str], *, output_size: int,
+                     detector: str = "hog", overwrite: bool = False) -> BesideChoice:
+    """Where this run writes its crops ``<folder>/<name>`` (notebook 01: ``"<person>/<n>.jpg"``).
+
+    ``folder`` itself, unless it holds a crop of one of ``names`` made with another output size
+    or detector (its ``.align.json`` says so, :func:`save_alignment`; a crop without one, by its
+    pixel size): then, unless ``overwrite``, those crops are kept byte-identical and this run
+    goes beside them into ``<folder>@<tag>`` (:func:`facelib.variants.choose_beside`; the same
+    settings always get the same folder).
+
+    Args:
+        folder: the usual folder (``out/aligned``).
+        names: each crop's path relative to ``folder``.
+        output_size, detector: this run's settings (see :func:`align_faces`).
+        overwrite: replace crops made with other settings in ``folder``.
+    Returns:
+        A :class:`facelib.variants.BesideChoice`: ``folder`` to write into, ``note`` to show.
+    """
+    settings = {"output_size": int(output_size), "detector": str(detector)}
+    others: list[str] = []
+    for name in [] if overwrite else names:
+        image = Path(folder) / name
+        if not image.is_file():
+            continue
+        side = alignment_path(image)
+        if side.is_file():
+            why = other_settings(side, settings, fmt="facelib.alignment")
+        else:
+            have = _aligned_size(image)
+            why = None if have == output_size else f"made with other settings: output_size {have} (now {output_size})"
+        if why:
+            others.append(why)
+    return choose_beside(folder, settings, others, replace_hint="OVERWRITE = True replaces them")

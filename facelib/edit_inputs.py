@@ -29,6 +29,7 @@ from .edits import EMOTIONS
 from .errors import CheckpointError, DependencyError, FacelibError, InputError
 from .projection import load_projection
 from .projection_folder import project_folder
+from .variants import recorded_folder
 
 __all__ = ["find_projections", "reference_dir", "aligned_dir", "reference_photo_names", "expression_photos",
            "random_latents", "reference_projections", "EditInputs", "style_inputs", "expression_inputs"]
@@ -106,12 +107,14 @@ def reference_dir(preferred: "str | os.PathLike[str] | None", *, role: str, inve
 
 def aligned_dir(preferred: "str | os.PathLike[str] | None" = "", *, out_dir: "str | os.PathLike[str]" = "out",
                 inventory: Any = None) -> Path | None:
-    """The aligned photos to use: ``preferred`` when given, else ``<out_dir>/aligned`` when it holds
-    photos (notebook 01), else an attached aligned dataset (``<person>/<n>.jpg``, any case and
-    image extension; :func:`reference_dir` with role "aligned"), else None."""
+    """The aligned photos to use: ``preferred`` when given, else notebook 01's when they hold photos
+    (the folder its last run recorded in ``<out_dir>/provenance.json``, ``<out_dir>/aligned`` or
+    ``aligned@<tag>`` beside crops of other settings; else ``<out_dir>/aligned``), else an attached
+    aligned dataset (``<person>/<n>.jpg``, any case and image extension; :func:`reference_dir`
+    with role "aligned"), else None."""
     if preferred:
         return Path(preferred)
-    own = Path(out_dir) / "aligned"
+    own = recorded_folder(out_dir, "01_alignment", "aligned_dir", Path(out_dir) / "aligned")
     if own.is_dir() and list_images(own):
         return own
     return reference_dir(None, role="aligned", inventory=inventory)

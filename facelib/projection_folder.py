@@ -3,7 +3,8 @@
 ``project_folder(src, dst, G)`` runs :func:`facelib.projection.project` over every aligned image
 under ``src`` in memory-sized batches and writes one ``.png`` / ``.pt`` / ``.json`` set per image
 (:func:`projection_paths`), skipping finished sets, keeping results made with other settings and
-going on past bad images.
+going on past bad images. With ``beside=True`` a run whose settings differ from the finished results
+in ``dst`` writes into ``dst@<tag>`` instead (:func:`facelib.variants.choose_beside`).
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from .memory import is_out_of_memory, plan_batch
 from .paths import IMAGE_EXTENSIONS
 from .projection import load_projection, project, ProjectConfig, Projection, settle_config, sha256_tensor
 from .stamps import SMOKE_STAMP
+from .variants import choose_beside
 
 __all__ = ["project_folder", "projection_paths", "ProjectFolderResult"]
 
@@ -48,7 +50,9 @@ class ProjectFolderResult:
         not_reached: images not started because the run was interrupted.
         interrupted: True when Ctrl-C ended the run.
         notes: what the run decided on its own (batch size from free memory, smaller batches after
-            running out of memory).
+            running out of memory, writing beside results of other settings).
+        dst: the folder this run wrote into: ``dst``, or with ``beside`` its sibling for these
+            settings (:func:`facelib.variants.beside_folder`).
     """
 
     written: list[Path] = field(default_factory=list)
@@ -58,6 +62,7 @@ class ProjectFolderResult:
     not_reached: list[Path] = field(default_factory=list)
     interrupted: bool = False
     notes: list[str] = field(default_factory=list)
+    dst: Path | None = None
 
     @property
     def ok(self) -> bool:
@@ -94,10 +99,11 @@ def projection_paths(src: "str | os.PathLike[str]", dst: "str | os.PathLike[str]
     return base.with_suffix(".pt"), base.with_suffix(".json"), base.with_suffix(".png")
 
 
-def _matches(meta_path: Path, cfg: ProjectConfig, weights: str, target_sha: str) -> tuple[str, str | None]:
+def _matches(meta_path: Path, cfg: ProjectConfig, weights: str, target_sha: str | None) -> tuple[str, str | None]:
     """("same", None) when the saved result was made from this image with these settings and
     generator; ("other", why) when it was made with other settings, weights or from another image
-    (a finished result: kept unless overwrite); ("redo", why) when it is unfinished or unreadable."""
+    (a finished result: kept unless overwrite); ("redo", why) when it is unfinished or unreadable.
+    ``target_sha`` None: the image is not compared."""
     try:
         meta = json.loads(meta_path.read_text())
         saved = ProjectConfig.from_dict(meta.get("config", {}))
@@ -113,9 +119,46 @@ def _matches(meta_path: Path, cfg: ProjectConfig, weights: str, target_sha: str)
         return "other", f"made with other settings: {shown}"
     if meta.get("weights_sha256") != weights:
         return "other", f"made with another generator ({str(meta.get('weights_sha256'))[:12]})"
-    if (meta.get("target_sha256") or [None])[0] != target_sha:
+    if target_sha is not None and (meta.get("target_sha256") or [None])[0] != target_sha:
         return "other", "made from another version of this image"
     return "same", None
+
+
+def _other_settings(src: Path, dst: Path, images: list[Path], cfg: ProjectConfig, weights: str,
+                    resolution: int) -> tuple[list[str], dict[Path, str]]:
+    """Why ``dst`` holds a finished result of other settings, another generator or another version
+    of the image, for each of ``images`` it does (the image is read only when the settings match),
+    and the SHA-256 of the images read (so the run does not read them again to skip them)."""
+    others: list[str] = []
+    shas: dict[Path, str] = {}
+    for path in images:
+        pt, meta, _ = projection_paths(src, dst, path)
+        if not (pt.is_file() and meta.is_file()):
+            continue
+        state, why = _matches(meta, cfg, weights, None)
+        if state == "same":
+            try:
+                target = to_tensor(load_image(path), resolution)
+            except InputError:
+                continue  # reported by the run itself
+            shas[path] = sha256_tensor(target[0])
+            state, why = _matches(meta, cfg, weights, shas[path])
+        if state == "other":
+            others.append(f"{path.name}: {why}" if why and why.startswith("made from") else str(why))
+    return others, shas
+
+
+def _in_beside_folder(path: Path, dst: Path) -> bool:
+    """True when ``path`` lies in a folder beside ``dst`` (``<dst>@<tag>``)."""
+    parent, prefix = dst.resolve().parent, dst.name + "@"
+    return any(p.parent == parent and p.name.startswith(prefix) for p in path.resolve().parents)
+
+
+def _beside_settings(cfg: ProjectConfig, weights: str, src: Path) -> dict[str, Any]:
+    """What names the sibling folder of a run: the settings that change the result (not the
+    per-image seed, not compiling), the generator and the input folder's name."""
+    return {"config": dataclasses.replace(cfg, seed=0, compile=False).to_dict(), "generator": weights,
+            "source": src.name}
 
 
 def _save_one(one: "Projection", pt: Path, png: Path, smoke: bool, extra: Mapping[str, Any] | None = None) -> None:
@@ -131,7 +174,7 @@ def _save_one(one: "Projection", pt: Path, png: Path, smoke: bool, extra: Mappin
 
 def project_folder(src: "str | os.PathLike[str]", dst: "str | os.PathLike[str]", G: nn.Module, *,
                    config: ProjectConfig | None = None, batch_size: int | None = None, overwrite: bool = False,
-                   max_images: int | None = None, progress: bool = True,
+                   max_images: int | None = None, progress: bool = True, beside: bool = False,
                    cache_dir: "str | os.PathLike[str] | None" = None,
                    vgg_path: "str | os.PathLike[str] | None" = None, **options: Any) -> ProjectFolderResult:
     """Project every aligned image under ``src`` (recursively) in batches, writing per image
@@ -141,7 +184,12 @@ def project_folder(src: "str | os.PathLike[str]", dst: "str | os.PathLike[str]",
     An image whose set is complete and was made from the same image with the same settings and
     generator is skipped. A complete set made with other settings, another generator or from
     another version of the image is a finished result: it is kept byte-identical and listed in
-    ``kept`` unless ``overwrite``. Unfinished sets (interrupted runs, a missing rendering) are
+    ``kept`` unless ``overwrite``. With ``beside`` (and not ``overwrite``), when ``dst`` holds such
+    a result for any of this run's images, the whole run writes beside them instead, into
+    ``dst@<tag>`` (:func:`facelib.variants.beside_folder`; the tag is a hash of the settings, the
+    generator and the input folder's name, so a rerun with them finds its results there), says so
+    in ``notes`` and returns that folder as ``dst``; ``dst`` itself stays byte-identical.
+    Unfinished sets (interrupted runs, a missing rendering) are
     redone. Temporary files a killed run left in ``dst`` are removed first. Unreadable images,
     unusable folder entries (dangling links, loops, folders named like images) and batches
     whose optimisation fails are reported in ``failed`` and the rest go on. Renderings of the
@@ -172,6 +220,8 @@ def project_folder(src: "str | os.PathLike[str]", dst: "str | os.PathLike[str]",
             or keyword options, not both.
         batch_size: images optimised together (None = from free memory).
         overwrite: replace results made with other settings.
+        beside: write beside results made with other settings rather than keeping them and
+            skipping their images (what the notebooks do).
         max_images: only the first this many images (sorted by path).
     Raises:
         InputError: ``src`` is neither a folder nor an image, ``dst`` cannot be written, or
@@ -181,10 +231,11 @@ def project_folder(src: "str | os.PathLike[str]", dst: "str | os.PathLike[str]",
     if batch_size is not None and (isinstance(batch_size, bool) or batch_size < 1):
         raise InputError(f"batch_size: expected >= 1, got {batch_size}")
     cfg, _, _ = settle_config(config, options, "project_folder")
-    src = Path(src)
-    result = ProjectFolderResult()
+    src, dst = Path(src), Path(dst)
+    result = ProjectFolderResult(dst=dst)
     if src.is_dir():
         images, passed = scan_images(src, exclude=dst)  # an output folder inside src holds renderings, not inputs
+        images = [p for p in images if not _in_beside_folder(p, dst)]  # nor do the folders beside it
         for p, why in passed:
             result.failed[str(p)] = why
             log.warning("skipping %s: %s", p, why)
@@ -201,15 +252,32 @@ def project_folder(src: "str | os.PathLike[str]", dst: "str | os.PathLike[str]",
     images = shard(sorted(images), info)  # this rank's share; the whole list in a single process
     weights = generator_id(G)
     smoke = str(weights).startswith("smoke-")
+    shas: dict[Path, str] = {}
+    if beside and not overwrite:
+        others, shas = _other_settings(src, dst, images, cfg, weights, G.resolution)
+        if info.distributed:  # every rank writes into the same folder
+            others = [why for part in gather(others) for why in part]
+        choice = choose_beside(dst, _beside_settings(cfg, weights, src), others,
+                               replace_hint="overwrite=True replaces them")
+        if choice.beside:
+            dst = result.dst = check_output_folder(choice.folder, "dst")
+            for stale in remove_stale_parts(dst):
+                log.info("removed %s (left by an interrupted run)", stale)
+            result.notes.append(str(choice.note))
+            log.warning("%s", choice.note)
     todo: list[tuple[Path, torch.Tensor]] = []
     for path in images:
+        pt, meta, png = projection_paths(src, dst, path)
+        if (path in shas and pt.is_file() and meta.is_file() and png.is_file()
+                and _matches(meta, cfg, weights, shas[path])[0] == "same"):
+            result.skipped.append(path)  # done, and the image was read while choosing the folder
+            continue
         try:
             target = to_tensor(load_image(path), G.resolution)
         except InputError as e:
             result.failed[str(path)] = str(e)
             log.warning("skipping %s: %s", path, e)
             continue
-        pt, meta, png = projection_paths(src, dst, path)
         if pt.is_file() and meta.is_file():
             state, why = _matches(meta, cfg, weights, sha256_tensor(target[0]))
             if state == "same" and png.is_file():
@@ -292,5 +360,5 @@ def project_folder(src: "str | os.PathLike[str]", dst: "str | os.PathLike[str]",
                                      skipped=[p for r in parts for p in r.skipped],
                                      failed={k: v for r in parts for k, v in r.failed.items()},
                                      kept={k: v for r in parts for k, v in r.kept.items()},
-                                     notes=list(dict.fromkeys(n for r in parts for n in r.notes)))
+                                     notes=list(dict.fromkeys(n for r in parts for n in r.notes)), dst=dst)
     return result

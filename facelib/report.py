@@ -38,6 +38,7 @@ from ._io import atomic_path
 from .paths import repo_root
 from .quality import quality_card
 from .stamps import REAL_WEIGHTS_HELP, SMOKE_STAMP
+from .variants import recorded_folder
 
 __all__ = ["build_report", "Report", "Section", "RESPONSIBLE_USE", "stand_in_hint"]
 
@@ -413,8 +414,20 @@ def _fmt(v: Any, spec: str) -> str:
     return format(v, spec) if isinstance(v, (int, float)) and not isinstance(v, bool) else "-"
 
 
+def _aligned_dir(out: Path, step: str = "01_alignment") -> Path:
+    """The aligned crops ``step`` used (recorded in ``out/provenance.json``; 02's are the ones it
+    projected), else 01's, else ``out/aligned``."""
+    default = recorded_folder(out, "01_alignment", "aligned_dir", out / "aligned")
+    return recorded_folder(out, step, "aligned_dir", default) if step != "01_alignment" else default
+
+
+def _shown(out: Path, folder: Path) -> str:
+    """``folder`` as the report names it: ``out/<name>`` inside ``out``, else the path."""
+    return f"out/{folder.name}" if folder.parent == out else str(folder)
+
+
 def _alignment(doc: _Doc, out: Path) -> int:
-    base = out / "aligned"
+    base = _aligned_dir(out)
     people = sorted((d for d in base.iterdir() if d.is_dir()), key=_natural) if base.is_dir() else []
     rows = []
     width = 0
@@ -424,13 +437,14 @@ def _alignment(doc: _Doc, out: Path) -> int:
         width = max(width, len(imgs))
     if not rows:
         return 0
-    doc.para("FFHQ-aligned crops (`out/aligned/<person>/<n>.jpg`), the inputs of every later step.")
+    doc.para(f"FFHQ-aligned crops (`{_shown(out, base)}/<person>/<n>.jpg`), the inputs of every later step.")
     doc.table(["person"] + [str(i) for i in range(width)], [r + [None] * (width + 1 - len(r)) for r in rows], cell=160)
     return sum(len(r) - 1 for r in rows)
 
 
 def _projection(doc: _Doc, out: Path) -> int:
-    latents = out / "latents"
+    latents = recorded_folder(out, "02_projection", "latents_dir", out / "latents")  # its last run's
+    aligned = _aligned_dir(out, "02_projection")
     if not latents.is_dir():
         return 0
     rows = []
@@ -446,8 +460,8 @@ def _projection(doc: _Doc, out: Path) -> int:
         smoke = smoke or str(meta.get("weights_sha256") or "").startswith("smoke-")
         rel = sidecar.relative_to(latents).with_suffix("")
         render = next((sidecar.with_suffix(e) for e in _IMAGE_EXT if sidecar.with_suffix(e).is_file()), None)
-        original = next((out / "aligned" / rel.with_suffix(e) for e in _IMAGE_EXT
-                         if (out / "aligned" / rel.with_suffix(e)).is_file()), None)
+        original = next((aligned / rel.with_suffix(e) for e in _IMAGE_EXT
+                         if (aligned / rel.with_suffix(e)).is_file()), None)
         m = (meta.get("metrics") or [{}])[0]
         cfg = meta.get("config") or {}
         tune = _read_json(sidecar.with_name(sidecar.stem + ".tune.json")) or {}
@@ -471,7 +485,7 @@ def _projection(doc: _Doc, out: Path) -> int:
         header += ["pivotal tuning", "before -> after tuning"]
     else:
         rows = [r[:-2] for r in rows]
-    doc.para("Originals and their projections (`out/latents/<person>/<n>.png`; the W+ latents are the `.pt` files "
+    doc.para(f"Originals and their projections (`{_shown(out, latents)}/<person>/<n>.png`; the W+ latents are the `.pt` files "
              "beside them, settings and metrics in the `.json` sidecars; a pivotal tuning of the generator for the "
              "photo is `<n>.tune.pt` with its rendering `<n>.tune.png`).")
     doc.table(header, rows)
@@ -573,16 +587,16 @@ def _expressions(doc: _Doc, out: Path) -> int:
 
 
 def _aligned_of(out: Path, person: str) -> Path | None:
-    d = out / "aligned" / person
+    d = _aligned_dir(out, "02_projection") / person
     imgs = sorted(_images(d), key=_natural)
     return imgs[0] if imgs else None
 
 
 def _named(out: Path, names: Any) -> Path | None:
-    """``out/aligned/<name>.<ext>`` for the first entry of a sidecar's name list ("person/2")."""
+    """The aligned ``<name>.<ext>`` (:func:`_aligned_dir` of 02) for the first entry of a sidecar's name list ("person/2")."""
     if not isinstance(names, list) or not names or not isinstance(names[0], str):
         return None
-    base = out / "aligned" / names[0]
+    base = _aligned_dir(out, "02_projection") / names[0]
     return next((base.with_suffix(e) for e in _IMAGE_EXT if base.with_suffix(e).is_file()), None)
 
 
@@ -603,7 +617,8 @@ def _metric_text(m: Mapping[str, Any], limit: int = 200) -> str:
 
 
 def _face_swap(doc: _Doc, out: Path) -> int:
-    imgs = _images(out / "face_swap")
+    folder = recorded_folder(out, "05_face_swap", "swap_dir", out / "face_swap")  # its last run's
+    imgs = _images(folder)
     results = [p for p in imgs if "_on_" in p.stem]
     if not results:
         return 0
@@ -626,7 +641,7 @@ def _face_swap(doc: _Doc, out: Path) -> int:
                      _Img(p, f"{source} on {target}" + (": UNCHANGED, the swap did nothing" if unchanged else ""),
                           edited=True), _in_photo(p, f"{source} on {target}, in the photo"),
                      facts or "-"])
-    doc.para("Face swap (`out/face_swap/<source>_on_<target>.jpg`): the source's identity on the target, "
+    doc.para(f"Face swap (`{_shown(out, folder)}/<source>_on_<target>.jpg`): the source's identity on the target, "
              "optimised with an ArcFace identity loss.")
     if not any(isinstance(r[3], _Img) for r in rows):
         rows = [r[:3] + r[4:] for r in rows]

@@ -21,6 +21,7 @@ from .errors import CheckpointError, DependencyError, InputError
 from .grids import stamp
 from .stamps import RANDOM_ID_STAMP, SMOKE_HINT, SMOKE_STAMP, STAND_IN_STAMP
 from .stylegan2 import StyleGAN2Generator
+from .variants import recorded_folder
 from .weights import load_generator, resolve_device, state_fingerprint
 
 __all__ = ["SMOKE_GENERATOR", "SMOKE_ARCFACE", "RANDOM_ID_STAMP", "IdentityNetwork", "identity_network",
@@ -139,6 +140,12 @@ class NotebookSetup:
         """A VGG16 weight file for LPIPS (recognised by content), or None (LPIPS then falls back / is off)."""
         f = self.inventory.first("vgg16")
         return f.path if f else None
+
+    def latents_dir(self) -> Path:
+        """The projections of notebook 02's last run: the folder it recorded in ``out/provenance.json``
+        (``out/latents``, or ``out/latents@<tag>`` when it ran beside results of other settings)
+        when that folder exists, else ``out/latents``."""
+        return recorded_folder(self.out, "02_projection", "latents_dir", self.out / "latents")
 
     @property
     def stand_ins(self) -> str | None:

@@ -1,12 +1,13 @@
 """Swap pairs for notebook 05: :func:`swap_inputs` picks (source, target) pairs from the saved
-projections (sources as their aligned photos when found), or random latents when there are none.
+projections (sources as their aligned photos when found), or random latents when there are none;
+:func:`swap_folder` says where the swaps are saved (beside finished swaps of other settings).
 """
 from __future__ import annotations
 
 import glob
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 from torch import nn
@@ -16,8 +17,12 @@ from .errors import InputError
 from .latents import SavedLatents
 from .paths import IMAGE_EXTENSIONS
 from .projection import load_targets
+from .variants import BesideChoice, choose_beside, other_settings
 
-__all__ = ["SwapInputs", "swap_inputs"]
+if TYPE_CHECKING:
+    from .swap import SwapResult
+
+__all__ = ["SwapInputs", "swap_inputs", "swap_folder"]
 
 
 @dataclass(frozen=True)
@@ -128,3 +133,26 @@ def swap_inputs(G: nn.Module, *, latents_dir: Any = "out/latents", aligned_dir: 
                            weights_path=None, path=Path("."))
     return SwapInputs(sources=sources, targets=targets, source_names=[f"random_src_{i}" for i in range(n)],
                       target_names=list(targets.names), target_photos=[None] * n, notes=tuple(notes), stand_ins=True)
+
+
+def swap_folder(result: "SwapResult", folder: Any, names: Sequence[str], *, overwrite: bool = False) -> BesideChoice:
+    """Where this run's swaps are saved (``<folder>/<name>.jpg`` + ``.pt`` + ``.json`` per pair).
+
+    ``folder`` itself, unless it holds a finished swap of one of ``names`` (its ``<name>.json``)
+    made with another :class:`~facelib.swap.SwapConfig` or generator than ``result``: then,
+    unless ``overwrite``, those are kept byte-identical and this run goes beside them into
+    ``<folder>@<tag>`` (:func:`facelib.variants.choose_beside`; the same settings always get the
+    same folder, where a rerun replaces its own swaps as in ``folder``).
+
+    Args:
+        result: the swap (its ``config`` and ``weights_sha256`` are the settings compared).
+        folder: the usual folder (notebook 05: ``out/face_swap``).
+        names: the file name of each pair (:meth:`SwapInputs.file_names`).
+        overwrite: replace swaps made with other settings in ``folder``.
+    Returns:
+        A :class:`facelib.variants.BesideChoice`: ``folder`` to save into, ``note`` to show.
+    """
+    settings = {"config": result.config.to_dict(), "weights_sha256": result.weights_sha256}
+    others = [] if overwrite else [why for n in names
+                                   if (why := other_settings(Path(folder) / f"{n}.json", settings, fmt="facelib.swap"))]
+    return choose_beside(folder, settings, others, replace_hint="OVERWRITE = True replaces them")
