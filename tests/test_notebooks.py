@@ -62,9 +62,11 @@ def series(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("series") / "out"
     lines: list[str] = []
-    # INTERACTIVE: the widget cells run too (building the controls must never block a headless run)
+    # INTERACTIVE: the widget cells run too (building the controls must never block a headless run);
+    # TUNE: 02 tunes every face and 03-05 render through the first face's tuning (grid and preview box)
     result = run_series(out, smoke=True, steps=SMOKE_STEPS, device="cpu", progress=False, echo=lines.append,
-                        parameters={"INPUT_DIR": str(out / "no-photos-here"), "OUTPUT_SIZE": 256, "INTERACTIVE": True},
+                        parameters={"INPUT_DIR": str(out / "no-photos-here"), "OUTPUT_SIZE": 256, "INTERACTIVE": True,
+                                    "TUNE": True, "SMOKE_TUNE_STEPS": 3},
                         cell_timeout=600)
     return result, out, lines
 
@@ -97,6 +99,8 @@ def test_notebook_runs_headless_in_smoke_mode(series, path: Path) -> None:
             assert _red_band(g), f"{g.name}: no smoke-run stamp on a grid from the untrained generator"
         prov = json.loads((out / "provenance.json").read_text())
         assert prov.get(path.stem, {}).get("smoke") is True
+    if path.stem[:2] in ("02", "03", "04", "05"):  # TUNE = True: the grid through the tuned generator
+        assert (out / "grids" / f"{path.stem}_tuned.jpg").is_file(), f"{path.name} wrote no tuned grid"
 
 
 @pytest.mark.slow
