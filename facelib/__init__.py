@@ -133,6 +133,9 @@ _LAZY = {
     "save_swaps": "swap",
     "swap_metrics_text": "swap_judge",
     "loss_history_figure": "plots",
+    # a torchrun launch stopped as a whole (one rank interrupted, or gone)
+    "LaunchError": "errors",
+    "Exchange": "distributed",
 }
 
 __all__ = sorted(set(_LAZY) | {
