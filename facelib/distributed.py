@@ -313,6 +313,7 @@ class Exchange:
         self.gathered = False  # this rank reported its results
         self.active = True  # a stop elsewhere interrupts this process (until finish())
         self.closed = False
+        self.lost = False  # the store stopped answering
         self._stop: Stop | None = None
         self._interrupt_main = False
         self._looked = 0.0
@@ -374,9 +375,10 @@ class Exchange:
                     self._look(store)
                     stop = self._stop
                     if stop is not None and not stop.here and self.active and self._interrupt_main:
-                        log.info("%s", stop.note())
+                        log.debug("%s", stop.note())
                         _thread.interrupt_main()
             except Exception:  # noqa: BLE001 - the store's host has gone; gather() says so
+                self.lost = True
                 return
             self._halt.wait(self.tick)
 
@@ -423,6 +425,7 @@ class Exchange:
             out = [obj if r == self.rank else pickle.loads(self.store.get(f"result/{r}"))
                    for r in range(self.world_size)]
         except (RuntimeError, OSError) as e:  # torch's store errors are RuntimeErrors
+            self.lost = True
             raise LaunchError(f"rank {self.rank} of {self.world_size}: lost the launch's key-value store "
                               f"({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}); "
                               "the process that hosts it has exited; this rank's finished results are "
@@ -435,6 +438,9 @@ class Exchange:
         """Say this rank is leaving and, when the launch stopped or this rank hosts the
         store, wait (at most ``wait`` s) until the other ranks have left or have given no
         sign of life for ``gone_after`` s. Then stop the watcher."""
+        if self.lost:
+            self.close()
+            return
         try:
             if not self.gathered and self._stop is None:
                 self.announce("ended before reporting its results (see its output)")
@@ -517,7 +523,8 @@ def _on_signal(signum: int, frame: Any) -> None:
     ex = _EXCHANGE
     if ex is not None and ex.active and ex._stop is None:
         try:
-            ex.announce("was interrupted" if signum == signal.SIGINT else "was terminated (SIGTERM)")
+            ex.announce("was interrupted" if signum == signal.SIGINT
+                        else "was terminated (SIGTERM, as torchrun does when another rank fails)")
         except Exception:  # noqa: BLE001 - the store is gone: stop all the same
             pass
     previous = _PREVIOUS.get(signum)
