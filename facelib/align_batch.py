@@ -260,7 +260,8 @@ def align_folder(src: "str | os.PathLike[str]", dst: "str | os.PathLike[str]", *
     with other settings) is kept as it is and listed in ``kept`` unless ``overwrite``.
     Two inputs with the same output name (``a.jpg``, ``a.png`` in mirror layout): the second fails.
     Ctrl-C raises :class:`facelib.errors.BatchInterrupted` whose ``result`` lists what was
-    finished and not reached.
+    finished and not reached (under ``torchrun``, Ctrl-C on any rank does so on every rank:
+    :mod:`facelib.distributed`).
 
     Photos are aligned by ``workers`` processes (the standard library's process pool); the
     result lists them in input order whatever finishes first. Under ``torchrun`` each rank

@@ -24,12 +24,15 @@ a launch counter), through an :class:`Exchange`:
 - Ctrl-C (SIGINT) or SIGTERM on one rank records "rank K was interrupted" in the store before
   the usual ``KeyboardInterrupt``. Every other rank sees it within a quarter of a second (a
   watcher thread that also beats a liveness counter) and is interrupted as if Ctrl-C had been
-  pressed there: the batch it was working on is dropped, its finished results stay (they are
-  written atomically), and the batch commands raise
+  pressed there: the batch it was working on is dropped (a result being written at that
+  instant may be left without its JSON, which marks it unfinished, and is redone by the next
+  run), its finished results stay (they are written atomically), and the batch commands raise
   :class:`facelib.errors.BatchInterrupted` with that rank's finished / skipped / not-reached
-  lists. The CLI prints them per rank with :func:`stop_note` ("rank 0 of 2 stopped because
-  rank 1 of 2 was interrupted") and exits 130. A rank that ends before reporting its results
-  (an error) stops the others the same way.
+  lists. They also check :func:`interrupted` between batches. The CLI prints the lists per
+  rank with :func:`stop_note` ("rank 0 of 2 stopped because rank 1 of 2 was interrupted")
+  and exits 130. A rank that ends before reporting its results (an error) stops the others
+  the same way. The handlers are installed only when :func:`init` runs in the main thread;
+  elsewhere call :func:`announce_interrupt` where ``KeyboardInterrupt`` is caught.
 - :func:`gather` posts each rank's result under its own key and polls for the others'; it
   never blocks in a collective. A rank that gives no sign of life for ``timeout`` seconds
   (``kill -9``, a lost machine; default 60, ``$FACELIB_DIST_TIMEOUT``) and never reported
@@ -546,11 +549,11 @@ def _at_exit() -> None:
     ex = _EXCHANGE
     if ex is None or ex.closed:
         return
-    ex.leave()
     if ex.stopped() is not None and threading.current_thread() is threading.main_thread():
-        # torchrun terminates the remaining ranks once one exits non-zero: this one has
-        # printed its summary and left; let it finish exiting
+        # torchrun terminates the remaining ranks once one exits non-zero: this one has printed
+        # its summary; let it wait for the others and exit (torchrun's SIGKILL still bounds it)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    ex.leave()
 
 
 def interrupted() -> Stop | None:

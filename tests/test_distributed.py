@@ -199,7 +199,7 @@ def test_single_process_has_no_exchange(monkeypatch):
         monkeypatch.delenv(k, raising=False)
     info = D.init("cpu")
     assert not info.distributed and info.backend is None
-    assert D._EXCHANGE is None and D.interrupted() is None and D.announce_interrupt() is None
+    assert D.interrupted() is None and D.announce_interrupt() is None
     assert D.stop_note() is None
     import signal
 
