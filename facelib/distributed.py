@@ -65,7 +65,7 @@ import torch
 from .errors import InputError, LaunchError
 
 __all__ = ["DistInfo", "world", "init", "shard", "gather", "barrier", "item_seed", "is_main", "finish",
-           "Exchange", "Stop", "interrupted", "announce_interrupt", "stop_note", "TIMEOUT_ENV"]
+           "Exchange", "Stop", "interrupted", "announce_interrupt", "stop_note", "launch_prefix", "TIMEOUT_ENV"]
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +134,10 @@ def init(device: "str | torch.device | None" = "auto") -> DistInfo:
             GPU; anything else is used as given (single process only).
     Returns:
         :class:`DistInfo` with ``device`` set. Calling it again returns the same answer.
+
+    Under a launch it also opens the launch's :class:`Exchange` on the store it joins through
+    (a watcher thread and, in the main thread, SIGINT/SIGTERM handlers that tell the other
+    ranks; :func:`finish` restores them): see the module notes.
     Raises:
         InputError: a bad ``$RANK``/``$WORLD_SIZE``, or a fixed device such as "cuda:1" in a
             multi-process launch (each rank chooses its own).
@@ -497,17 +501,26 @@ def _hosts_store(info: DistInfo) -> bool:
     return info.rank == 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True"
 
 
+def launch_prefix(store: Any, world_size: int) -> str:
+    """The key prefix of this launch on ``store``: ``facelib/<run id>/<restart>/<launch>/``.
+
+    torchrun's run id and restart count (``$TORCHELASTIC_RUN_ID``, ``$TORCHELASTIC_RESTART_COUNT``)
+    tell launches and restarts apart; on a store that outlives launches (an external rendezvous
+    server, reruns by hand) a counter does: every rank of a launch calls this once, and launches
+    follow one another. A rerun therefore never sees an earlier launch's results or stop."""
+    run = os.environ.get("TORCHELASTIC_RUN_ID") or "env"
+    restart = os.environ.get("TORCHELASTIC_RESTART_COUNT") or "0"
+    base = f"facelib/{run}/{restart}"
+    launch = (int(store.add(f"{base}/joined", 1)) - 1) // world_size
+    return f"{base}/{launch}/"
+
+
 def _open_exchange(store: Any, info: DistInfo) -> None:
     """Keys unique to this run on ``store``; the watcher thread; the signal handlers."""
     global _EXCHANGE
     import torch.distributed as dist
 
-    run = os.environ.get("TORCHELASTIC_RUN_ID") or "env"
-    restart = os.environ.get("TORCHELASTIC_RESTART_COUNT") or "0"
-    base = f"facelib/{run}/{restart}"
-    # reruns on a store that outlives a launch: each launch's ranks all join once, in turn
-    launch = (int(store.add(f"{base}/joined", 1)) - 1) // info.world_size
-    prefix = f"{base}/{launch}/"
+    prefix = launch_prefix(store, info.world_size)
     exchange = Exchange(dist.PrefixStore(prefix, store), info.rank, info.world_size, hosts_store=_hosts_store(info))
     watch = dist.TCPStore(os.environ["MASTER_ADDR"], _env_int("MASTER_PORT", 0), is_master=False,
                           timeout=_STORE_TIMEOUT)

@@ -279,3 +279,20 @@ def test_sigint_on_one_rank_stops_the_other(tmp_path):
     single = project_folder(src, out, load_generator(tmp_path / "G.pt"), progress=False, steps=150, lpips=None,
                             mse_weight=1.0, batch_size=8)
     assert len(single.skipped) == len(finished) and len(single.written) == 8 - len(finished)
+
+
+def test_reruns_on_one_store_never_see_an_earlier_launch(monkeypatch):
+    import torch.distributed as dist
+
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job")
+    monkeypatch.delenv("TORCHELASTIC_RESTART_COUNT", raising=False)
+    store = dist.HashStore()  # a store that outlives launches (an external rendezvous server)
+    first = [D.launch_prefix(store, 2) for _ in range(2)]  # both ranks of launch 0
+    assert first == ["facelib/job/0/0/"] * 2
+    old = D.Exchange(dist.PrefixStore(first[1], store), 1, 2, timeout=5, tick=0.02)
+    old.announce()  # launch 0 was interrupted
+    second = [D.launch_prefix(store, 2) for _ in range(2)]
+    assert second == ["facelib/job/0/1/"] * 2
+    assert D.Exchange(dist.PrefixStore(second[0], store), 0, 2, timeout=5, tick=0.02).stopped() is None
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")  # torchrun restarted the workers
+    assert D.launch_prefix(store, 2) == "facelib/job/1/0/"
