@@ -317,7 +317,8 @@ class Exchange:
             raise InputError(f"timeout: expected seconds > 0, got {timeout}")
         self.tick = float(tick)
         self.hosts_store = hosts_store
-        self.gathered = False  # this rank reported its results
+        self.posted = False  # this rank posted its results
+        self.gathered = False  # ... and received every other rank's
         self.active = True  # a stop elsewhere interrupts this process (until finish())
         self.closed = False
         self.lost = False  # the store stopped answering
@@ -406,16 +407,17 @@ class Exchange:
         limit = self.timeout if timeout is None else float(timeout)
         try:
             self.store.set(f"result/{self.rank}", pickle.dumps(obj))
+            self.posted = True
             missing = [r for r in range(self.world_size) if r != self.rank]
             now = time.monotonic()
             last = {r: (b, now) for r, b in self._beats(missing).items()}
             while True:
+                missing = [r for r in missing if not self.store.check([f"result/{r}"])]
+                if not missing:  # every rank finished its share: a late stop changes nothing
+                    break
                 stop = self.stopped()
                 if stop is not None and not stop.here:
                     raise KeyboardInterrupt(stop.note())
-                missing = [r for r in missing if not self.store.check([f"result/{r}"])]
-                if not missing:
-                    break
                 now = time.monotonic()
                 for r, b in self._beats(missing).items():
                     if b != last[r][0]:
@@ -425,7 +427,7 @@ class Exchange:
                     names = ("rank " if len(gone) == 1 else "ranks ") + ", ".join(map(str, gone))
                     raise LaunchError(
                         f"{names} of {self.world_size} gave no sign of life for {limit:g} s and never "
-                        f"reported its results (killed, or its machine is unreachable); rank {self.rank}'s "
+                        f"reported {'its' if len(gone) == 1 else 'their'} results (killed, or its machine is unreachable); rank {self.rank}'s "
                         "finished results are complete; rerun the same command to go on "
                         f"(${TIMEOUT_ENV} sets the wait)")
                 time.sleep(self.tick)
@@ -449,7 +451,7 @@ class Exchange:
             self.close()
             return
         try:
-            if not self.gathered and self._stop is None:
+            if not self.posted and self._stop is None:  # an error before its results: stop the others
                 self.announce("ended before reporting its results (see its output)")
             self.store.set(f"left/{self.rank}", "1")
             if self._stop is not None or self.hosts_store:
@@ -537,7 +539,7 @@ def _on_signal(signum: int, frame: Any) -> None:
     """SIGINT/SIGTERM under a launch: tell the other ranks (unless they told us), then stop
     as Ctrl-C does."""
     ex = _EXCHANGE
-    if ex is not None and ex.active and ex._stop is None:
+    if ex is not None and ex.active and not ex.gathered and ex._stop is None:
         try:
             ex.announce("was interrupted" if signum == signal.SIGINT
                         else "was terminated (SIGTERM, as torchrun does when another rank fails)")
@@ -583,7 +585,7 @@ def announce_interrupt(why: str = "was interrupted") -> Stop | None:
     without a launch exchange. :func:`init`'s SIGINT/SIGTERM handler already does this in
     the main thread; call it where a ``KeyboardInterrupt`` is caught elsewhere."""
     ex = _EXCHANGE
-    if ex is None or ex.closed or not ex.active:
+    if ex is None or ex.closed or not ex.active or ex.gathered:
         return None
     if ex._stop is not None:
         return ex._stop

@@ -296,3 +296,19 @@ def test_reruns_on_one_store_never_see_an_earlier_launch(monkeypatch):
     assert D.Exchange(dist.PrefixStore(second[0], store), 0, 2, timeout=5, tick=0.02).stopped() is None
     monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")  # torchrun restarted the workers
     assert D.launch_prefix(store, 2) == "facelib/job/1/0/"
+
+
+def test_a_stop_after_every_rank_reported_changes_nothing():
+    import threading
+    import time
+
+    a, b = _pair()
+    got = {}
+    t = threading.Thread(target=lambda: got.setdefault(1, b.gather("b")))
+    t.start()
+    while not b.posted:
+        time.sleep(0.01)
+    b.announce()  # rank 1 is interrupted after it reported
+    assert a.gather("a") == ["a", "b"]
+    t.join(5)
+    assert got[1] == ["a", "b"]
