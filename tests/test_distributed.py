@@ -217,30 +217,28 @@ def _free_port():
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_sigint_on_one_rank_stops_the_other(tmp_path):
-    """Two ranks (gloo, environment set by hand as torchrun sets it) project a folder; SIGINT
-    on rank 1 mid-run: both exit 130 within seconds, each prints its own summary, rank 0 names
-    rank 1, every finished result is a complete set, and a rerun goes on from them."""
-    import signal
+def _launch_two(tmp_path, sig, victim, extra_env=None):
+    """Two ranks (gloo, the environment set by hand as torchrun sets it; rank 0 hosts the
+    store) project 8 images; once a first result is complete, ``sig`` goes to rank ``victim``.
+    Returns (return codes, stderr of each rank, seconds from the signal to both exits)."""
     import time
 
     from facelib.weights import save_generator
 
     G = make_small_generator()
     save_generator(G, tmp_path / "G.pt")
-    src = tmp_path / "aligned"
-    _write_targets(G, src, 8)
+    _write_targets(G, tmp_path / "aligned", 8)
     out = tmp_path / "out"
     port = _free_port()
     procs = []
     for rank in range(2):
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "RANK": str(rank),
-               "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+               "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+               **(extra_env or {})}
         env.pop("TORCHELASTIC_USE_AGENT_STORE", None)
-        cmd = [sys.executable, "-m", "facelib", "project", str(src), str(out), "--weights", str(tmp_path / "G.pt"),
-               "--steps", "150", "--lpips", "none", "--mse-weight", "1", "--batch-size", "1", "--quiet",
-               "--device", "cpu"]
+        cmd = [sys.executable, "-m", "facelib", "project", str(tmp_path / "aligned"), str(out), "--weights",
+               str(tmp_path / "G.pt"), "--steps", "150", "--lpips", "none", "--mse-weight", "1", "--batch-size", "1",
+               "--quiet", "--device", "cpu"]
         procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
                                       env=env))
     try:
@@ -249,7 +247,7 @@ def test_sigint_on_one_rank_stops_the_other(tmp_path):
             assert time.monotonic() < deadline and all(p.poll() is None for p in procs), \
                 [p.communicate() for p in procs]
             time.sleep(0.05)
-        procs[1].send_signal(signal.SIGINT)
+        procs[victim].send_signal(sig)
         t = time.monotonic()
         outputs = [p.communicate(timeout=60) for p in procs]
         elapsed = time.monotonic() - t
@@ -257,8 +255,18 @@ def test_sigint_on_one_rank_stops_the_other(tmp_path):
         for p in procs:
             if p.poll() is None:
                 p.kill()
-    codes = [p.returncode for p in procs]
-    err0, err1 = outputs[0][1], outputs[1][1]
+    return [p.returncode for p in procs], [o[1] for o in outputs], elapsed
+
+
+@pytest.mark.slow
+def test_sigint_on_one_rank_stops_the_other(tmp_path):
+    """SIGINT on rank 1 mid-run: both exit 130 within seconds, each prints its own summary,
+    rank 0 names rank 1, every finished result is a complete set, and a rerun goes on from them."""
+    import signal
+
+    from facelib.weights import load_generator
+
+    codes, (err0, err1), elapsed = _launch_two(tmp_path, signal.SIGINT, 1)
     assert codes == [130, 130], (codes, err0[-2000:], err1[-2000:])
     assert elapsed < 30, elapsed  # not the collective's 30 minutes
     assert "rank 0 of 2 stopped because rank 1 of 2 was interrupted" in err0, err0[-2000:]
@@ -267,6 +275,7 @@ def test_sigint_on_one_rank_stops_the_other(tmp_path):
         assert "INTERRUPTED: projected" in err and "not reached" in err and "Traceback" not in err, err[-2000:]
     # the JSON, written last, marks a complete set; a set being written when the interrupt came
     # may lack it (it is not counted as finished and is redone)
+    out = tmp_path / "out"
     finished = sorted(p.with_suffix("") for p in out.rglob("*.json"))
     reported = [int(re.search(r"INTERRUPTED: projected (\d+),", err).group(1)) for err in (err0, err1)]
     assert finished and len(finished) == sum(reported) < 8, (finished, reported)
@@ -274,11 +283,22 @@ def test_sigint_on_one_rank_stops_the_other(tmp_path):
         assert base.with_suffix(".png").is_file()
         load_projection(base.with_suffix(".pt"))
     assert not [p for p in out.rglob("*") if p.is_file() and p.suffix not in (".pt", ".json", ".png")]
-    from facelib.weights import load_generator
-
-    single = project_folder(src, out, load_generator(tmp_path / "G.pt"), progress=False, steps=150, lpips=None,
-                            mse_weight=1.0, batch_size=8)
+    single = project_folder(tmp_path / "aligned", out, load_generator(tmp_path / "G.pt"), progress=False, steps=150,
+                            lpips=None, mse_weight=1.0, batch_size=8)
     assert len(single.skipped) == len(finished) and len(single.written) == 8 - len(finished)
+
+
+@pytest.mark.slow
+def test_a_killed_rank_is_named_after_the_timeout(tmp_path):
+    """kill -9 of rank 1 (no handler runs): rank 0 finishes its share, then stops waiting for
+    rank 1 after $FACELIB_DIST_TIMEOUT seconds with one clear error line naming it."""
+    import signal
+
+    codes, (err0, _), elapsed = _launch_two(tmp_path, signal.SIGKILL, 1, {"FACELIB_DIST_TIMEOUT": "3"})
+    assert codes[1] == -signal.SIGKILL and codes[0] == 1, (codes, err0[-2000:])
+    assert "error: rank 1 of 2 gave no sign of life for 3 s and never reported its results" in err0, err0[-2000:]
+    assert "Traceback" not in err0 and elapsed < 50
+    assert len(list((tmp_path / "out").rglob("*.json"))) >= 4  # rank 0's whole share is finished
 
 
 def test_reruns_on_one_store_never_see_an_earlier_launch(monkeypatch):
