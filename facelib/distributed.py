@@ -363,7 +363,8 @@ class Exchange:
 
     def start(self, watch_store: Any | None = None, *, interrupt_main: bool = False) -> None:
         """Start the watcher thread: it beats every ``tick`` s and, when another rank stops
-        while ``active``, interrupts the main thread (as Ctrl-C would) if ``interrupt_main``.
+        while ``active`` and before this one has gathered, interrupts the main thread (as
+        Ctrl-C would) if ``interrupt_main``.
 
         Args:
             watch_store: a second client of the same store for the thread (default: ``store``).
@@ -382,7 +383,8 @@ class Exchange:
                 if self._stop is None:
                     self._look(store)
                     stop = self._stop
-                    if stop is not None and not stop.here and self.active and self._interrupt_main:
+                    if (stop is not None and not stop.here and self.active and not self.gathered
+                            and self._interrupt_main):
                         log.debug("%s", stop.note())
                         _thread.interrupt_main()
             except Exception:  # noqa: BLE001 - the store's host has gone; gather() says so
