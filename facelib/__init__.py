@@ -139,6 +139,9 @@ _LAZY = {
     "beside_folder": "variants",
     "settings_tag": "variants",
     "swap_folder": "swap_pairs",
+    # a torchrun launch stopped as a whole (one rank interrupted, or gone)
+    "LaunchError": "errors",
+    "Exchange": "distributed",
 }
 
 __all__ = sorted(set(_LAZY) | {

@@ -262,7 +262,8 @@ def align_folder(src: "str | os.PathLike[str]", dst: "str | os.PathLike[str]", *
     with other settings) is kept as it is and listed in ``kept`` unless ``overwrite``.
     Two inputs with the same output name (``a.jpg``, ``a.png`` in mirror layout): the second fails.
     Ctrl-C raises :class:`facelib.errors.BatchInterrupted` whose ``result`` lists what was
-    finished and not reached.
+    finished and not reached (under ``torchrun``, Ctrl-C on any rank does so on every rank:
+    :mod:`facelib.distributed`).
 
     Photos are aligned by ``workers`` processes (the standard library's process pool); the
     result lists them in input order whatever finishes first. Under ``torchrun`` each rank
@@ -288,7 +289,7 @@ def align_folder(src: "str | os.PathLike[str]", dst: "str | os.PathLike[str]", *
         InputError: bad ``src``, ``dst``, ``output_size`` or ``layout``.
     """
     # torch (through facelib.distributed) only here: the worker processes import this module without it
-    from .distributed import gather, shard, world
+    from .distributed import announce_interrupt, gather, interrupted, shard, world
 
     output_size = check_size("output_size", output_size)
     if not 16 <= output_size <= MAX_OUTPUT_SIZE:
@@ -361,6 +362,8 @@ def align_folder(src: "str | os.PathLike[str]", dst: "str | os.PathLike[str]", *
                 # spawn: workers start clean (no inherited threads or torch state); dlib models load once per worker
                 pool = stack.enter_context(concurrent.futures.ProcessPoolExecutor(
                     n_workers, mp_context=multiprocessing.get_context("spawn")))
+                # leaving early (Ctrl-C): drop the queued photos instead of waiting for them
+                stack.callback(pool.shutdown, wait=False, cancel_futures=True)
                 outcomes = pool.map(_align_job, jobs)  # results in input order
             else:
                 outcomes = map(_align_job, jobs)
@@ -374,11 +377,18 @@ def align_folder(src: "str | os.PathLike[str]", dst: "str | os.PathLike[str]", *
                     log.warning("skipping %s: %s", job[0], failure)
                 finished += 1
                 bar.update(1)
+                if interrupted():  # another rank of the launch was interrupted: stop here too
+                    raise KeyboardInterrupt
     except KeyboardInterrupt:
+        announce_interrupt()  # under torchrun: the other ranks stop too (no-op when one of them stopped us)
         raise BatchInterrupted(AlignFolderResult(tuple(written), tuple(skipped), tuple(failed), tuple(kept),
                                                  tuple(j[0] for j in jobs[finished:]), True)) from None
     if info.distributed:
-        parts = gather((written, skipped, failed, kept))
+        try:
+            parts = gather((written, skipped, failed, kept))
+        except KeyboardInterrupt:  # another rank was interrupted while this one waited for it
+            raise BatchInterrupted(AlignFolderResult(tuple(written), tuple(skipped), tuple(failed), tuple(kept),
+                                                     (), True)) from None
         written = [x for part in parts for x in part[0]]
         skipped = [x for part in parts for x in part[1]]
         failed = [x for part in parts for x in part[2]]

@@ -64,6 +64,14 @@ def _configure_logging(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def _print_stop_note() -> None:
+    """Under torchrun: which rank stopped the launch (this one, or the one that stopped it)."""
+    launch = sys.modules.get(f"{__package__}.distributed")  # never imports torch just to say nothing
+    note = launch.stop_note() if launch is not None else None
+    if note:
+        print(note, file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import traceback
 
@@ -90,9 +98,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except BatchInterrupted as e:
         print(e.result.summary(), file=sys.stderr)
+        _print_stop_note()
         print("interrupted: finished results are complete; rerun the same command to go on", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
+        _print_stop_note()
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001 - never a raw traceback for the user; --debug shows it

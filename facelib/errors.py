@@ -22,6 +22,7 @@ __all__ = [
     "OptimisationError",
     "BatchInterrupted",
     "MemoryLimitError",
+    "LaunchError",
 ]
 
 
@@ -97,6 +98,12 @@ class BatchInterrupted(KeyboardInterrupt):
     def __init__(self, result: object) -> None:
         super().__init__("interrupted")
         self.result = result
+
+
+class LaunchError(FacelibError):
+    """A multi-process (torchrun) launch cannot go on: another rank gave no sign of life and
+    never reported its results, or the launch's key-value store is gone. This rank's finished
+    results are complete on disk; rerunning the same command goes on from them."""
 
 
 def check_shape(name: str, x, spec: Sequence[int | None]) -> None:

@@ -23,7 +23,7 @@ from ._io import check_output_folder, remove_stale_parts
 from ._optim import generator_id
 from .align import load_image
 from .align_batch import scan_images
-from .distributed import gather, item_seed, shard, world
+from .distributed import announce_interrupt, gather, interrupted, item_seed, shard, world
 from .errors import BatchInterrupted, CheckpointError, InputError, MemoryLimitError, OptimisationError
 from .grids import save_image, stamp, to_pil, to_tensor
 from .memory import is_out_of_memory, plan_batch
@@ -309,6 +309,8 @@ def project_folder(src: "str | os.PathLike[str]", dst: "str | os.PathLike[str]",
     done = 0
     try:
         while queue:
+            if interrupted():  # another rank of the launch was interrupted: stop here too
+                raise KeyboardInterrupt
             batch = queue.pop(0)
             paths = [p for p, _ in batch]
             seeds = [item_seed(projection_paths(src, "", p)[0].with_suffix("").as_posix(), cfg.seed) for p in paths]
@@ -348,6 +350,7 @@ def project_folder(src: "str | os.PathLike[str]", dst: "str | os.PathLike[str]",
                 result.written.append(pt)
             done += len(batch)
     except KeyboardInterrupt:
+        announce_interrupt()  # under torchrun: the other ranks stop too (no-op when one of them stopped us)
         result.interrupted = True
         finished = {str(p) for p in result.written}
         result.not_reached = [p for p, _ in todo
@@ -355,7 +358,11 @@ def project_folder(src: "str | os.PathLike[str]", dst: "str | os.PathLike[str]",
                               and str(p) not in result.failed]
         raise BatchInterrupted(result) from None
     if info.distributed:
-        parts = gather(result)
+        try:
+            parts = gather(result)
+        except KeyboardInterrupt:  # another rank was interrupted while this one waited for it
+            result.interrupted = True
+            raise BatchInterrupted(result) from None
         result = ProjectFolderResult(written=[p for r in parts for p in r.written],
                                      skipped=[p for r in parts for p in r.skipped],
                                      failed={k: v for r in parts for k, v in r.failed.items()},
