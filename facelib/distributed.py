@@ -184,10 +184,13 @@ def shard(items: Sequence[T], info: DistInfo | None = None) -> list[T]:
     return list(items)[info.rank::info.world_size]
 
 
-def gather(obj: Any, *, timeout: float | None = None) -> list[Any]:
+def gather(obj: Any, *, timeout: float | None = None, final: bool = True) -> list[Any]:
     """Every rank's ``obj`` (picklable), in rank order; ``[obj]`` without a process group.
 
-    Every rank of the launch must call it. After :func:`init` it goes through the launch's
+    Every rank of the launch must call it, and every rank must make the same calls in the same
+    order (each call is its own round of the exchange). ``final=False`` marks an exchange
+    before the rank's work (e.g. agreeing on an output folder): only a final one counts as this
+    rank having reported its results. After :func:`init` it goes through the launch's
     key-value store (:meth:`Exchange.gather`): it returns early with ``KeyboardInterrupt``
     when another rank was interrupted, and raises :class:`LaunchError` naming the ranks that
     gave no sign of life for ``timeout`` seconds (default ``$FACELIB_DIST_TIMEOUT`` or 60)
@@ -198,7 +201,7 @@ def gather(obj: Any, *, timeout: float | None = None) -> list[Any]:
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return [obj]
     if _EXCHANGE is not None and not _EXCHANGE.closed:
-        return _EXCHANGE.gather(obj, timeout=timeout)
+        return _EXCHANGE.gather(obj, timeout=timeout, final=final)
     out: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
@@ -317,8 +320,9 @@ class Exchange:
             raise InputError(f"timeout: expected seconds > 0, got {timeout}")
         self.tick = float(tick)
         self.hosts_store = hosts_store
-        self.posted = False  # this rank posted its results
+        self.posted = False  # this rank posted its (final) results
         self.gathered = False  # ... and received every other rank's
+        self._round = 0  # gather calls so far: each call has its own keys
         self.active = True  # a stop elsewhere interrupts this process (until finish())
         self.closed = False
         self.lost = False  # the store stopped answering
@@ -396,8 +400,10 @@ class Exchange:
         return {r: int(self.store.add(f"beat/{r}", 0)) for r in ranks}
 
     # -- results -----------------------------------------------------------------------
-    def gather(self, obj: Any, *, timeout: float | None = None) -> list[Any]:
-        """Post this rank's ``obj`` and wait for every other rank's.
+    def gather(self, obj: Any, *, timeout: float | None = None, final: bool = True) -> list[Any]:
+        """Post this rank's ``obj`` and wait for every other rank's (one round of the exchange;
+        ``final``: these are the rank's results, after which a stop elsewhere no longer
+        interrupts it).
 
         Returns:
             Every rank's object, in rank order.
@@ -407,14 +413,16 @@ class Exchange:
                 (named), or the store is gone.
         """
         limit = self.timeout if timeout is None else float(timeout)
+        key = f"result/{self._round}"
+        self._round += 1
         try:
-            self.store.set(f"result/{self.rank}", pickle.dumps(obj))
-            self.posted = True
+            self.store.set(f"{key}/{self.rank}", pickle.dumps(obj))
+            self.posted = self.posted or final
             missing = [r for r in range(self.world_size) if r != self.rank]
             now = time.monotonic()
             last = {r: (b, now) for r, b in self._beats(missing).items()}
             while True:
-                missing = [r for r in missing if not self.store.check([f"result/{r}"])]
+                missing = [r for r in missing if not self.store.check([f"{key}/{r}"])]
                 if not missing:  # every rank finished its share: a late stop changes nothing
                     break
                 stop = self.stopped()
@@ -433,7 +441,7 @@ class Exchange:
                         "finished results are complete; rerun the same command to go on "
                         f"(${TIMEOUT_ENV} sets the wait)")
                 time.sleep(self.tick)
-            out = [obj if r == self.rank else pickle.loads(self.store.get(f"result/{r}"))
+            out = [obj if r == self.rank else pickle.loads(self.store.get(f"{key}/{r}"))
                    for r in range(self.world_size)]
         except (RuntimeError, OSError) as e:  # torch's store errors are RuntimeErrors
             self.lost = True
@@ -441,7 +449,7 @@ class Exchange:
                               f"({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}); "
                               "the process that hosts it has exited; this rank's finished results are "
                               "complete; rerun the same command to go on") from None
-        self.gathered = True
+        self.gathered = self.gathered or final
         return out
 
     # -- leaving -----------------------------------------------------------------------

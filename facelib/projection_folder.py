@@ -256,7 +256,7 @@ def project_folder(src: "str | os.PathLike[str]", dst: "str | os.PathLike[str]",
     if beside and not overwrite:
         others, shas = _other_settings(src, dst, images, cfg, weights, G.resolution)
         if info.distributed:  # every rank writes into the same folder
-            others = [why for part in gather(others) for why in part]
+            others = [why for part in gather(others, final=False) for why in part]
         choice = choose_beside(dst, _beside_settings(cfg, weights, src), others,
                                replace_hint="overwrite=True replaces them")
         if choice.beside:

@@ -105,6 +105,49 @@ def test_torchrun_two_gloo_processes_equal_one_process(tmp_path):
     assert again.returncode == 0 and again.stdout.count("projected 0, skipped 5") == 1, again.stdout + again.stderr
 
 
+_BESIDE_SCRIPT = """
+import sys
+from facelib import distributed as D
+from facelib.projection_folder import project_folder
+from facelib.weights import load_generator
+
+info = D.init("cpu")
+G = load_generator(sys.argv[1])
+r = project_folder(sys.argv[2], sys.argv[3], G, steps=int(sys.argv[4]), lpips=None, mse_weight=1.0,
+                   progress=False, beside=True)
+print(f"rank {info.rank}: dst {r.dst} written {len(r.written)} skipped {len(r.skipped)}", flush=True)
+D.finish()
+"""
+
+
+@pytest.mark.slow
+def test_torchrun_ranks_agree_on_the_beside_folder(tmp_path):
+    """Under torchrun the ranks agree (an exchange round before the work) on writing beside
+    results of other settings, and the final gather still combines every rank's results."""
+    from facelib.weights import save_generator
+
+    G = make_small_generator()
+    save_generator(G, tmp_path / "G.pt")
+    src = tmp_path / "aligned"
+    _write_targets(G, src, 3)
+    (tmp_path / "run.py").write_text(_BESIDE_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+
+    def launch(steps):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               str(tmp_path / "run.py"), str(tmp_path / "G.pt"), str(src), str(tmp_path / "latents"), str(steps)]
+        run = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+        return sorted(line for line in run.stdout.splitlines() if line.startswith("rank "))
+
+    first = launch(2)
+    assert [ln.split(": ", 1)[1] for ln in first] == [f"dst {tmp_path / 'latents'} written 3 skipped 0"] * 2
+    second = launch(3)
+    dsts = {ln.split("dst ")[1].split(" written")[0] for ln in second}
+    assert len(dsts) == 1 and next(iter(dsts)).startswith(str(tmp_path / "latents@")), second
+    assert all(ln.endswith("written 3 skipped 0") for ln in second), second
+
+
 def test_folder_result_does_not_depend_on_batch_size(tmp_path, single_thread):
     """Per-image losses, per-image parameters and elementwise Adam: each image follows its own
     path whatever batch it shares (seeds come from its path, not its position)."""
@@ -146,6 +189,29 @@ def test_exchange_gathers_in_rank_order():
     t.join(5)
     assert got[0] == got[1] == [{"rank": 0}, {"rank": 1, "paths": ["x"]}]
     assert a.gathered and b.gathered and a.stopped() is None
+
+
+def test_exchange_rounds_keep_their_own_results():
+    """Each gather is its own round: a second call never returns the first call's values, and only
+    a final round counts as the rank having reported."""
+    import threading
+
+    a, b = _pair()
+    got = {}
+
+    def rank1():
+        got["b1"] = b.gather("b-first", final=False)
+        got["b2"] = b.gather("b-second")
+
+    t = threading.Thread(target=rank1)
+    t.start()
+    got["a1"] = a.gather("a-first", final=False)
+    assert not a.posted and not a.gathered
+    got["a2"] = a.gather("a-second")
+    t.join(5)
+    assert got["a1"] == got["b1"] == ["a-first", "b-first"]
+    assert got["a2"] == got["b2"] == ["a-second", "b-second"]
+    assert a.posted and a.gathered and b.gathered
 
 
 def test_exchange_names_a_rank_that_never_reports():
