@@ -23,8 +23,8 @@ import torch
 
 from .errors import MemoryLimitError, RangeError
 
-__all__ = ["projection_bytes", "free_bytes", "plan_batch", "BatchPlan", "check_fits", "is_out_of_memory",
-           "format_bytes"]
+__all__ = ["projection_bytes", "tuning_bytes", "free_bytes", "plan_batch", "BatchPlan", "check_fits",
+           "is_out_of_memory", "format_bytes"]
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,34 @@ def projection_bytes(G: Any, batch: int, *, lpips: bool = True, lpips_size: int 
     return int(total)
 
 
+# Pivotal tuning, per photo: its generator copy's synthesis weights times this many (the copy, its
+# gradient, Adam's two moments, the kept best weights and the optimiser's temporaries), plus this
+# share of a projection's per-image activations (the weights are not modulated per image). Both
+# factors were fitted to the peak RSS growth measured on CPU at 256 and 1024 px
+# (benchmarks/results/tuning_cpu.json: 1.95 and 3.58 GB for one photo).
+_TUNE_PARAM_FACTOR = 13.5
+_TUNE_ACT_SHARE = 0.72
+
+
+def tuning_bytes(G: Any, batch: int, *, lpips: bool = True, lpips_size: int = 256, include_base: bool = True) -> int:
+    """Estimated peak memory (bytes) of pivotal tuning ``batch`` photos together through ``G`` (one
+    generator copy per photo; :func:`facelib.tuning.tune_generator`). Arguments as for
+    :func:`projection_bytes`."""
+    one = projection_bytes(G, 1, lpips=False, include_base=False)
+    params = sum(p.numel() for p in G.parameters()) if hasattr(G, "parameters") else 0
+    synth = sum(p.numel() for k, p in G.named_parameters() if not k.startswith("style.")) \
+        if hasattr(G, "named_parameters") else 0
+    per_photo = _TUNE_ACT_SHARE * (one - _F32 * params) + _TUNE_PARAM_FACTOR * _F32 * synth
+    fixed = _F32 * params
+    if lpips:
+        per_photo += _F32 * _VGG_FACTOR * _vgg_activation_values(lpips_size)
+        fixed += _F32 * _VGG16_PARAMS + (_VGG16_LOAD_BYTES if include_base else 0)
+    return int(fixed + batch * per_photo + (_BASE_BYTES if include_base else 0))
+
+
+_ESTIMATES = {"projection": projection_bytes, "tuning": tuning_bytes}
+
+
 def _cgroup_free() -> int | None:
     for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
                                    ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
@@ -163,7 +191,7 @@ class BatchPlan:
 
 def plan_batch(G: Any, device: "str | torch.device", *, requested: int | None = None, default: int = 4,
                lpips: bool = True, lpips_size: int = 256, n_images: int | None = None,
-               free: int | None = None, what: str = "projection") -> BatchPlan:
+               free: int | None = None, what: str = "projection", kind: str = "projection") -> BatchPlan:
     """Choose a batch size from the device's free memory before anything large is allocated.
 
     Without ``requested`` the largest batch up to ``default`` whose estimate fits in
@@ -179,12 +207,15 @@ def plan_batch(G: Any, device: "str | torch.device", *, requested: int | None = 
         n_images: images to do (the batch never exceeds it).
         free: free bytes (default: :func:`free_bytes`); for tests.
         what: the kind of run, for messages.
+        kind: which estimate: "projection" (:func:`projection_bytes`, also the face swap) or
+            "tuning" (:func:`tuning_bytes`).
     Raises:
         RangeError: ``requested`` < 1. MemoryLimitError (a RangeError): one image's estimate exceeds the
             free memory.
     """
     if requested is not None and (isinstance(requested, bool) or int(requested) < 1):
         raise RangeError(f"batch_size: expected >= 1, got {requested!r}")
+    estimate = _ESTIMATES[kind]
     device = torch.device(device)
     on_cpu = device.type == "cpu"
     if free is None:
@@ -194,7 +225,7 @@ def plan_batch(G: Any, device: "str | torch.device", *, requested: int | None = 
         want = max(1, min(want, int(n_images)))
 
     def need(b: int) -> int:
-        return projection_bytes(G, b, lpips=lpips, lpips_size=lpips_size, include_base=on_cpu)
+        return estimate(G, b, lpips=lpips, lpips_size=lpips_size, include_base=on_cpu)
 
     if free is None:
         return BatchPlan(want, need(want), None, "")
@@ -218,7 +249,7 @@ def plan_batch(G: Any, device: "str | torch.device", *, requested: int | None = 
 
 
 def check_fits(G: Any, device: "str | torch.device", batch: int, *, lpips: bool = True, lpips_size: int = 256,
-               what: str = "projection", free: int | None = None) -> None:
+               what: str = "projection", free: int | None = None, kind: str = "projection") -> None:
     """Refuse, before anything large is allocated, to optimise ``batch`` images together when the
     estimate (models already loaded, so without the interpreter's base) exceeds the free memory.
 
@@ -230,7 +261,7 @@ def check_fits(G: Any, device: "str | torch.device", batch: int, *, lpips: bool 
         free = free_bytes(device)
     if free is None:
         return
-    need = projection_bytes(G, batch, lpips=lpips, lpips_size=lpips_size, include_base=False)
+    need = _ESTIMATES[kind](G, batch, lpips=lpips, lpips_size=lpips_size, include_base=False)
     if need > free:
         hint = ("fewer images at a time (facelib.project_folder chooses the batch)" if batch > 1
                 else "a device with more memory, or close other programs")

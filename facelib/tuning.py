@@ -64,9 +64,10 @@ from . import __version__
 from ._optim import (BestSteps, Evaluation, Frozen, StepCallback, batch_indices, generator_id, lpips_option,
                      optimise, read_result, resolve_lpips_option, save_result)
 from .align_batch import list_images
-from .errors import BatchInterrupted, CheckpointError, InputError, OptimisationError
+from .errors import BatchInterrupted, CheckpointError, InputError, MemoryLimitError, OptimisationError
 from .grids import save_image
 from .losses import mse_per_image, psnr
+from .memory import check_fits, is_out_of_memory, plan_batch
 from .paths import IMAGE_EXTENSIONS
 from .projection import Projection, load_projection, load_targets
 from .projection_folder import projection_paths
@@ -406,7 +407,7 @@ def _settle(config: TuneConfig | None, options: dict[str, Any]) -> tuple[TuneCon
 def tune_generator(G: nn.Module, projection: Projection, targets: Any, *, config: TuneConfig | None = None,
                    on_step: StepCallback | None = None, progress: bool = True,
                    vgg_path: "str | os.PathLike[str] | None" = None, desc: str | None = None,
-                   **options: Any) -> Tuning:
+                   seeds: Sequence[int] | None = None, **options: Any) -> Tuning:
     """Pivotal tuning of one generator copy per projected photo (see the module docstring).
 
     Args:
@@ -423,11 +424,15 @@ def tune_generator(G: nn.Module, projection: Projection, targets: Any, *, config
         on_step: ``on_step(step, total, state)`` after every step (``state.images`` are the renderings).
         progress: show a tqdm progress bar; Ctrl-C returns the best steps so far (``interrupted``).
         vgg_path: VGG16 weights for LPIPS (file or folder; never downloaded).
+        seeds: one seed per photo (default ``config.seed + i``); give each photo its own fixed
+            seed to make its result independent of the batch it runs in.
     Returns:
         A :class:`Tuning`.
     Raises:
         InputError: bad settings, targets that do not match the projection, or a projection made
             with another generator.
+        MemoryLimitError: the N copies and their optimiser state do not fit in the device's free
+            memory (:func:`facelib.memory.tuning_bytes`; said before anything large is allocated).
         OptimisationError: a NaN/inf loss before any finite step.
     """
     cfg, lpips_module = _settle(config, dict(options))
@@ -448,7 +453,13 @@ def tune_generator(G: nn.Module, projection: Projection, targets: Any, *, config
                         "(different file or resize); tuning towards the given image", i, i)
     names = [projection.names[i] or names[i] for i in range(n)]
     device = G.device
-    seeds = [cfg.seed + i for i in range(n)]
+    if seeds is None:
+        seeds = [cfg.seed + i for i in range(n)]
+    elif len(seeds) != n:
+        raise InputError(f"seeds: {len(seeds)} for {n} photo(s)")
+    seeds = [int(v) for v in seeds]
+    check_fits(G, device, n, lpips=cfg.lpips is not None or lpips_module is not None, lpips_size=cfg.lpips_size,
+               what="pivotal tuning", kind="tuning")
 
     with Frozen(G, lpips_module):
         lpips_loss, lpips_label = resolve_lpips_option(lpips_module, cfg.lpips, vgg_path=vgg_path, device=device,
@@ -608,6 +619,7 @@ class TuneFolderResult:
         failed: image path -> reason. kept: image path -> why its finished tuning (other settings,
             another generator or another pivot) was left as it is (``overwrite=True`` replaces it).
         not_reached: photos not started because the run was interrupted; interrupted: Ctrl-C ended it.
+        notes: what the run decided on its own (batch size from free memory, smaller batches).
     """
 
     written: list[Path] = dataclasses.field(default_factory=list)
@@ -616,6 +628,7 @@ class TuneFolderResult:
     kept: dict[str, str] = dataclasses.field(default_factory=dict)  # image path -> why its tuning was kept
     not_reached: list[Path] = dataclasses.field(default_factory=list)
     interrupted: bool = False
+    notes: list[str] = dataclasses.field(default_factory=list)  # batch size chosen, smaller batches after OOM
 
     @property
     def nothing_done(self) -> bool:
@@ -631,6 +644,7 @@ class TuneFolderResult:
         tail = f", not reached {len(self.not_reached)}" if self.interrupted else ""
         lines = [f"{head}tuned {len(self.written)}, skipped {len(self.skipped)} already done, "
                  f"failed {len(self.failed)}{tail}"]
+        lines += [f"  note: {n}" for n in self.notes]
         lines += [f"  failed: {p}: {why}" for p, why in self.failed.items()]
         lines += [f"  kept: {p}: {why}" for p, why in self.kept.items()]
         if self.kept:
@@ -665,7 +679,7 @@ def _tuning_state(path: Path, cfg: TuneConfig, base: str, proj_sha: str | None) 
 def tune_folder(aligned: "str | os.PathLike[str]", latents: "str | os.PathLike[str]", G: nn.Module, *,
                 config: TuneConfig | None = None, overwrite: bool = False, progress: bool = True,
                 max_images: int | None = None, vgg_path: "str | os.PathLike[str] | None" = None,
-                **options: Any) -> TuneFolderResult:
+                batch_size: int | None = None, **options: Any) -> TuneFolderResult:
     """Tune the generator for every projected photo: ``latents/<sub>/<stem>.pt`` (a projection of
     ``aligned/<sub>/<stem>.<ext>``) gets ``<stem>.tune.png`` (the tuned rendering), then
     ``<stem>.tune.pt`` and ``<stem>.tune.json`` beside it (the JSON, last, marks it finished).
@@ -673,14 +687,23 @@ def tune_folder(aligned: "str | os.PathLike[str]", latents: "str | os.PathLike[s
     Photos without a projection are reported as failed; a tuning made with the same settings,
     generator and pivot is skipped (its rendering remade if it is missing). A finished tuning
     made with other settings, another generator or for another projection is kept
-    byte-identical and listed in ``kept`` unless ``overwrite``. One photo at a time (a tuned
-    copy of a 1024 px generator with its Adam state and best step is about 0.5 GB).
+    byte-identical and listed in ``kept`` unless ``overwrite``.
+
+    Memory: several photos are tuned together (one generator copy each) when the device's free
+    memory holds them: without ``batch_size`` up to 4, chosen by
+    :func:`facelib.memory.plan_batch` from :func:`facelib.memory.tuning_bytes` (the choice is
+    in ``notes``); a batch that still runs out of memory is split in halves. Every photo uses
+    ``config.seed`` whatever its batch and follows its own optimisation path, so its tuning
+    depends on the batching only through float rounding.
     Ctrl-C raises :class:`facelib.errors.BatchInterrupted` whose ``result`` lists what was
     finished, skipped and not reached.
 
     Raises:
-        InputError: ``aligned`` is neither a folder nor an image.
+        InputError: ``aligned`` is neither a folder nor an image; ``batch_size`` < 1.
+        MemoryLimitError: one photo does not fit in the device's free memory.
     """
+    if batch_size is not None and (isinstance(batch_size, bool) or batch_size < 1):
+        raise InputError(f"batch_size: expected >= 1, got {batch_size}")
     cfg, lpips_module = _settle(config, dict(options))
     src = Path(aligned)
     if src.is_dir():
@@ -693,45 +716,87 @@ def tune_folder(aligned: "str | os.PathLike[str]", latents: "str | os.PathLike[s
         images = images[:max_images]  # the same first images project_folder(max_images=...) projects
     base = generator_id(G)
     result = TuneFolderResult()
-    k = 0
-    try:
-        for k, image in enumerate(images):
-            pt, _, _ = projection_paths(src, latents, image)
-            out = tuning_path(pt)
-            if not pt.is_file():
-                result.failed[str(image)] = f"no projection ({pt} is missing)"
+    todo: list[tuple[Path, Projection, str, Path]] = []  # (photo, projection, pivot hash, tuning file)
+    for image in images:
+        pt, _, _ = projection_paths(src, latents, image)
+        out = tuning_path(pt)
+        if not pt.is_file():
+            result.failed[str(image)] = f"no projection ({pt} is missing)"
+            continue
+        try:
+            proj = load_projection(pt)
+            proj_sha = hashlib.sha256(proj.wplus.numpy().tobytes()).hexdigest()
+            state, why = _tuning_state(out, cfg, base, proj_sha)
+            if state == "same" and out.with_suffix(".png").is_file():
+                result.skipped.append(out)
                 continue
+            if state == "same":  # finished, but its rendering is missing: remake it from the file
+                save_image(load_tuning(out, G).images[0], out.with_suffix(".png"))
+                result.written.append(out)
+                continue
+        except (InputError, CheckpointError) as e:
+            result.failed[str(image)] = str(e)
+            log.warning("tuning %s failed: %s", image, e)
+            continue
+        if state == "other" and not overwrite:
+            result.kept[str(image)] = why
+            continue
+        todo.append((image, proj, proj_sha, out))
+    size = 1
+    if todo:
+        plan = plan_batch(G, G.device, requested=batch_size, n_images=len(todo), kind="tuning", what="pivotal tuning",
+                          lpips=cfg.lpips is not None or lpips_module is not None, lpips_size=cfg.lpips_size)
+        size = plan.batch
+        if plan.note:
+            result.notes.append(plan.note)
+            log.info("%s", plan.note)
+    queue = [todo[i:i + size] for i in range(0, len(todo), size)]
+    done = 0
+    try:
+        while queue:
+            batch = queue.pop(0)
+            extra = {} if lpips_module is None else {"lpips": lpips_module}
             try:
-                proj = load_projection(pt)
-                proj_sha = hashlib.sha256(proj.wplus.numpy().tobytes()).hexdigest()
-                state, why = _tuning_state(out, cfg, base, proj_sha)
-                if state == "same" and out.with_suffix(".png").is_file():
-                    result.skipped.append(out)
-                    continue
-                if state == "same":  # finished, but its rendering is missing: remake it from the file
-                    save_image(load_tuning(out, G).images[0], out.with_suffix(".png"))
-                    result.written.append(out)
-                    continue
-                if state == "other" and not overwrite:
-                    result.kept[str(image)] = why
-                    continue
-                extra = {} if lpips_module is None else {"lpips": lpips_module}
-                t = tune_generator(G, proj, image, config=cfg, progress=progress, vgg_path=vgg_path,
-                                   desc=f"tune {k + 1}/{len(images)}", **extra)
+                t = tune_generator(G, Projection.cat([proj for _, proj, _, _ in batch]), [im for im, *_ in batch],
+                                   config=cfg, progress=progress, vgg_path=vgg_path, seeds=[cfg.seed] * len(batch),
+                                   desc=f"tune {done + 1}-{done + len(batch)}/{len(todo)}", **extra)
             except (InputError, CheckpointError, OptimisationError) as e:
-                result.failed[str(image)] = str(e)
-                log.warning("tuning %s failed: %s", image, e)
+                if len(batch) > 1 and not isinstance(e, OptimisationError):  # find the photo at fault
+                    queue[:0] = [[item] for item in batch]
+                    continue
+                for image, *_ in batch:
+                    result.failed[str(image)] = str(e)
+                log.warning("tuning %s failed: %s", [str(im) for im, *_ in batch], e)
+                done += len(batch)
+                continue
+            except (RuntimeError, MemoryError, MemoryLimitError) as e:
+                if not isinstance(e, MemoryLimitError) and not is_out_of_memory(e):
+                    raise
+                if G.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                if len(batch) == 1:
+                    result.failed[str(batch[0][0])] = (str(e) if isinstance(e, MemoryLimitError)
+                                                       else f"out of memory even for one photo on {G.device}")
+                    done += 1
+                    continue
+                half = len(batch) // 2
+                result.notes.append(f"out of memory with {len(batch)} photos together; going on with {half}")
+                log.warning("%s", result.notes[-1])
+                queue[:0] = [batch[:half], batch[half:]]
                 continue
             if t.interrupted:
                 raise KeyboardInterrupt
-            save_image(t.images[0], out.with_suffix(".png"))  # the tuned rendering, for the report
-            t.save(out, extra={"pivot_sha256": proj_sha})  # its JSON, written last, marks it finished
-            result.written.append(out)
+            for j, (_, _, proj_sha, out) in enumerate(batch):
+                one = t.select(j)
+                save_image(one.images[0], out.with_suffix(".png"))  # the tuned rendering, for the report
+                one.save(out, extra={"pivot_sha256": proj_sha})  # its JSON, written last, marks it finished
+                result.written.append(out)
+            done += len(batch)
     except KeyboardInterrupt:
         result.interrupted = True
-        done = {str(p) for p in result.written} | {str(p) for p in result.skipped}
-        result.not_reached = [p for p in images[k:] if str(tuning_path(projection_paths(src, latents, p)[0]))
-                              not in done and str(p) not in result.failed and str(p) not in result.kept]
+        finished = {str(p) for p in result.written}
+        result.not_reached = [image for image, _, _, out in todo
+                              if str(out) not in finished and str(image) not in result.failed]
         raise BatchInterrupted(result) from None
     return result
 

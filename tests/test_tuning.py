@@ -8,6 +8,7 @@ import torch
 
 import facelib
 from facelib.errors import CheckpointError, InputError
+from facelib.projection import load_projection
 from facelib.tuning import TuneConfig, Tuning, as_generator, load_tuning, tune_generator, tuning_path
 from facelib.weights import state_fingerprint
 
@@ -318,7 +319,59 @@ def test_tune_folder_keeps_finished_tunings_of_other_settings(single_thread, tmp
 
     monkeypatch.setattr(tuning_mod, "tune_generator", interrupted_on_second)
     with pytest.raises(BatchInterrupted) as e:
-        tune_folder(src, lat, G, steps=4, overwrite=True, **fast)
+        tune_folder(src, lat, G, steps=4, overwrite=True, batch_size=1, **fast)
     r = e.value.result
     assert r.interrupted and len(r.written) == 1 and [p.name for p in r.not_reached] == ["1.png"]
     assert "not reached" in r.summary()
+
+
+def test_tune_folder_batches_by_memory_and_splits_on_out_of_memory(single_thread, tmp_path, monkeypatch):
+    """Photos are tuned together when memory allows (the plan is a note), the result matches
+    one-at-a-time tuning up to float rounding, a batch that runs out of memory is halved, and one
+    photo that cannot fit is refused before anything large is allocated."""
+    import facelib.memory as memory
+    import facelib.tuning as tuning_mod
+    from facelib.errors import MemoryLimitError
+    from facelib.grids import to_pil
+    from facelib.projection_folder import project_folder
+    from facelib.tuning import tune_folder
+
+    G = make_small_generator()
+    (tmp_path / "aligned" / "ann").mkdir(parents=True)
+    for i, im in enumerate(to_pil(_targets(G, n=3))):
+        im.save(tmp_path / "aligned" / "ann" / f"{i}.png")
+    src, lat = tmp_path / "aligned", tmp_path / "latents"
+    project_folder(src, lat, G, steps=2, lpips=None, mse_weight=1.0, progress=False)
+    fast = dict(lpips=None, progress=False, lr=3e-3, steps=3)
+    together = tune_folder(src, lat, G, **fast)
+    assert len(together.written) == 3 and any("batch size 3 chosen" in n for n in together.notes)
+    joint = load_tuning(lat / "ann" / "1.tune.pt", G)
+    for f in (lat / "ann").glob("*.tune.*"):
+        f.unlink()
+    alone = tune_folder(src, lat, G, batch_size=1, **fast)
+    assert len(alone.written) == 3 and not alone.notes
+    torch.testing.assert_close(load_tuning(lat / "ann" / "1.tune.pt", G).images, joint.images, atol=2e-3, rtol=0)
+
+    real = tuning_mod.tune_generator
+    sizes = []
+
+    def oom_over_one(G_, projection, *a, **k):
+        sizes.append(len(projection))
+        if len(projection) > 1:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(G_, projection, *a, **k)
+
+    monkeypatch.setattr(tuning_mod, "tune_generator", oom_over_one)
+    for f in (lat / "ann").glob("*.tune.*"):
+        f.unlink()
+    split = tune_folder(src, lat, G, batch_size=3, **fast)
+    assert len(split.written) == 3 and sizes[:3] == [3, 1, 2] and "going on with 1" in split.summary()
+    monkeypatch.setattr(tuning_mod, "tune_generator", real)
+    monkeypatch.setattr(memory, "free_bytes", lambda device="cpu": 10 * 2 ** 20)  # 10 MB free
+    for f in (lat / "ann").glob("*.tune.*"):
+        f.unlink()
+    with pytest.raises(MemoryLimitError, match="pivotal tuning .* needs about"):
+        tune_folder(src, lat, G, **fast)
+    monkeypatch.setattr(memory, "free_bytes", lambda device="cpu": 1024)  # even the small generator's copy
+    with pytest.raises(MemoryLimitError, match="pivotal tuning of 1 image"):
+        tune_generator(G, load_projection(lat / "ann" / "0.pt"), src / "ann" / "0.png", **fast)
