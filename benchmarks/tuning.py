@@ -13,7 +13,8 @@ first-step overheads) plus PTI's 350 steps times the median time of the steps af
 first; the script prints both the measured and the extrapolated figure.
 
 Peak memory: growth of the process's peak RSS over the state before tuning (CPU), or
-``torch.cuda.max_memory_allocated`` (CUDA). File sizes: the saved tuning (float16 weight
+``torch.cuda.max_memory_allocated`` (CUDA), beside ``facelib.memory.tuning_bytes``' estimate
+(the figure ``tune_folder`` plans its batches with). File sizes: the saved tuning (float16 weight
 difference of the synthesis tensors + pivot, noise maps and rendering) against the full
 generator saved as a rosinality checkpoint (float32), and the float16 error measured on the
 rendering of the pivot (restored from the file vs the tuned copy in memory).
@@ -54,8 +55,9 @@ def _case(args: dict, queue) -> None:
     G = StyleGAN2Generator(size, seed=0).to(device).eval()
     if args.get("files_only"):
         return queue.put(_files_only(G, size))
+    batch = int(args.get("batch", 1))
     with torch.no_grad():
-        target = G.sample(1, seed=1).clamp(-1, 1).cpu()
+        target = G.sample(batch, seed=1).clamp(-1, 1).cpu()
         target = (target + 0.2 * torch.randn(target.shape, generator=torch.Generator().manual_seed(2))).clamp(-1, 1)
     proj = project(G, target, steps=0, lpips=None, mse_weight=1.0, progress=False)
     base_rss = _rss_mb()
@@ -72,12 +74,18 @@ def _case(args: dict, queue) -> None:
     t0 = time.perf_counter()
     t = tune_generator(G, proj, target, steps=steps, lr=3e-4, lpips=None, progress=False, on_step=on_step)
     total_s = time.perf_counter() - t0
-    out = {"device": device.type, "size": size, "steps": steps, "threads": args["threads"],
+    out = {"device": device.type, "size": size, "steps": steps, "threads": args["threads"], "batch": batch,
            "measured_s": total_s, "psnr_before": t.metrics[0]["psnr_before"], "psnr_after": t.metrics[0]["psnr"]}
+    from facelib.memory import tuning_bytes
+
+    estimate = tuning_bytes(G, batch, lpips=False, include_base=False)  # what tune_folder plans batches with
     if device.type == "cuda":
         out["peak_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
+        out["estimate_mb"] = estimate / 2 ** 20
     else:
         out["peak_rss_growth_mb"] = _rss_mb() - base_rss
+        # the growth leaves out the generator itself, loaded before tuning
+        out["estimate_mb"] = (estimate - 4 * sum(p.numel() for p in G.parameters())) / 2 ** 20
     intervals = [b - a for a, b in zip(stamps, stamps[1:])]
     per_step = statistics.median(intervals) if intervals else total_s / max(steps, 1)
     setup = total_s - per_step * steps
@@ -162,6 +170,8 @@ def main() -> int:
                     help="steps per size (one value for all; default 6 at 256 px, 3 at 1024 px on CPU, 30 on CUDA)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=1, help="photos tuned together (peak memory and its estimate; "
+                                                          "the per-photo time is then per batch)")
     ap.add_argument("--json", help="also write the figures to this JSON file")
     ap.add_argument("--files-only", type=int, nargs="*", default=[], metavar="SIZE",
                     help="for these sizes only measure the saved file (synthetic deltas, no optimisation): "
@@ -171,18 +181,18 @@ def main() -> int:
 
     rows = []
     print(f"{'dev':4} {'size':>5} {'steps':>5} {'s/step':>8} {'setup s':>8} {'s/photo@350':>12} {'peak MiB':>9} "
-          f"{'tune MiB':>9} {'G MiB':>8} {'fp16 err':>9} {'fp16 dB':>8}")
+          f"{'est MiB':>8} {'tune MiB':>9} {'G MiB':>8} {'fp16 err':>9} {'fp16 dB':>8}")
     for k, size in enumerate(args.sizes):
         if args.steps:
             steps = args.steps[min(k, len(args.steps) - 1)]
         else:
             steps = 30 if args.device.startswith("cuda") else (6 if size <= 256 else 3)
-        r = run_case(size=size, steps=steps, device=args.device, threads=args.threads,
+        r = run_case(size=size, steps=steps, device=args.device, threads=args.threads, batch=args.batch,
                      files_only=size in args.files_only)
         r["loadavg_1min"] = os.getloadavg()[0]
         rows.append(r)
         if r.get("synthetic_delta"):
-            print(f"{'cpu':4} {size:>5} {'-':>5} {'-':>8} {'-':>8} {'-':>12} {'-':>9} {r['tuning_file_mb']:>9.2f} "
+            print(f"{'cpu':4} {size:>5} {'-':>5} {'-':>8} {'-':>8} {'-':>12} {'-':>9} {'-':>8} {r['tuning_file_mb']:>9.2f} "
                   f"{r['generator_file_mb']:>8.1f} {r['fp16_render_max_abs_err']:>9.2e} "
                   f"{r['fp16_render_psnr_db']:>8.1f}  (file only, synthetic deltas)", flush=True)
             continue
@@ -191,7 +201,7 @@ def main() -> int:
             continue
         peak = r.get("peak_mb", r.get("peak_rss_growth_mb"))
         print(f"{r['device']:4} {size:>5} {steps:>5} {r['s_per_step']:>8.2f} {r['setup_s']:>8.2f} "
-              f"{r['extrapolated_s_per_photo_350']:>12.0f} {peak:>9.0f} {r['tuning_file_mb']:>9.2f} "
+              f"{r['extrapolated_s_per_photo_350']:>12.0f} {peak:>9.0f} {r['estimate_mb']:>8.0f} {r['tuning_file_mb']:>9.2f} "
               f"{r['generator_file_mb']:>8.1f} {r['fp16_render_max_abs_err']:>9.2e} {r['fp16_render_psnr_db']:>8.1f}",
               flush=True)
     print("s/photo@350 is extrapolated (setup + 350 x median s/step); LPIPS off (no VGG16 weights here); "
