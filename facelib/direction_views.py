@@ -25,6 +25,7 @@ from .directions import pca_directions, sefa_directions
 from .edit_inputs import find_projections, random_latents
 from .edits import LayerMask, MaskSpec, render
 from .errors import CheckpointError, InputError
+from .paste import paste_file, photo_path
 from .previews import DirectionPreview
 from .grids import make_grid, save_image, stamp, to_pil
 
@@ -174,14 +175,19 @@ class ChosenEdit:
 
 def export_edits(G: Any, target: Any, directions: "Directions | Sequence[Direction]", edits: Sequence[Any],
                  folder: "str | os.PathLike[str]", *, cell: int = 256, label: str | None = None,
-                 title: str | None = None) -> tuple[Any, list[Path]]:
+                 title: str | None = None, tuning: Any = None,
+                 paste_back: "str | os.PathLike[str] | None" = None) -> tuple[Any, list[Path]]:
     """Render chosen edits and write them: ``<folder>/<n>_<direction>_<strength>.jpg`` and ``<folder>/grid.jpg``.
 
     Args:
         edits: :class:`ChosenEdit` or ``[index, strength]`` / ``[index, strength, rows]`` lists.
         label: stamped on every image (smoke runs).
+        tuning: render through this one-photo :class:`~facelib.tuning.Tuning` of the target (also
+            used when ``target`` is a projection carrying its tuning).
+        paste_back: the target's aligned crop (with its ``.align.json``): each edit is also pasted
+            into the original photo, ``<n>_<direction>_<strength>.photo.jpg`` beside it.
     Returns:
-        (the grid (target, then each edit), paths written).
+        (the grid (target, then each edit), paths written, pasted photos included).
     Raises:
         InputError: a malformed edit or a direction index out of range.
     """
@@ -196,7 +202,8 @@ def export_edits(G: Any, target: Any, directions: "Directions | Sequence[Directi
         if not 0 <= e.index < len(dirs):
             raise InputError(f"edits: direction index {e.index} out of range (there are {len(dirs)})")
         chosen.append(e)
-    preview = DirectionPreview(G, target, dirs, cell=cell)
+    preview = DirectionPreview(G, target, dirs, cell=cell, tuning=tuning)
+    G = preview.generator()  # the tuned generator when there is a tuning
     images, captions = [preview.base], ["target"]
     folder = Path(folder)
     written = []
@@ -212,6 +219,8 @@ def export_edits(G: Any, target: Any, directions: "Directions | Sequence[Directi
         path = folder / f"{n:02d}_{_safe(d.name)}_{e.strength:+g}.jpg"
         save_image(stamp(pil, label) if label else pil, path, quality=95)
         written.append(path)
+        if paste_back:
+            written.append(paste_file(img, paste_back, photo_path(path), stamp_text=label))
     grid = make_grid([images], cell=cell, captions=[captions], title=title)
     grid = stamp(grid, label) if label else grid
     save_image(grid, folder / "grid.jpg", quality=92)

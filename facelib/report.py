@@ -671,5 +671,10 @@ def _directions(doc: _Doc, out: Path) -> int:
     if edits:
         doc.para("Chosen edits (`out/directions/edits/`): the target moved along a direction; the name "
                  "says the direction and the strength in standard deviations of w along it.")
-        doc.table(["edit", "file"], [[_Img(p, p.stem, edited=True), p.name] for p in edits])
+        pasted = [_in_photo(p, f"{p.stem}, in the photo") for p in edits]
+        if any(pasted):
+            doc.table(["edit", "in the photo", "file"],
+                      [[_Img(p, p.stem, edited=True), photo, p.name] for p, photo in zip(edits, pasted)])
+        else:
+            doc.table(["edit", "file"], [[_Img(p, p.stem, edited=True), p.name] for p in edits])
     return len(edits)

@@ -101,6 +101,9 @@ def test_notebook_runs_headless_in_smoke_mode(series, path: Path) -> None:
         assert prov.get(path.stem, {}).get("smoke") is True
     if path.stem[:2] in ("02", "03", "04", "05"):  # TUNE = True: the grid through the tuned generator
         assert (out / "grids" / f"{path.stem}_tuned.jpg").is_file(), f"{path.name} wrote no tuned grid"
+    if path.stem[:2] == "06":  # the exported edits, through the tuning, pasted back into the photo
+        assert "through its tuned generator" in step.output.read_text()
+        assert list((out / "directions" / "edits").glob("*.photo.jpg")), "06 pasted no edit back into its photo"
 
 
 @pytest.mark.slow
@@ -120,6 +123,7 @@ def test_series_report_has_every_grid(series) -> None:
         else:
             assert s.status == "missing" and f"{s.name}.ipynb does not exist" in md
     assert "UNTRAINED GENERATOR - SMOKE RUN" in page
+    assert md.count("in the photo") >= 4  # styles, expressions, swaps and directions pasted back
     assert (out / "aligned").is_dir() and any((out / "aligned").rglob("*.jpg"))
 
 
