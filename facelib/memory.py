@@ -24,7 +24,7 @@ import torch
 from .errors import MemoryLimitError, RangeError
 
 __all__ = ["projection_bytes", "tuning_bytes", "free_bytes", "plan_batch", "BatchPlan", "check_fits",
-           "is_out_of_memory", "format_bytes"]
+           "is_out_of_memory", "split_after_out_of_memory", "format_bytes"]
 
 log = logging.getLogger(__name__)
 
@@ -277,3 +277,20 @@ def is_out_of_memory(e: BaseException) -> bool:
     return isinstance(e, (RuntimeError, MemoryError)) and (
         isinstance(e, MemoryError) or "out of memory" in text or "can't allocate memory" in text
         or "cannot allocate memory" in text)
+
+
+def split_after_out_of_memory(e: BaseException, batch: list, device: "str | torch.device",
+                              what: str = "images") -> tuple[list[list], str] | None:
+    """What a batch job does after ``e`` ended a batch: None when ``e`` is not an out-of-memory
+    error (re-raise it); ``([], reason)`` when the batch held one item (it fails with
+    ``reason``); else ``([first half, second half], note)`` to go on with (the CUDA cache is
+    emptied first)."""
+    if not isinstance(e, MemoryLimitError) and not is_out_of_memory(e):
+        return None
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    if len(batch) == 1:
+        return [], (str(e) if isinstance(e, MemoryLimitError) else f"out of memory even for one of the {what} on {device}")
+    half = len(batch) // 2
+    return [batch[:half], batch[half:]], f"out of memory with {len(batch)} {what} together; going on with {half}"

@@ -26,7 +26,7 @@ from .align_batch import scan_images
 from .distributed import announce_interrupt, gather, interrupted, item_seed, shard, world
 from .errors import BatchInterrupted, CheckpointError, InputError, MemoryLimitError, OptimisationError
 from .grids import save_image, stamp, to_pil, to_tensor
-from .memory import is_out_of_memory, plan_batch
+from .memory import plan_batch, split_after_out_of_memory
 from .paths import IMAGE_EXTENSIONS
 from .projection import load_projection, project, ProjectConfig, Projection, settle_config, sha256_tensor
 from .stamps import SMOKE_STAMP
@@ -325,21 +325,18 @@ def project_folder(src: "str | os.PathLike[str]", dst: "str | os.PathLike[str]",
                 done += len(batch)
                 continue
             except (RuntimeError, MemoryError, MemoryLimitError) as e:
-                if not isinstance(e, MemoryLimitError) and not is_out_of_memory(e):
+                split = split_after_out_of_memory(e, batch, G.device, "images")
+                if split is None:
                     raise
-                if G.device.type == "cuda":
-                    torch.cuda.empty_cache()
-                if len(batch) == 1:
+                halves, message = split
+                if not halves:
                     for p in paths:
-                        result.failed[str(p)] = (str(e) if isinstance(e, MemoryLimitError)
-                                                 else f"out of memory even for one image on {G.device}")
+                        result.failed[str(p)] = message
                     done += 1
                     continue
-                half = len(batch) // 2
-                note = f"out of memory with {len(batch)} images together; going on with {half}"
-                result.notes.append(note)
-                log.warning("%s", note)
-                queue[:0] = [batch[:half], batch[half:]]
+                result.notes.append(message)
+                log.warning("%s", message)
+                queue[:0] = halves
                 continue
             if proj.interrupted:
                 raise KeyboardInterrupt

@@ -67,7 +67,7 @@ from .align_batch import list_images
 from .errors import BatchInterrupted, CheckpointError, InputError, MemoryLimitError, OptimisationError
 from .grids import save_image
 from .losses import mse_per_image, psnr
-from .memory import check_fits, is_out_of_memory, plan_batch
+from .memory import check_fits, plan_batch, split_after_out_of_memory
 from .paths import IMAGE_EXTENSIONS
 from .projection import Projection, load_projection, load_targets
 from .projection_folder import projection_paths
@@ -770,19 +770,17 @@ def tune_folder(aligned: "str | os.PathLike[str]", latents: "str | os.PathLike[s
                 done += len(batch)
                 continue
             except (RuntimeError, MemoryError, MemoryLimitError) as e:
-                if not isinstance(e, MemoryLimitError) and not is_out_of_memory(e):
+                split = split_after_out_of_memory(e, batch, G.device, "photos")
+                if split is None:
                     raise
-                if G.device.type == "cuda":
-                    torch.cuda.empty_cache()
-                if len(batch) == 1:
-                    result.failed[str(batch[0][0])] = (str(e) if isinstance(e, MemoryLimitError)
-                                                       else f"out of memory even for one photo on {G.device}")
+                halves, message = split
+                if not halves:
+                    result.failed[str(batch[0][0])] = message
                     done += 1
                     continue
-                half = len(batch) // 2
-                result.notes.append(f"out of memory with {len(batch)} photos together; going on with {half}")
-                log.warning("%s", result.notes[-1])
-                queue[:0] = [batch[:half], batch[half:]]
+                result.notes.append(message)
+                log.warning("%s", message)
+                queue[:0] = halves
                 continue
             if t.interrupted:
                 raise KeyboardInterrupt
