@@ -110,6 +110,14 @@ def _paste_back(args: argparse.Namespace, G, image, out: str) -> None:
     print(f"wrote {dst} (the edit pasted into the photo)")
 
 
+def _inputs(*paths: str) -> dict:
+    """{path: first 16 hex digits of the file's SHA-256}: what an output was made from, so a rerun
+    after an input file changed keeps the finished output instead of calling it done."""
+    from .weights import file_sha256
+
+    return {str(p): file_sha256(p)[:16] for p in paths}
+
+
 def _paste_done(args: argparse.Namespace, G, out) -> None:
     """--paste-back on an output that is already done: make the photo from OUT as saved, if it is missing."""
     if not getattr(args, "paste_back", None):
@@ -199,7 +207,7 @@ def _run_mix(args: argparse.Namespace) -> int:
     mask = mask_option(args.rows, G.n_latent, "--rows")
     tuning_file = _tuning_file(args, args.content)
     meta = dict(edit="mix", content=str(args.content), style=str(args.style), rows=str(mask), strength=args.strength,
-                tuning=str(tuning_file) if tuning_file else None)
+                tuning=str(tuning_file) if tuning_file else None, inputs=_inputs(args.content, args.style))
     done, settings = _edit_done(args, G, **meta)
     if done is not None:
         return done
@@ -237,7 +245,8 @@ def _run_express(args: argparse.Namespace) -> int:
     mask = mask_option(args.mask, G.n_latent, "--mask")
     tuning_file = _tuning_file(args, args.target)
     meta = dict(edit="express", target=str(args.target), neutral=str(args.neutral), emotion=str(args.emotion),
-                mask=str(mask), strength=args.strength, tuning=str(tuning_file) if tuning_file else None)
+                mask=str(mask), strength=args.strength, tuning=str(tuning_file) if tuning_file else None,
+                inputs=_inputs(args.target, args.neutral, args.emotion))
     done, settings = _edit_done(args, G, **meta)
     if done is not None:
         return done
@@ -323,7 +332,8 @@ def _run_swap(args: argparse.Namespace) -> int:
     pt = out.with_suffix(".pt")
     # the record holds the generator rendered through: a tuned copy has its own id
     settings = {"config": planned.to_dict(), "weights_sha256": getattr(tuned, "weights_sha256", None),
-                "source_names": [str(args.source)], "target_names": [str(args.target)]}
+                "source_names": [str(args.source)], "target_names": [str(args.target)],
+                "inputs": _inputs(args.source, args.target)}
     done = kept_or_done(out, pt.with_suffix(".json"), settings, args.overwrite)
     if done == 0:
         _paste_done(args, G, out)
@@ -335,7 +345,8 @@ def _run_swap(args: argparse.Namespace) -> int:
                                  target_names=[str(args.target)] * len(result))
     # the image first, the tensors and the JSON (the record) last, inside a marker of these settings
     with writing_output(out, settings):
-        save_swaps(result.select([0]), [out], stamps=[SMOKE_STAMP if is_smoke(G) else None], random_id=ident.random)
+        save_swaps(result.select([0]), [out], stamps=[SMOKE_STAMP if is_smoke(G) else None], random_id=ident.random,
+                   extra={"inputs": settings["inputs"]})
         meta = pt.with_suffix(".json")
         print(f"wrote {out}, {pt} and {meta} ({g_source}; {ident.describe()}; rows {args.rows or 'default'}"
               f"{'; tuned ' + tuning if tuning else ''})")
@@ -495,7 +506,8 @@ def _run_edit(args: argparse.Namespace) -> int:
     tuning_file = _tuning_file(args, args.latent)
     meta = dict(edit="direction", latent=str(args.latent), direction=str(args.direction), index=args.index,
                 method=direction.method, rows=str(mask), strength=args.strength, units=args.units,
-                w_distance=args.strength * unit, tuning=str(tuning_file) if tuning_file else None)
+                w_distance=args.strength * unit, tuning=str(tuning_file) if tuning_file else None,
+                inputs=_inputs(args.latent, args.direction))
     done, settings = _edit_done(args, G, **meta)
     if done is not None:
         return done

@@ -460,17 +460,18 @@ class SwapResult:
             "steps_done": self.steps_done,
         }
 
-    def save(self, path: "str | os.PathLike[str]") -> Path:
+    def save(self, path: "str | os.PathLike[str]", *, extra: Mapping[str, Any] | None = None) -> Path:
         """Write ``path`` (tensors, ``weights_only``-loadable) and ``path.with_suffix('.json')``,
-        both atomically, the JSON last. Returns the JSON path."""
+        both atomically, the JSON last (``extra``: more JSON entries, e.g. what made it). Returns
+        the JSON path."""
         tensors = {"wplus": self.wplus.float(), "target_wplus": self.target_wplus.float(),
                    "images": self.images.half(), "target_images": self.target_images.half(),
                    "face_masks": self.face_masks.half()}
-        return save_result(path, tensors, self.noises, self.to_json())
+        return save_result(path, tensors, self.noises, {**self.to_json(), **dict(extra or {})})
 
 
 def save_swaps(result: SwapResult, paths: Sequence["str | os.PathLike[str]"], *, stamps: Sequence[str | None] = (),
-               random_id: bool = False, **save_kwargs: Any) -> list[Path]:
+               random_id: bool = False, extra: Mapping[str, Any] | None = None, **save_kwargs: Any) -> list[Path]:
     """Write pair ``i`` of ``result`` as ``paths[i]`` (the image; JPEG, PNG, ... by suffix), then
     ``.pt`` and ``.json`` beside it (:meth:`SwapResult.save`; the JSON, last, marks a complete set).
 
@@ -482,7 +483,7 @@ def save_swaps(result: SwapResult, paths: Sequence["str | os.PathLike[str]"], *,
 
     Args:
         result: N pairs. paths: N image paths. save_kwargs: for :func:`facelib.grids.save_image`
-            (e.g. ``quality=95``).
+            (e.g. ``quality=95``). extra: more entries for every JSON (e.g. the inputs' hashes).
     Returns:
         The image paths written.
     Raises:
@@ -498,7 +499,7 @@ def save_swaps(result: SwapResult, paths: Sequence["str | os.PathLike[str]"], *,
         for text in texts + ([UNCHANGED_STAMP] if one.unchanged[0] else []):  # unchanged: the target as it was
             image = stamp(image, text)
         save_image(image, path, **save_kwargs)
-        one.save(path.with_suffix(".pt"))
+        one.save(path.with_suffix(".pt"), extra=extra)
     return paths
 
 

@@ -5,6 +5,8 @@ projections (sources as their aligned photos when found), or random latents when
 from __future__ import annotations
 
 import glob
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -153,6 +155,32 @@ def swap_folder(result: "SwapResult", folder: Any, names: Sequence[str], *, over
         A :class:`facelib.variants.BesideChoice`: ``folder`` to save into, ``note`` to show.
     """
     settings = {"config": result.config.to_dict(), "weights_sha256": result.weights_sha256}
-    others = [] if overwrite else [why for n in names
-                                   if (why := other_settings(Path(folder) / f"{n}.json", settings, fmt="facelib.swap"))]
-    return choose_beside(folder, settings, others, replace_hint="OVERWRITE = True replaces them")
+    others = []
+    for i, n in enumerate([] if overwrite else names):
+        sidecar = Path(folder) / f"{n}.json"
+        why = other_settings(sidecar, settings, fmt="facelib.swap")
+        if why is None and i < len(result):
+            why = _other_target(sidecar.with_suffix(".pt"), result.target_wplus[i])
+        if why:
+            others.append(why)
+    # the folder's tag also names the targets, so swaps of other projections get their own folder
+    targets = hashlib.sha256(result.target_wplus.detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()
+    return choose_beside(folder, {**settings, "targets": targets[:16]}, others,
+                         replace_hint="OVERWRITE = True replaces them")
+
+
+def _other_target(tensors: Path, target_wplus: torch.Tensor) -> str | None:
+    """Why the finished swap in ``tensors`` (with its sidecar, same settings) is of another target
+    latent than ``target_wplus`` (n_latent, D) (e.g. a projection made again with other settings),
+    or None when it is the same one or the file cannot be read (then it is redone as usual)."""
+    try:
+        saved = torch.load(tensors, map_location="cpu", weights_only=True)["target_wplus"]
+        meta = json.loads(tensors.with_suffix(".json").read_text())
+    except Exception:  # noqa: BLE001 - no finished swap to keep: it is made again
+        return None
+    if meta.get("interrupted") or meta.get("format") != "facelib.swap":
+        return None
+    w = target_wplus.detach().float().cpu().reshape(saved.shape[-2:])
+    if saved.reshape(w.shape).shape == w.shape and torch.allclose(saved.reshape(w.shape).float(), w, atol=1e-6):
+        return None
+    return "made from another projection of the target"

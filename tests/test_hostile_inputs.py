@@ -586,3 +586,22 @@ def test_direction_edit_keeps_an_output_of_other_settings(small_generator, tmp_p
     assert main(argv + ["--strength", "2"]) == 1
     assert "strength 1.0 (now 2.0)" in capsys.readouterr().out and out.read_bytes() == before
     assert main(argv + ["--strength", "2", "--overwrite"]) == 0 and out.read_bytes() != before
+
+
+def test_an_edit_whose_input_file_changed_is_kept_not_called_done(small_generator, tmp_path, capsys):
+    """The inputs' hashes are part of an edit's settings: after CONTENT is projected again, the
+    finished output made from the old file is kept (not "already done", not replaced)."""
+    weights = _weights(small_generator, tmp_path)
+    lat = edit_inputs.random_latents(small_generator, 3, seed=1)
+    torch.save({"wplus": lat[:1]}, tmp_path / "a.pt")
+    torch.save({"wplus": lat[1:2]}, tmp_path / "b.pt")
+    out = tmp_path / "m.png"
+    argv = ["mix", "a.pt", "b.pt", str(out), "--weights", str(weights), "--device", "cpu"]
+    assert main(argv) == 0
+    before = out.read_bytes()
+    torch.save({"wplus": lat[2:]}, tmp_path / "a.pt")  # the content file was made again
+    capsys.readouterr()
+    assert main(argv) == 1
+    printed = capsys.readouterr().out
+    assert printed.startswith(f"kept {out}: made with other settings (inputs.a.pt") and out.read_bytes() == before
+    assert main(argv + ["--overwrite"]) == 0 and out.read_bytes() != before

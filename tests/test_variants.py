@@ -162,6 +162,12 @@ def test_swap_folder_keeps_swaps_of_other_settings(small_generator, tmp_path):
     assert swap_folder(swap(200), usual, names).folder == usual  # the first settings: the usual folder
     assert swap_folder(swap(25), usual, names, overwrite=True).folder == usual
     assert swap_folder(swap(25), usual, ["other_pair"]).folder == usual  # no finished swap of this pair
+    # same swap settings, but the target was projected again (another latent): kept, written beside
+    moved = swap(200)
+    moved = SwapResult(**{**moved.__dict__, "target_wplus": wplus + 0.01})
+    again = swap_folder(moved, usual, names)
+    assert again.beside and "another projection of the target" in again.note
+    assert again.folder != rerun.folder and _hashes(usual) == before
 
 
 def test_report_reads_the_recorded_latents(tmp_path):
