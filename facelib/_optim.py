@@ -12,7 +12,7 @@ import logging
 import math
 import operator
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping, MutableMapping, Sequence
 
@@ -26,7 +26,7 @@ from .progress import progress_bar as tqdm
 from .weights import safe_torch_load, state_fingerprint
 
 __all__ = ["Frozen", "BestSteps", "StepState", "StepCallback", "Evaluation", "Outcome", "optimise",
-           "check_settings", "lpips_option", "resolve_lpips_option", "generator_id", "image_batch",
+           "check_settings", "known_settings", "lpips_option", "resolve_lpips_option", "generator_id", "image_batch",
            "batch_indices", "save_result", "read_result", "SavedResult", "SCHEDULERS", "lr_schedule",
            "constant_lr", "default_gamma", "exp_lr", "cosine_lr", "rampupdown_lr"]
 
@@ -312,6 +312,17 @@ def optimise(opt: torch.optim.Optimizer, best: BestSteps, evaluate: Callable[[in
 # ----------------------------------------------------------------------------------------
 
 _LPIPS_SPECS = ("auto", "vgg", None, "module")
+
+
+def known_settings(cls: type, saved: Mapping[str, Any], what: str) -> dict[str, Any]:
+    """The entries of a saved config ``saved`` that are fields of the dataclass ``cls`` (for its
+    ``from_dict``); others (written by another facelib version) are dropped with a warning
+    naming them and ``what`` ("projection", "swap", "tuning")."""
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(saved) - names)
+    if unknown:
+        log.warning("ignoring unknown %s settings %s", what, unknown)
+    return {k: v for k, v in saved.items() if k in names}
 
 
 def check_settings(cfg: Any, nonnegative: Sequence[str]) -> None:

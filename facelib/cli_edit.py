@@ -80,11 +80,11 @@ def _tuning_file(args: argparse.Namespace, latent_path: str):
     return path if args.tuning or path.is_file() else None
 
 
-def _tuned_generator(args: argparse.Namespace, G, latent_path: str):
-    """(generator to render with, tuning file or None): :func:`_tuning_file` loaded against ``G``."""
+def _tuned_generator(G, path):
+    """(generator to render with, tuning file or None): the tuning ``path`` (from
+    :func:`_tuning_file`) loaded against ``G``, or ``G`` itself without one."""
     from .tuning import load_tuning
 
-    path = _tuning_file(args, latent_path)
     if path is None:
         return G, None
     tuning = load_tuning(path, G)
@@ -197,6 +197,21 @@ def _edit_done(args: argparse.Namespace, G, **meta) -> tuple[int | None, dict]:
     return done, same
 
 
+def _finish_edit(args: argparse.Namespace, G, source: str, edited, latent, latent_path: str,
+                 input_paths: Sequence[str], /, **meta) -> int:
+    """What ``mix``, ``express`` and ``edit`` share once the edited W+ is known: the settings
+    (``meta`` plus the tuning rendered through and the inputs' hashes), the keep-or-redo rule,
+    then rendering and writing OUT through the tuning beside ``latent_path``. Returns the exit code."""
+    tuning_file = _tuning_file(args, latent_path)
+    meta.update(tuning=str(tuning_file) if tuning_file else None, inputs=_inputs(*input_paths))
+    done, settings = _edit_done(args, G, **meta)
+    if done is not None:
+        return done
+    tuned, _ = _tuned_generator(G, tuning_file)
+    _write_edit(G, source, edited, latent.noises, args.out, settings=settings, render_G=tuned, paste=args, **meta)
+    return 0
+
+
 def _run_mix(args: argparse.Namespace) -> int:
     from ._io import check_output_file
     from .edits import mix_styles
@@ -205,16 +220,9 @@ def _run_mix(args: argparse.Namespace) -> int:
     check_finite(args, ["strength"])
     (content, style), G, source = _latents_and_generator([args.content, args.style], args.weights, args.device)
     mask = mask_option(args.rows, G.n_latent, "--rows")
-    tuning_file = _tuning_file(args, args.content)
-    meta = dict(edit="mix", content=str(args.content), style=str(args.style), rows=str(mask), strength=args.strength,
-                tuning=str(tuning_file) if tuning_file else None, inputs=_inputs(args.content, args.style))
-    done, settings = _edit_done(args, G, **meta)
-    if done is not None:
-        return done
     mixed = mix_styles(content.wplus, style.wplus, rows=mask, strength=args.strength)
-    tuned, _ = _tuned_generator(args, G, args.content)
-    _write_edit(G, source, mixed, content.noises, args.out, settings=settings, render_G=tuned, paste=args, **meta)
-    return 0
+    return _finish_edit(args, G, source, mixed, content, args.content, [args.content, args.style], edit="mix",
+                        content=str(args.content), style=str(args.style), rows=str(mask), strength=args.strength)
 
 
 def _add_express(sub: argparse._SubParsersAction) -> None:
@@ -243,18 +251,11 @@ def _run_express(args: argparse.Namespace) -> int:
     (target, neutral, emotion), G, source = _latents_and_generator([args.target, args.neutral, args.emotion],
                                                                    args.weights, args.device)
     mask = mask_option(args.mask, G.n_latent, "--mask")
-    tuning_file = _tuning_file(args, args.target)
-    meta = dict(edit="express", target=str(args.target), neutral=str(args.neutral), emotion=str(args.emotion),
-                mask=str(mask), strength=args.strength, tuning=str(tuning_file) if tuning_file else None,
-                inputs=_inputs(args.target, args.neutral, args.emotion))
-    done, settings = _edit_done(args, G, **meta)
-    if done is not None:
-        return done
-    delta = expression_delta(neutral.wplus, emotion.wplus)
-    edited = apply_delta(target.wplus, delta, mask=mask, strength=args.strength)
-    tuned, _ = _tuned_generator(args, G, args.target)
-    _write_edit(G, source, edited, target.noises, args.out, settings=settings, render_G=tuned, paste=args, **meta)
-    return 0
+    edited = apply_delta(target.wplus, expression_delta(neutral.wplus, emotion.wplus), mask=mask,
+                         strength=args.strength)
+    return _finish_edit(args, G, source, edited, target, args.target, [args.target, args.neutral, args.emotion],
+                        edit="express", target=str(args.target), neutral=str(args.neutral),
+                        emotion=str(args.emotion), mask=str(mask), strength=args.strength)
 
 
 def _add_swap(sub: argparse._SubParsersAction) -> None:
@@ -322,7 +323,7 @@ def _run_swap(args: argparse.Namespace) -> int:
         why = "a smoke run" if is_smoke(G) else "no --arcface and none found under data/"
         log.warning("using a small RANDOM identity network (%s; the identity figures mean nothing)", why)
     options = given_options(args, ("steps", "rows", "id_weight", "latent_weight", "lr", "mask", "lpips", "seed"))
-    tuned, tuning = _tuned_generator(args, G, args.target)
+    tuned, tuning = _tuned_generator(G, _tuning_file(args, args.target))
     if "rows" in options:
         try:
             options["rows"] = resolve_rows(options["rows"], G.n_latent)
@@ -503,18 +504,11 @@ def _run_edit(args: argparse.Namespace) -> int:
     unit = direction.sigma if args.units == "sigma" and direction.sigma else 1.0
     if args.units == "sigma" and not direction.sigma:
         log.warning("%s records no sigma: --strength is taken in W units", args.direction)
-    tuning_file = _tuning_file(args, args.latent)
-    meta = dict(edit="direction", latent=str(args.latent), direction=str(args.direction), index=args.index,
-                method=direction.method, rows=str(mask), strength=args.strength, units=args.units,
-                w_distance=args.strength * unit, tuning=str(tuning_file) if tuning_file else None,
-                inputs=_inputs(args.latent, args.direction))
-    done, settings = _edit_done(args, G, **meta)
-    if done is not None:
-        return done
     edited = apply_direction(latent.wplus, direction, args.strength * unit, mask=mask)
-    tuned, _ = _tuned_generator(args, G, args.latent)
-    _write_edit(G, source, edited, latent.noises, args.out, settings=settings, render_G=tuned, paste=args, **meta)
-    return 0
+    return _finish_edit(args, G, source, edited, latent, args.latent, [args.latent, args.direction],
+                        edit="direction", latent=str(args.latent), direction=str(args.direction), index=args.index,
+                        method=direction.method, rows=str(mask), strength=args.strength, units=args.units,
+                        w_distance=args.strength * unit)
 
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [

@@ -60,7 +60,7 @@ import torch
 from torch import nn
 
 from . import __version__
-from ._optim import (batch_indices, BestSteps, check_settings, constant_lr, cosine_lr, default_gamma,
+from ._optim import (batch_indices, BestSteps, check_settings, known_settings, constant_lr, cosine_lr, default_gamma,
                      Evaluation, exp_lr, Frozen, generator_id, image_batch, lpips_option, lr_schedule,
                      optimise, rampupdown_lr, read_result, resolve_lpips_option, save_result, SCHEDULERS,
                      StepCallback, StepState)
@@ -171,11 +171,7 @@ class ProjectConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ProjectConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            log.warning("ignoring unknown projection settings %s", unknown)
-        return cls(**{k: v for k, v in d.items() if k in names})
+        return cls(**known_settings(cls, d, "projection"))
 
     def lr_at(self, step: int) -> float:
         """Learning rate of ``step`` under this config's schedule."""

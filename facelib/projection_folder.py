@@ -12,9 +12,9 @@ import dataclasses
 import json
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 import torch
 from torch import nn
@@ -25,6 +25,7 @@ from .align import load_image
 from .align_batch import scan_images
 from .distributed import announce_interrupt, gather, interrupted, item_seed, shard, world
 from .errors import BatchInterrupted, CheckpointError, InputError, MemoryLimitError, OptimisationError
+from .folder_result import FolderResult
 from .grids import save_image, stamp, to_pil, to_tensor
 from .memory import plan_batch, split_after_out_of_memory
 from .paths import IMAGE_EXTENSIONS
@@ -38,55 +39,17 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class ProjectFolderResult:
-    """Outcome of :func:`project_folder`.
+class ProjectFolderResult(FolderResult):
+    """Outcome of :func:`project_folder` (the lists of :class:`facelib.folder_result.FolderResult`,
+    items being images), and:
 
     Attributes:
-        written: tensor files written in this run.
-        skipped: images already done with the same image, settings and generator.
-        failed: image path (or folder entry) -> reason.
-        kept: image path -> why its existing result (made with other settings, another generator or
-            from another image) was left as it is (``overwrite=True`` replaces it).
-        not_reached: images not started because the run was interrupted.
-        interrupted: True when Ctrl-C ended the run.
-        notes: what the run decided on its own (batch size from free memory, smaller batches after
-            running out of memory, writing beside results of other settings).
         dst: the folder this run wrote into: ``dst``, or with ``beside`` its sibling for these
             settings (:func:`facelib.variants.beside_folder`).
     """
 
-    written: list[Path] = field(default_factory=list)
-    skipped: list[Path] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)  # image path -> reason
-    kept: dict[str, str] = field(default_factory=dict)  # image path -> why its result was kept
-    not_reached: list[Path] = field(default_factory=list)
-    interrupted: bool = False
-    notes: list[str] = field(default_factory=list)
+    DONE: ClassVar[str] = "projected"
     dst: Path | None = None
-
-    @property
-    def ok(self) -> bool:
-        """No failures, and something was done or already done."""
-        return not self.failed and not self.nothing_done
-
-    @property
-    def nothing_done(self) -> bool:
-        """True when results of other settings were kept and nothing was written or already done."""
-        return bool(self.kept) and not self.written and not self.skipped
-
-    def summary(self) -> str:
-        head = "INTERRUPTED: " if self.interrupted else ""
-        tail = f", not reached {len(self.not_reached)}" if self.interrupted else ""
-        lines = [f"{head}projected {len(self.written)}, skipped {len(self.skipped)} already done, "
-                 f"failed {len(self.failed)}{tail}"]
-        lines += [f"  note: {n}" for n in self.notes]
-        lines += [f"  failed: {p}: {why}" for p, why in self.failed.items()]
-        lines += [f"  kept: {p}: {why}" for p, why in self.kept.items()]
-        if self.kept:
-            lines.append(f"kept {len(self.kept)} result(s) made with other settings; rerun with --overwrite "
-                         "(overwrite=True) to replace them")
-        lines += [f"  not reached: {p}" for p in self.not_reached]
-        return "\n".join(lines)
 
 
 def projection_paths(src: "str | os.PathLike[str]", dst: "str | os.PathLike[str]",

@@ -68,6 +68,7 @@ from torch import nn
 
 from . import __version__
 from ._optim import (batch_indices, BestSteps, check_settings, Evaluation, Frozen, generator_id, image_batch,
+                     known_settings,
                      lpips_option, optimise, read_result, resolve_lpips_option, save_result, StepCallback,
                      StepState)
 from .align import load_image
@@ -282,11 +283,7 @@ class SwapConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "SwapConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            log.warning("ignoring unknown swap settings %s", unknown)
-        kw = {k: v for k, v in d.items() if k in names}
+        kw = known_settings(cls, d, "swap")
         if kw.get("rows") is not None:
             kw["rows"] = tuple(kw["rows"])
         return cls(**kw)

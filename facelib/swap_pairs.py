@@ -180,7 +180,8 @@ def _other_target(tensors: Path, target_wplus: torch.Tensor) -> str | None:
         return None
     if meta.get("interrupted") or meta.get("format") != "facelib.swap":
         return None
-    w = target_wplus.detach().float().cpu().reshape(saved.shape[-2:])
-    if saved.reshape(w.shape).shape == w.shape and torch.allclose(saved.reshape(w.shape).float(), w, atol=1e-6):
+    first = saved.float().reshape(-1, *saved.shape[-2:])[0]  # the saved pair's (n_latent, D)
+    w = target_wplus.detach().float().cpu().reshape(-1, *target_wplus.shape[-2:])[0]
+    if first.shape == w.shape and torch.allclose(first, w, atol=1e-6):
         return None
     return "made from another projection of the target"

@@ -55,16 +55,17 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from . import __version__
 from ._optim import (BestSteps, Evaluation, Frozen, StepCallback, batch_indices, generator_id, lpips_option,
-                     optimise, read_result, resolve_lpips_option, save_result)
+                     known_settings, optimise, read_result, resolve_lpips_option, save_result)
 from .align_batch import list_images
 from .errors import BatchInterrupted, CheckpointError, InputError, MemoryLimitError, OptimisationError
+from .folder_result import FolderResult
 from .grids import save_image
 from .losses import mse_per_image, psnr
 from .memory import check_fits, plan_batch, split_after_out_of_memory
@@ -124,8 +125,7 @@ class TuneConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "TuneConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        return cls(**known_settings(cls, d, "tuning"))
 
 
 def _trainable(name: str) -> bool:
@@ -611,47 +611,12 @@ def _tune_batch(G: nn.Module, targets: torch.Tensor, projection: Projection, cfg
 # ----------------------------------------------------------------------------------------
 
 @dataclass
-class TuneFolderResult:
-    """Outcome of :func:`tune_folder`.
+class TuneFolderResult(FolderResult):
+    """Outcome of :func:`tune_folder`: the lists of :class:`facelib.folder_result.FolderResult`,
+    items being photos and results their tuning files."""
 
-    Attributes:
-        written: tuning files written in this run; skipped: already done with these settings.
-        failed: image path -> reason. kept: image path -> why its finished tuning (other settings,
-            another generator or another pivot) was left as it is (``overwrite=True`` replaces it).
-        not_reached: photos not started because the run was interrupted; interrupted: Ctrl-C ended it.
-        notes: what the run decided on its own (batch size from free memory, smaller batches).
-    """
-
-    written: list[Path] = dataclasses.field(default_factory=list)
-    skipped: list[Path] = dataclasses.field(default_factory=list)
-    failed: dict[str, str] = dataclasses.field(default_factory=dict)  # image path -> reason
-    kept: dict[str, str] = dataclasses.field(default_factory=dict)  # image path -> why its tuning was kept
-    not_reached: list[Path] = dataclasses.field(default_factory=list)
-    interrupted: bool = False
-    notes: list[str] = dataclasses.field(default_factory=list)  # batch size chosen, smaller batches after OOM
-
-    @property
-    def nothing_done(self) -> bool:
-        """True when tunings of other settings were kept and nothing was written or already done."""
-        return bool(self.kept) and not self.written and not self.skipped
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed and not self.nothing_done
-
-    def summary(self) -> str:
-        head = "INTERRUPTED: " if self.interrupted else ""
-        tail = f", not reached {len(self.not_reached)}" if self.interrupted else ""
-        lines = [f"{head}tuned {len(self.written)}, skipped {len(self.skipped)} already done, "
-                 f"failed {len(self.failed)}{tail}"]
-        lines += [f"  note: {n}" for n in self.notes]
-        lines += [f"  failed: {p}: {why}" for p, why in self.failed.items()]
-        lines += [f"  kept: {p}: {why}" for p, why in self.kept.items()]
-        if self.kept:
-            lines.append(f"kept {len(self.kept)} tuning(s) made with other settings; rerun with --overwrite "
-                         "(overwrite=True) to replace them")
-        lines += [f"  not reached: {p}" for p in self.not_reached]
-        return "\n".join(lines)
+    DONE: ClassVar[str] = "tuned"
+    ITEMS: ClassVar[str] = "tuning(s)"
 
 
 def _tuning_state(path: Path, cfg: TuneConfig, base: str, proj_sha: str | None) -> tuple[str, str | None]:

@@ -216,7 +216,6 @@ def test_a_projection_carries_its_tuning_into_edits_and_previews(projected, tmp_
     """attach_tuning / load_tuned_projection: edits given the projection render through its tuning,
     selection carries it, a tuning of other pivots or of another base is refused; previews switch."""
     from facelib import previews
-    from facelib.projection_folder import ProjectFolderResult  # noqa: F401 - the module imports cleanly
     from facelib.tuning import attach_tuning, load_tuned_projection
 
     from .test_losses import TinyIdNet
