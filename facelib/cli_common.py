@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
+from ._io import jsonable
 from .errors import FacelibError, InputError
 
 __all__ = ["DEVICE_HELP", "MAX_SAMPLES", "given_options", "open_generator", "check_counts", "check_finite",
@@ -120,13 +121,6 @@ def writing_output(out, settings: dict):
     marker.unlink(missing_ok=True)
 
 
-def _jsonable(value):
-    """``value`` as it reads back from JSON (tuples become lists, paths strings)."""
-    import json
-
-    return json.loads(json.dumps(value, default=str))
-
-
 def kept_or_done(out, meta_path, same: dict, overwrite: bool) -> int | None:
     """For single-output commands: None = go on; 0 = the same result exists (done); 1 = a result of
     other settings (or a file without its settings record) exists and is kept (without --overwrite).
@@ -143,22 +137,23 @@ def kept_or_done(out, meta_path, same: dict, overwrite: bool) -> int | None:
     marker = pending_path(out)
     if marker.exists():
         try:
-            pending = json.loads(marker.read_text()).get("settings") or {}
+            pending = json.loads(marker.read_text()).get("settings")
         except (OSError, ValueError, AttributeError):
-            pending = {}
-        finished = (saved is not None and out.exists() and bool(pending)
-                    and all(_jsonable(saved.get(k)) == _jsonable(v) for k, v in pending.items()))
-        if not finished:  # the earlier run stopped between its writes: nothing finished is lost by redoing it
-            print(f"{out}: an earlier run was interrupted while writing it; making it again")
-            return None
-        marker.unlink(missing_ok=True)  # that run finished; only its marker was left
+            pending = None  # not a marker this command wrote (those are written atomically): no evidence
+        if isinstance(pending, dict) and pending:
+            finished = saved is not None and out.exists() and all(
+                jsonable(saved.get(k)) == jsonable(v) for k, v in pending.items())
+            if not finished:  # the earlier run stopped between its writes: nothing finished is lost by redoing it
+                print(f"{out}: an earlier run was interrupted while writing it; making it again")
+                return None
+        marker.unlink(missing_ok=True)  # that run finished (or the file says nothing): the usual rules apply
     if overwrite or not (out.exists() or meta_path.exists()):
         return None
     if saved is None:
         print(f"kept {out}: it exists without a readable settings record ({meta_path.name}), so it may be "
               "another file or an interrupted run; rerun with --overwrite to replace it")
         return 1
-    diff = [k for k, v in same.items() if _jsonable(saved.get(k)) != _jsonable(v)]
+    diff = [k for k, v in same.items() if jsonable(saved.get(k)) != jsonable(v)]
     if not diff:
         if out.exists():
             print(f"{out}: already done with these settings (--overwrite redoes it)")

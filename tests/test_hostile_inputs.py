@@ -605,3 +605,20 @@ def test_an_edit_whose_input_file_changed_is_kept_not_called_done(small_generato
     printed = capsys.readouterr().out
     assert printed.startswith(f"kept {out}: made with other settings (inputs.a.pt") and out.read_bytes() == before
     assert main(argv + ["--overwrite"]) == 0 and out.read_bytes() != before
+
+
+def test_an_unreadable_marker_does_not_make_a_finished_edit_replaceable(small_generator, tmp_path, capsys):
+    """Markers are written atomically, so one that cannot be read is not this command's: it says
+    nothing, and the finished output of other settings beside it stays."""
+    weights = _weights(small_generator, tmp_path)
+    lat = edit_inputs.random_latents(small_generator, 2, seed=1)
+    torch.save({"wplus": lat[:1]}, tmp_path / "a.pt")
+    torch.save({"wplus": lat[1:]}, tmp_path / "b.pt")
+    out = tmp_path / "m.png"
+    argv = ["mix", "a.pt", "b.pt", str(out), "--weights", str(weights), "--device", "cpu"]
+    assert main(argv) == 0
+    before = out.read_bytes()
+    (tmp_path / "m.png.pending.json").write_text("{not json")
+    capsys.readouterr()
+    assert main(argv + ["--strength", "0.5"]) == 1
+    assert "made with other settings" in capsys.readouterr().out and out.read_bytes() == before
